@@ -1,0 +1,174 @@
+"""Configuration: the JSON Schema is the single source of defaults and types.
+
+The Snakefile and the CLI both go through :func:`validate_config`, which fills
+defaults from ``workflow/schemas/config.schema.yaml`` (shipped inside the
+package as ``atsg/config.schema.yaml``) and turns the first schema violation
+into a one-line :class:`~atsg.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from .errors import ConfigError
+
+SCHEMA_NAME = "config.schema.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict:
+    """The configuration schema as a dict."""
+    text = resources.files("atsg").joinpath(SCHEMA_NAME).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """A validator class that writes schema defaults into the instance as it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _key_of(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "(top level)"
+
+
+def _describe(error) -> str:
+    if error.validator == "additionalProperties":
+        return f"{error.message} (unknown key; check its spelling against {SCHEMA_NAME})"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {error.validator_value}"
+    return error.message
+
+
+def validate_config(config: dict) -> dict:
+    """Fill defaults into ``config`` in place, check types and cross-field rules; return it."""
+    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"config key {_key_of(first)}: {_describe(first)}{more}")
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(cfg: dict) -> None:
+    ds, split, tiling = cfg["dataset"], cfg["split"], cfg["tiling"]
+    if ds["label_encoding"] == "rgb" and len(ds["palette"]) != len(ds["classes"]):
+        raise ConfigError(
+            f"config keys dataset.palette / dataset.classes: {len(ds['palette'])} colours for "
+            f"{len(ds['classes'])} classes; give one RGB colour per class"
+        )
+    if len(ds["band_names"]) != len(ds["bands"]):
+        raise ConfigError(
+            f"config keys dataset.band_names / dataset.bands: {len(ds['band_names'])} names for "
+            f"{len(ds['bands'])} bands; give one name per band read"
+        )
+    if ds["expected_bands"] is not None and max(ds["bands"]) > ds["expected_bands"]:
+        raise ConfigError(
+            f"config key dataset.bands: band {max(ds['bands'])} asked for, but dataset.expected_bands "
+            f"is {ds['expected_bands']}"
+        )
+    if ds["background"] and len(ds["classes"]) < 2:
+        raise ConfigError("config key dataset.classes: with dataset.background true at least 2 classes are needed")
+    if ds["value_range"] is not None and ds["value_range"][1] <= ds["value_range"][0]:
+        raise ConfigError("config key dataset.value_range: give [low, high] with high > low")
+    if tiling["stride"] > tiling["size"]:
+        raise ConfigError(
+            f"config key tiling.stride: {tiling['stride']} is larger than tiling.size {tiling['size']}; "
+            "tiles would leave gaps between them"
+        )
+    if split["method"] == "ratio" and sum(split["ratios"]) <= 0:
+        raise ConfigError("config key split.ratios: the fractions must not all be 0")
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """A new dict: ``base`` updated recursively by ``override`` (lists are replaced, as Snakemake does)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from ``path``, or a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def parse_assignment(text: str) -> dict:
+    """``"tiling.size=512"`` -> ``{"tiling": {"size": 512}}`` (the value is read as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: write KEY=VALUE, e.g. --set tiling.size=512")
+    value = yaml.safe_load(raw) if raw != "" else ""
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    configfiles: Iterable[str | Path] = (),
+    params: str | Mapping | None = None,
+    assignments: Iterable[str] = (),
+) -> dict:
+    """Merge config files, a JSON/mapping of sections (as rules pass them) and KEY=VALUE overrides; validate."""
+    cfg: dict = {}
+    for path in configfiles:
+        cfg = deep_merge(cfg, read_yaml(path))
+    if params:
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--params is not valid JSON: {exc}") from None
+        cfg = deep_merge(cfg, params)
+    for text in assignments:
+        cfg = deep_merge(cfg, parse_assignment(text))
+    return validate_config(cfg)
+
+
+def section_json(config: Mapping, *sections: str) -> str:
+    """The named sections of a config as canonical JSON (what a rule passes as ``params``)."""
+    return json.dumps({s: config[s] for s in sections}, sort_keys=True, separators=(",", ":"))
+
+
+def run_dir(config: Mapping) -> Path:
+    """``{results_dir}/{run}``, where every artifact of the run lives."""
+    return Path(config["results_dir"]) / config["run"]

@@ -1,0 +1,140 @@
+"""Raster reading: headers, consistency checks and windowed reads of image/label pairs."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from ..errors import DataError
+from .labels import LabelDecoder
+from .layout import Scene
+
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None
+    transform: tuple[float, ...] | None
+
+
+def _open(path: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            return rasterio.open(path)
+        except RasterioError as exc:
+            raise DataError(
+                f"{path}: cannot be read as a raster ({str(exc).splitlines()[0]}); the file is corrupt, "
+                "truncated or not an image: re-export or re-download it"
+            ) from None
+
+
+def inspect_raster(path: Path) -> RasterInfo:
+    """Size, bands, dtype and georeference of a raster, reading only its header."""
+    with _open(path) as src:
+        georeferenced = src.crs is not None or src.transform != rasterio.Affine.identity()
+        return RasterInfo(
+            path=path,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=str(src.dtypes[0]),
+            crs=src.crs.to_string() if src.crs is not None else None,
+            transform=tuple(src.transform)[:6] if georeferenced else None,
+        )
+
+
+def check_scene(scene: Scene, image: RasterInfo, label: RasterInfo | None, dataset: Mapping,
+                decoder: LabelDecoder) -> None:
+    """Errors for a pair that cannot be tiled as configured (band counts, dtypes, sizes)."""
+    expected = dataset["expected_bands"]
+    if expected is not None and image.count != expected:
+        raise DataError(
+            f"{image.path}: {image.count} band(s), preset {dataset['preset']} expects {expected} "
+            f"(dataset.expected_bands); point dataset.images at the right product or change dataset.bands/expected_bands"
+        )
+    if max(dataset["bands"]) > image.count:
+        raise DataError(
+            f"{image.path}: has {image.count} band(s) but dataset.bands asks for band {max(dataset['bands'])}"
+        )
+    if image.dtype != "uint8" and dataset["value_range"] is None:
+        raise DataError(
+            f"{image.path}: pixels are {image.dtype}; set dataset.value_range: [low, high] to map them to 8 bits"
+        )
+    if label is None:
+        return
+    if (label.width, label.height) != (image.width, image.height):
+        raise DataError(
+            f"{label.path}: label is {label.width}x{label.height} px but its image {image.path.name} is "
+            f"{image.width}x{image.height}; image and label must cover the same pixels"
+        )
+    if label.count < decoder.bands:
+        raise DataError(
+            f"{label.path}: {label.count} band(s) but dataset.label_encoding '{decoder.encoding}' needs "
+            f"{decoder.bands}; set dataset.label_encoding to match the label rasters"
+        )
+
+
+class SceneReader:
+    """Reads horizontal bands of rows from an image (and its label raster), never the whole scene."""
+
+    def __init__(self, scene: Scene, dataset: Mapping, decoder: LabelDecoder):
+        self.scene = scene
+        self.bands = list(dataset["bands"])
+        self.value_range = dataset["value_range"]
+        self.decoder = decoder
+        self._image = _open(scene.image)
+        self._label = _open(scene.label) if scene.label is not None else None
+        self.width, self.height = self._image.width, self._image.height
+
+    def __enter__(self) -> "SceneReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._image.close()
+        if self._label is not None:
+            self._label.close()
+
+    def _read(self, src, path: Path, indexes, row: int, rows: int) -> np.ndarray:
+        try:
+            return src.read(indexes=indexes, window=Window(0, row, self.width, rows))
+        except RasterioError as exc:
+            raise DataError(
+                f"{path}: rows {row}-{row + rows} cannot be read ({str(exc).splitlines()[0]}); "
+                "the file is corrupt or truncated: re-export or re-download it"
+            ) from None
+
+    def read_image_rows(self, row: int, rows: int) -> np.ndarray:
+        """(bands, rows, width) uint8 pixels of rows [row, row+rows)."""
+        data = self._read(self._image, self.scene.image, self.bands, row, rows)
+        if data.dtype == np.uint8:
+            return data
+        low, high = self.value_range
+        scaled = (data.astype(np.float32) - low) * (255.0 / (high - low))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+    def read_label_rows(self, row: int, rows: int):
+        """((rows, width) uint8 class labels, Counter of unknown values), or None without labels."""
+        if self._label is None:
+            return None
+        indexes = list(range(1, self.decoder.bands + 1))
+        return self.decoder.decode(self._read(self._label, self.scene.label, indexes, row, rows))
+
+
+def tile_transform(scene_transform: tuple | None, row: int, col: int) -> tuple | None:
+    """Affine (a, b, c, d, e, f) of the tile whose upper-left pixel is (row, col) of the scene."""
+    if scene_transform is None:
+        return None
+    return tuple(rasterio.Affine(*scene_transform) * rasterio.Affine.translation(col, row))[:6]

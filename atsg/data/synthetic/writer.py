@@ -1,0 +1,78 @@
+"""`atsg synth`: write the demo scenes as georeferenced GeoTIFFs with RGB-coded label rasters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+from tqdm.auto import tqdm
+
+from ... import __version__
+from .scene import generate_scene, to_class_indices
+
+log = logging.getLogger(__name__)
+
+SCENE_PATTERN = "scene_{id}_{kind}.tif"
+"""File names of the demo scenes (kind: RGB or label), mirroring Potsdam's top_potsdam_{id}_{kind}.tif."""
+MANIFEST = "manifest.json"
+_GAP_M = 100.0  # metres between neighbouring scenes on the map
+
+
+def _profile(size: int, count: int, crs: CRS, transform) -> dict:
+    return dict(driver="GTiff", width=size, height=size, count=count, dtype="uint8", crs=crs,
+                transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                photometric="RGB" if count == 3 else "MINISBLACK")
+
+
+def scene_transform(k: int, synthetic: Mapping):
+    """Affine of scene k: scenes lie on a 4-wide grid on the map, _GAP_M apart."""
+    size, gsd = synthetic["size"], synthetic["gsd"]
+    east0, north0 = synthetic["origin"]
+    step = size * gsd + _GAP_M
+    return from_origin(east0 + (k % 4) * step, north0 - (k // 4) * step, gsd, gsd)
+
+
+def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path) -> dict:
+    """Write ``synthetic.scenes`` scenes into ``out_dir`` (atomically: a temp folder renamed at the end)."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    classes = list(dataset["classes"])
+    palette = np.asarray(dataset["palette"], np.uint8)
+    crs = CRS.from_user_input(synthetic["crs"])
+    weights = dict(synthetic["block_weights"])
+    counts = np.zeros(len(classes), np.int64)
+    try:
+        for k in tqdm(range(synthetic["scenes"]), desc="synth", unit="scene"):
+            rng = np.random.default_rng([synthetic["seed"], k])
+            image, semantic = generate_scene(synthetic["size"], rng, weights, synthetic["gsd"])
+            labels = to_class_indices(semantic, classes)
+            counts += np.bincount(labels.ravel(), minlength=len(classes))
+            transform = scene_transform(k, synthetic)
+            sid = f"{k:03d}"
+            with rasterio.open(tmp / SCENE_PATTERN.format(id=sid, kind="RGB"), "w",
+                               **_profile(synthetic["size"], 3, crs, transform)) as dst:
+                dst.write(image.transpose(2, 0, 1))
+            with rasterio.open(tmp / SCENE_PATTERN.format(id=sid, kind="label"), "w",
+                               **_profile(synthetic["size"], 3, crs, transform)) as dst:
+                dst.write(palette[labels].transpose(2, 0, 1))
+        fractions = {c: round(float(n) / float(counts.sum()), 4) for c, n in zip(classes, counts)}
+        manifest = {"atsg_version": __version__, "synthetic": dict(synthetic), "class_fractions": fractions}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    log.info("wrote %d scenes to %s; class fractions %s", synthetic["scenes"], out_dir, fractions)
+    return manifest

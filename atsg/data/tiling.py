@@ -1,0 +1,170 @@
+"""The `tile` stage: scenes -> tiles.zarr, reading each scene one band of rows at a time."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import rasterio
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from ..store import IGNORE, SPLITS, atomic_store, base_attrs, create_tile_store, split_code
+from .labels import LabelDecoder, image_level_labels
+from .layout import Scene, discover_scenes
+from .raster import RasterInfo, SceneReader, check_scene, inspect_raster, tile_transform
+from .splits import assign_splits
+
+log = logging.getLogger(__name__)
+
+TILE_SECTIONS = ("dataset", "split", "tiling")
+"""Config sections that define a tile store (what the rule passes as params)."""
+
+
+def grid_positions(length: int, size: int, stride: int) -> list[int]:
+    """Tile starts along one axis: 0, stride, ... until the scene is covered (the last tile may overhang)."""
+    if length <= size:
+        return [0]
+    n = -(-(length - size) // stride) + 1
+    return [i * stride for i in range(n)]
+
+
+@dataclass
+class ScenePlan:
+    scene: Scene
+    image: RasterInfo
+    split: str
+    rows: list[int]
+    cols: list[int]
+    first_tile: int
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path) -> list[ScenePlan]:
+    """Discover and check every scene (headers only) and lay out the tile grid, before writing anything."""
+    decoder = LabelDecoder(dataset)
+    scenes = discover_scenes(dataset, root)
+    assignment = assign_splits(scenes, split_cfg, root)
+    plans, first = [], 0
+    for scene in scenes:
+        if scene.id not in assignment:
+            continue
+        image = inspect_raster(scene.image)
+        label = inspect_raster(scene.label) if scene.label is not None else None
+        check_scene(scene, image, label, dataset, decoder)
+        rows = grid_positions(image.height, tiling["size"], tiling["stride"])
+        cols = grid_positions(image.width, tiling["size"], tiling["stride"])
+        p = ScenePlan(scene, image, assignment[scene.id], rows, cols, first)
+        plans.append(p)
+        first += p.n_tiles
+    if not plans:
+        raise DataError(f"{root}: no scene is assigned to a split; check the split section of the config")
+    if not any(p.split == "train" for p in plans):
+        raise DataError("no scene is in the train split; check config keys split.* (the classifier needs train tiles)")
+    return plans
+
+
+def _tile_scene(p: ScenePlan, dataset: Mapping, tiling: Mapping, decoder: LabelDecoder, group,
+                cls_labels: np.ndarray, bar) -> None:
+    size = tiling["size"]
+    n_bands = len(dataset["bands"])
+    unknown: Counter = Counter()
+    index = p.first_tile
+    with SceneReader(p.scene, dataset, decoder) as reader:
+        for row in p.rows:
+            rows = min(size, reader.height - row)
+            image_rows = reader.read_image_rows(row, rows)
+            decoded = reader.read_label_rows(row, rows)
+            n = len(p.cols)
+            images = np.zeros((n, n_bands, size, size), np.uint8)
+            labels = np.full((n, size, size), IGNORE, np.uint8)
+            if decoded is not None:
+                label_rows, bad = decoded
+                unknown.update(bad)
+            for k, col in enumerate(p.cols):
+                cols = min(size, reader.width - col)
+                images[k, :, :rows, :cols] = image_rows[:, :, col:col + cols]
+                if decoded is not None:
+                    labels[k, :rows, :cols] = label_rows[:, col:col + cols]
+                    cls_labels[index + k] = image_level_labels(
+                        labels[k], len(dataset["classes"]), dataset["background"], tiling["min_pixels"])
+            group["images"][index:index + n] = images
+            group["labels"][index:index + n] = labels
+            index += n
+            bar.update(n)
+    if unknown:
+        raise DataError(decoder.unknown_message(p.scene.label, unknown))
+
+
+def tile_attrs(plans: list[ScenePlan], cfg: Mapping) -> dict:
+    dataset, tiling = cfg["dataset"], cfg["tiling"]
+    tiles = {"scene": [], "window": [], "crs": [], "transform": []}
+    scenes = []
+    for p in plans:
+        scenes.append({
+            "id": p.scene.id, "image": str(p.scene.image), "label": str(p.scene.label) if p.scene.label else None,
+            "width": p.image.width, "height": p.image.height, "crs": p.image.crs,
+            "transform": list(p.image.transform) if p.image.transform else None, "split": p.split,
+            "first_tile": p.first_tile, "n_tiles": p.n_tiles, "grid": [len(p.rows), len(p.cols)],
+        })
+        for row in p.rows:
+            for col in p.cols:
+                tiles["scene"].append(p.scene.id)
+                tiles["window"].append([row, col, tiling["size"], tiling["size"]])
+                tiles["crs"].append(p.image.crs)
+                t = tile_transform(p.image.transform, row, col)
+                tiles["transform"].append(list(t) if t else None)
+    classes = list(dataset["classes"])
+    return {
+        **base_attrs("tiles", {s: cfg[s] for s in TILE_SECTIONS}),
+        "preset": dataset["preset"],
+        "classes": classes,
+        "palette": [list(c) for c in dataset["palette"]] if dataset["label_encoding"] == "rgb" else None,
+        "background": dataset["background"],
+        "target_classes": classes[1:] if dataset["background"] else classes,
+        "ignore_index": IGNORE,
+        "tile_size": tiling["size"],
+        "stride": tiling["stride"],
+        "min_pixels": tiling["min_pixels"],
+        "bands": list(dataset["band_names"]),
+        "splits": list(SPLITS),
+        "scenes": scenes,
+        "tiles": tiles,
+    }
+
+
+def run_tile(cfg: Mapping, out: Path, root: Path) -> dict:
+    """Tile every scene under ``root`` into the store ``out``; returns a summary for the log."""
+    dataset, tiling = cfg["dataset"], cfg["tiling"]
+    plans = plan(dataset, cfg["split"], tiling, root)
+    n_tiles = sum(p.n_tiles for p in plans)
+    n_targets = len(dataset["classes"]) - (1 if dataset["background"] else 0)
+    decoder = LabelDecoder(dataset)
+    log.info("tiling %d scenes into %d tiles of %d px (stride %d) -> %s",
+             len(plans), n_tiles, tiling["size"], tiling["stride"], out)
+    cls_labels = np.zeros((n_tiles, n_targets), np.uint8)
+    split = np.zeros(n_tiles, np.uint8)
+    with atomic_store(out) as tmp, rasterio.Env(GDAL_CACHEMAX=tiling["gdal_cache_mb"]):
+        group = create_tile_store(tmp, n_tiles, len(dataset["bands"]), tiling["size"], n_targets,
+                                  tiling["compressor_level"])
+        with tqdm(total=n_tiles, desc="tile", unit="tile", mininterval=1.0) as bar:
+            for p in plans:
+                _tile_scene(p, dataset, tiling, decoder, group, cls_labels, bar)
+                split[p.first_tile:p.first_tile + p.n_tiles] = split_code(p.split)
+        group["cls_labels"][:] = cls_labels
+        group["split"][:] = split
+        group.attrs.update(tile_attrs(plans, cfg))
+    summary = {
+        "scenes": len(plans), "tiles": n_tiles,
+        "per_split": {s: int((split == split_code(s)).sum()) for s in SPLITS},
+        "classes_per_tile": float(cls_labels.sum(1).mean()) if n_tiles else 0.0,
+    }
+    log.info("wrote %s: %s", out, summary)
+    return summary

@@ -1,0 +1,166 @@
+"""The Zarr artifact schema shared by every stage (see DESIGN.md).
+
+One chunk holds one tile of every per-tile raster array, so shards can write
+disjoint chunks without locks; small per-tile vectors are stored whole. Stores
+are written under a temporary name and renamed when complete, so a store that
+exists is a finished store. Every store records its kind, the atsg version and
+the config sections that made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import zarr
+from zarr.codecs import ZstdCodec
+
+from . import __version__
+from .errors import DataError
+
+IGNORE = 255
+"""Label value of pixels without a label (padding, ignored colours, uncertain pseudo-labels)."""
+
+SPLITS = ("train", "val", "test")
+"""Split names; their index is the code stored in ``tiles.zarr/split``."""
+
+# kind -> array name -> (dtype, ndim); the shape contract readers check.
+SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
+    "tiles": {
+        "images": ("uint8", 4),
+        "labels": ("uint8", 3),
+        "cls_labels": ("uint8", 2),
+        "split": ("uint8", 1),
+    },
+}
+
+_TMP_MARK = ".tmp-"
+
+
+def split_code(name: str) -> int:
+    return SPLITS.index(name)
+
+
+def base_attrs(kind: str, config_sections: Mapping) -> dict:
+    """Attributes every store carries: its kind, the atsg version and the config that made it."""
+    return {"atsg_store": kind, "atsg_version": __version__, "config": dict(config_sections)}
+
+
+@contextlib.contextmanager
+def atomic_store(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A failure (or a kill) leaves no store at ``path``; the temporary folder of a
+    failed attempt is removed, and stale ones of killed attempts are cleared first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}"
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def create_array(group: zarr.Group, name: str, shape: tuple, chunks: tuple, dtype: str,
+                 fill_value, dims: tuple[str, ...], level: int) -> zarr.Array:
+    return group.create_array(
+        name=name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
+        compressors=ZstdCodec(level=level), dimension_names=dims,
+    )
+
+
+def create_tile_store(path: Path, n_tiles: int, n_bands: int, size: int, n_targets: int,
+                      level: int) -> zarr.Group:
+    """An empty ``tiles.zarr`` with the arrays of the schema (labels start as IGNORE)."""
+    g = zarr.open_group(str(path), mode="w")
+    create_array(g, "images", (n_tiles, n_bands, size, size), (1, n_bands, size, size), "uint8", 0,
+                 ("tile", "band", "y", "x"), level)
+    create_array(g, "labels", (n_tiles, size, size), (1, size, size), "uint8", IGNORE,
+                 ("tile", "y", "x"), level)
+    create_array(g, "cls_labels", (n_tiles, n_targets), (max(n_tiles, 1), max(n_targets, 1)), "uint8", 0,
+                 ("tile", "class"), level)
+    create_array(g, "split", (n_tiles,), (max(n_tiles, 1),), "uint8", 0, ("tile",), level)
+    return g
+
+
+def open_store(path: str | Path, kind: str) -> zarr.Group:
+    """Open a finished store read-only and check it against the schema of ``kind``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such {kind} store; run the stage that writes it first")
+    try:
+        g = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a folder that is not a group
+        raise DataError(f"{path}: not a Zarr group ({exc}); delete it and rerun the stage that writes it") from None
+    found = g.attrs.get("atsg_store")
+    if found != kind:
+        raise DataError(f"{path}: holds a {found or 'non-atsg'} store, expected a {kind} store")
+    n = None
+    for name, (dtype, ndim) in SCHEMAS.get(kind, {}).items():
+        if name not in g:
+            raise DataError(f"{path}: array '{name}' is missing from the {kind} store; rerun the stage that writes it")
+        arr = g[name]
+        if str(arr.dtype) != dtype or arr.ndim != ndim:
+            raise DataError(
+                f"{path}/{name}: {arr.dtype} with {arr.ndim} dims, the {kind} schema wants {dtype} with {ndim}; "
+                "rerun the stage that writes it"
+            )
+        if n is None:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
+            raise DataError(f"{path}/{name}: {arr.shape[0]} tiles where the other arrays hold {n}")
+    return g
+
+
+def describe(path: str | Path) -> str:
+    """Human-readable summary of a store: arrays, shapes, dtypes, chunks and attributes."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such store")
+    try:
+        g = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        raise DataError(f"{path}: not a Zarr group ({exc})") from None
+    lines = [f"{path}  ({g.attrs.get('atsg_store', 'zarr')} store, atsg {g.attrs.get('atsg_version', '?')})", "arrays:"]
+    for name in sorted(g.array_keys()):
+        a = g[name]
+        codecs = ",".join(type(c).__name__.replace("Codec", "").lower() for c in a.compressors) or "none"
+        lines.append(f"  {name:<12} shape={tuple(a.shape)} dtype={a.dtype} chunks={tuple(a.chunks)} compressor={codecs}")
+    lines.append("attrs:")
+    for key, value in sorted(g.attrs.items()):
+        lines.append(f"  {key}: {_summarise(value)}")
+    return "\n".join(lines)
+
+
+def _summarise(value, limit: int = 160) -> str:
+    if isinstance(value, dict):
+        parts = [f"{k}={_summarise(v, 40)}" for k, v in value.items()]
+        text = "{" + ", ".join(parts) + "}"
+    elif isinstance(value, list) and len(value) > 8:
+        text = f"[{len(value)} items: {_summarise(value[0], 60)}, ...]"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def tile_georef(attrs: Mapping, index: int) -> tuple[str | None, tuple | None]:
+    """CRS and affine transform (a, b, c, d, e, f) of tile ``index`` of a tile store."""
+    tiles = attrs["tiles"]
+    transform = tiles["transform"][index]
+    return tiles["crs"][index], (tuple(transform) if transform is not None else None)
+
+
+def chunk_iter(n: int, step: int) -> Iterator[slice]:
+    """Slices of ``step`` tiles covering ``range(n)``."""
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))

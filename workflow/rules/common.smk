@@ -1,0 +1,27 @@
+# Paths, params and input functions shared by every rule.
+from pathlib import Path
+
+from atsg.config import run_dir, section_json
+
+RUN = run_dir(config)
+LOGS = RUN / "logs"
+BENCH = RUN / "benchmarks"
+SYNTHETIC = config["dataset"]["preset"] == "synthetic"
+
+
+def stage_params(*sections):
+    """The config sections a stage depends on, as canonical JSON: Snakemake reruns the stage when they change.
+
+    Returned through a function so that braces in the JSON (e.g. "{scene}") are not read as wildcards.
+    """
+    value = section_json(config, *sections)
+    return lambda wildcards: value
+
+
+def scenes_input(wildcards):
+    """The demo scenes when the dataset is synthetic; real data lies outside the workflow."""
+    return [RUN / "scenes"] if SYNTHETIC else []
+
+
+def dataset_root():
+    return str(RUN / "scenes") if SYNTHETIC else (config["dataset"]["root"] or "")

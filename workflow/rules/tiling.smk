@@ -1,0 +1,34 @@
+# Demo scenes and tiling: raw scenes -> tiles.zarr
+
+
+rule synth:
+    output:
+        directory(RUN / "scenes"),
+    params:
+        cfg=stage_params("synthetic", "dataset"),
+    log:
+        LOGS / "synth.log",
+    benchmark:
+        BENCH / "synth.tsv"
+    conda:
+        "../../envs/atsg.yaml"
+    shell:
+        "atsg synth --params {params.cfg:q} --out {output:q} --log {log:q}"
+
+
+rule tile:
+    input:
+        scenes_input,
+    output:
+        directory(RUN / "tiles.zarr"),
+    params:
+        cfg=stage_params("dataset", "split", "tiling"),
+        root=dataset_root(),
+    log:
+        LOGS / "tile.log",
+    benchmark:
+        BENCH / "tile.tsv"
+    conda:
+        "../../envs/atsg.yaml"
+    shell:
+        "atsg tile --params {params.cfg:q} --root {params.root:q} --out {output:q} --log {log:q}"
