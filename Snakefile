@@ -1,11 +1,13 @@
 # atsg: weakly supervised segmentation of aerial imagery (ATSG) as a staged workflow.
 # Index only: the rules live in workflow/rules/, the logic in the atsg package.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 from atsg.config import validate_config

@@ -60,8 +60,42 @@ def _describe(error) -> str:
     return error.message
 
 
+_YAML_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None), "array": list}
+
+
+def _coerce(instance, schema: dict):
+    """Strings that parse (as YAML) to the type the schema wants become that value.
+
+    Snakemake reads nested ``--config`` values with YAML's BaseLoader, so
+    ``--config tiling='{size: 512}'`` arrives as the string "512".
+    """
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        for key, value in instance.items():
+            if key in props:
+                instance[key] = _coerce(value, props[key])
+        return instance
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"]) for v in instance]
+    if isinstance(instance, str):
+        wanted = schema.get("type", [])
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        if "string" in wanted or not any(t in _YAML_TYPES for t in wanted):
+            return instance
+        try:
+            value = yaml.safe_load(instance)
+        except yaml.YAMLError:
+            return instance
+        for t in wanted:
+            kinds = _YAML_TYPES.get(t)
+            if kinds and isinstance(value, kinds) and not (t in ("integer", "number") and isinstance(value, bool)):
+                return _coerce(value, schema)
+    return instance
+
+
 def validate_config(config: dict) -> dict:
     """Fill defaults into ``config`` in place, check types and cross-field rules; return it."""
+    _coerce(config, load_schema())
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
