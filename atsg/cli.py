@@ -85,6 +85,8 @@ def _setup_logging(verbose: bool, logfile: str | None) -> None:
         handlers.append(logging.FileHandler(logfile, mode="w"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # GDAL's own messages repeat what our one-line errors say
+        logging.getLogger("rasterio").setLevel(logging.WARNING)
 
 
 def _config(args) -> dict:

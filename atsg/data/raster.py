@@ -137,4 +137,4 @@ def tile_transform(scene_transform: tuple | None, row: int, col: int) -> tuple |
     """Affine (a, b, c, d, e, f) of the tile whose upper-left pixel is (row, col) of the scene."""
     if scene_transform is None:
         return None
-    return tuple(rasterio.Affine(*scene_transform) * rasterio.Affine.translation(col, row))[:6]
+    return tuple(rasterio.Affine(*scene_transform) @ rasterio.Affine.translation(col, row))[:6]

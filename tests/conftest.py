@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from atsg.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def preset_config(name: str, root: Path | str | None = None, **sections) -> dict:
+    """The demo config overlaid with config/{name}.yaml (as users run it), then ``sections`` merged in."""
+    files = [REPO / "config" / "config.yaml"]
+    if name != "config":
+        files.append(REPO / "config" / f"{name}.yaml")
+    params = {k: v for k, v in sections.items()}
+    if root is not None:
+        params.setdefault("dataset", {})["root"] = str(root)
+    return load_config(files, params)
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def cli_env() -> dict:
+    """Environment whose PATH finds this interpreter's `atsg` and `snakemake`."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env

@@ -1,0 +1,81 @@
+import pytest
+
+from atsg.config import load_config, load_schema, parse_assignment, validate_config
+from atsg.errors import ConfigError
+from conftest import REPO, preset_config
+
+
+def _walk(node, path=""):
+    for key, sub in node.get("properties", {}).items():
+        yield path + key, sub
+        yield from _walk(sub, path + key + ".")
+
+
+def test_every_schema_key_has_description_and_default():
+    missing = [k for k, sub in _walk(load_schema()) if "description" not in sub or "default" not in sub]
+    assert missing == []
+
+
+def test_defaults_are_filled_into_empty_config():
+    cfg = validate_config({})
+    assert cfg["run"] == "demo"
+    assert cfg["tiling"]["size"] == 256 and cfg["tiling"]["stride"] == 256
+    assert cfg["dataset"]["preset"] == "synthetic"
+    assert cfg["refine"]["bkg_thre"] == 0.6  # later stages carry the published defaults
+
+
+@pytest.mark.parametrize("name", ["config", "potsdam", "vaihingen", "isaid", "deepglobe", "folder"])
+def test_presets_validate(name):
+    cfg = preset_config(name)
+    assert cfg["dataset"]["preset"] == ("synthetic" if name == "config" else name)
+
+
+def test_potsdam_preset_has_official_split():
+    cfg = preset_config("potsdam")
+    assert len(cfg["split"]["train"]) == 24 and len(cfg["split"]["test"]) == 14
+    assert not set(cfg["split"]["train"]) & set(cfg["split"]["test"])
+
+
+def test_vaihingen_preset_has_official_split():
+    cfg = preset_config("vaihingen")
+    assert len(cfg["split"]["train"]) == 16 and len(cfg["split"]["test"]) == 17
+
+
+@pytest.mark.parametrize("assignment, key", [
+    ("tiling.size=abc", "tiling.size"),
+    ("dataset.preset=landsat", "dataset.preset"),
+    ("split.ratios=[1, 2]", "split.ratios"),
+    ("tiling.sizee=3", "tiling"),
+    ("run=has space", "run"),
+])
+def test_wrong_values_name_the_key(assignment, key):
+    with pytest.raises(ConfigError, match=rf"config key {key}\b"):
+        load_config([REPO / "config" / "config.yaml"], assignments=[assignment])
+
+
+def test_strings_from_snakemake_are_coerced_to_schema_types():
+    # snakemake --config tiling='{size: 128}' delivers "128"
+    cfg = validate_config({"tiling": {"size": "128", "stride": "64"}, "dataset": {"value_range": ["0", "4095"]}})
+    assert cfg["tiling"]["size"] == 128 and cfg["tiling"]["stride"] == 64
+    assert cfg["dataset"]["value_range"] == [0, 4095]
+    assert validate_config({"run": "007"})["run"] == "007"  # strings stay strings
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="dataset.palette"):
+        validate_config({"dataset": {"classes": ["a", "b"], "palette": [[0, 0, 0]]}})
+    with pytest.raises(ConfigError, match="tiling.stride"):
+        validate_config({"tiling": {"size": 64, "stride": 128}})
+    with pytest.raises(ConfigError, match="dataset.band_names"):
+        validate_config({"dataset": {"bands": [1, 2, 3, 4], "band_names": ["R"], "expected_bands": 4}})
+
+
+def test_parse_assignment_nests_and_reads_yaml():
+    assert parse_assignment("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_assignment("nokey")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_config([tmp_path / "nope.yaml"])

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import zarr
+
+from atsg.evaluate.metrics import confusion_matrix, score_arrays, score_stores
+from atsg.store import IGNORE
+
+CLASSES = ["bg", "a", "b"]
+
+
+def test_confusion_matrix_hand_case():
+    truth = np.array([0, 0, 1, 1, 2, IGNORE])
+    pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(truth, pred, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_scores_hand_case():
+    truth = np.array([[0, 0, 1, 1], [2, 2, 2, IGNORE]])
+    pred = np.array([[0, 1, 1, 1], [2, 2, 0, 2]])
+    s = score_arrays(truth, pred, CLASSES)
+    # bg: tp1 fp1 fn1 -> 1/3 ; a: tp2 fp1 fn0 -> 2/3 ; b: tp2 fp0 fn1 -> 2/3
+    assert s.iou == pytest.approx([1 / 3, 2 / 3, 2 / 3])
+    assert s.miou() == pytest.approx(5 / 9)
+    assert s.oa == pytest.approx(5 / 7)
+    assert s.f1 == pytest.approx([0.5, 0.8, 0.8])
+    assert s.mean_f1() == pytest.approx(0.7)
+    assert s.miou(exclude=[0]) == pytest.approx(2 / 3)
+
+
+def test_miou_averages_only_classes_present_in_truth():
+    truth = np.array([0, 0, 1, 1])
+    pred = np.array([0, 0, 1, 2])  # class 2 predicted but absent from the truth
+    s = score_arrays(truth, pred, CLASSES)
+    assert s.present.tolist() == [True, True, False]
+    assert s.iou[2] == 0.0
+    assert s.miou() == pytest.approx((1.0 + 0.5) / 2)
+    assert s.as_dict()["iou"]["b"] == 0.0
+
+
+def test_invalid_predictions_count_against_their_true_class():
+    truth = np.array([0, 1, 1])
+    pred = np.array([0, IGNORE, 1])
+    s = score_arrays(truth, pred, CLASSES)
+    assert s.iou[:2] == pytest.approx([1.0, 0.5])
+    assert s.oa == pytest.approx(2 / 3)
+
+
+def test_store_scoring_chunk_by_chunk_equals_whole_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, size=(10, 8, 8)).astype(np.uint8)
+    truth[2, :2] = IGNORE
+    pred = rng.integers(0, 3, size=(10, 8, 8)).astype(np.uint8)
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    g.create_array("t", data=truth, chunks=(1, 8, 8))
+    g.create_array("p", data=pred, chunks=(1, 8, 8))
+    whole = score_arrays(truth, pred, CLASSES)
+    chunked = score_stores(g["t"], g["p"], CLASSES, chunk=3)
+    assert (whole.confusion == chunked.confusion).all()
+    select = np.zeros(10, bool)
+    select[[1, 4, 5, 9]] = True
+    sub = score_stores(g["t"], g["p"], CLASSES, select=select, chunk=2)
+    assert (sub.confusion == score_arrays(truth[select], pred[select], CLASSES).confusion).all()
+
+
+def test_shape_mismatch_and_unknown_truth_class_are_errors():
+    with pytest.raises(Exception, match="differ in shape"):
+        confusion_matrix(np.zeros(3), np.zeros(4), 3)
+    with pytest.raises(Exception, match="holds class 5"):
+        confusion_matrix(np.array([5]), np.array([0]), 3)
