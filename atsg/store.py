@@ -53,6 +53,8 @@ def base_attrs(kind: str, config_sections: Mapping) -> dict:
 def atomic_store(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
+    Used for every artifact folder (stores, scene folders).
+
     A failure (or a kill) leaves no store at ``path``; the temporary folder of a
     failed attempt is removed, and stale ones of killed attempts are cleared first.
     """
@@ -158,9 +160,3 @@ def tile_georef(attrs: Mapping, index: int) -> tuple[str | None, tuple | None]:
     tiles = attrs["tiles"]
     transform = tiles["transform"][index]
     return tiles["crs"][index], (tuple(transform) if transform is not None else None)
-
-
-def chunk_iter(n: int, step: int) -> Iterator[slice]:
-    """Slices of ``step`` tiles covering ``range(n)``."""
-    for start in range(0, n, step):
-        yield slice(start, min(start + step, n))

@@ -33,12 +33,6 @@ def fractal_noise(rng: np.random.Generator, shape: tuple[int, int], scales=(2, 6
     return total / total.std()
 
 
-def colourise(base: tuple[float, float, float], modulation: np.ndarray, amount: float) -> np.ndarray:
-    """(H, W, 3) colour ``base`` whose brightness varies by ``amount`` x ``modulation``."""
-    factor = 1.0 + amount * modulation[..., None]
-    return np.asarray(base, np.float32)[None, None, :] * factor
-
-
 def cast_shadows(height: np.ndarray, sun: tuple[float, float], slope: float, max_steps: int) -> np.ndarray:
     """Boolean shadow mask of a height field lit from direction ``sun`` (unit (dy, dx) towards the sun).
 

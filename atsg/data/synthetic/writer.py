@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -16,6 +14,7 @@ from rasterio.transform import from_origin
 from tqdm.auto import tqdm
 
 from ... import __version__
+from ...store import atomic_store
 from .scene import generate_scene, to_class_indices
 
 log = logging.getLogger(__name__)
@@ -41,17 +40,14 @@ def scene_transform(k: int, synthetic: Mapping):
 
 
 def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path) -> dict:
-    """Write ``synthetic.scenes`` scenes into ``out_dir`` (atomically: a temp folder renamed at the end)."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Write ``synthetic.scenes`` scenes into ``out_dir`` (atomically: a temp folder renamed when complete)."""
     classes = list(dataset["classes"])
     palette = np.asarray(dataset["palette"], np.uint8)
     crs = CRS.from_user_input(synthetic["crs"])
     weights = dict(synthetic["block_weights"])
     counts = np.zeros(len(classes), np.int64)
-    try:
+    with atomic_store(out_dir) as tmp:
+        tmp.mkdir()
         for k in tqdm(range(synthetic["scenes"]), desc="synth", unit="scene"):
             rng = np.random.default_rng([synthetic["seed"], k])
             image, semantic = generate_scene(synthetic["size"], rng, weights, synthetic["gsd"])
@@ -68,11 +64,5 @@ def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path) -> dict:
         fractions = {c: round(float(n) / float(counts.sum()), 4) for c, n in zip(classes, counts)}
         manifest = {"atsg_version": __version__, "synthetic": dict(synthetic), "class_fractions": fractions}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
     log.info("wrote %d scenes to %s; class fractions %s", synthetic["scenes"], out_dir, fractions)
     return manifest
