@@ -1,0 +1,1 @@
+"""Class-agnostic masks (SAM or superpixels) turned into object and boundary maps."""
