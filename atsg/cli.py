@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .config import load_config, run_dir
-from .errors import AtsgError, ConfigError
+from .config import dataset_root, load_config, run_dir
+from .errors import AtsgError
 
 log = logging.getLogger("atsg")
 
@@ -91,18 +91,6 @@ def _setup_logging(verbose: bool, logfile: str | None) -> None:
 
 def _config(args) -> dict:
     return load_config(args.configfile, args.params, args.assignments)
-
-
-def dataset_root(cfg: dict) -> Path:
-    """Where the scenes are: the synthetic scenes of the run, or ``dataset.root``."""
-    if cfg["dataset"]["preset"] == "synthetic":
-        return run_dir(cfg) / "scenes"
-    if not cfg["dataset"]["root"]:
-        raise ConfigError(
-            f"config key dataset.root is not set; point it at the {cfg['dataset']['preset']} folder "
-            "(e.g. --set dataset.root=/data/potsdam or --config dataset.root=... with snakemake)"
-        )
-    return Path(cfg["dataset"]["root"]).expanduser()
 
 
 def cmd_synth(args) -> None:

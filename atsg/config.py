@@ -206,3 +206,15 @@ def section_json(config: Mapping, *sections: str) -> str:
 def run_dir(config: Mapping) -> Path:
     """``{results_dir}/{run}``, where every artifact of the run lives."""
     return Path(config["results_dir"]) / config["run"]
+
+
+def dataset_root(config: Mapping) -> Path:
+    """Where the scenes are: the run's synthetic scenes, or ``dataset.root`` (a ConfigError if unset)."""
+    if config["dataset"]["preset"] == "synthetic":
+        return run_dir(config) / "scenes"
+    if not config["dataset"]["root"]:
+        raise ConfigError(
+            f"config key dataset.root is not set; point it at the {config['dataset']['preset']} folder "
+            "(atsg: --set dataset.root=/data/potsdam; snakemake: --config dataset='{root: /data/potsdam}')"
+        )
+    return Path(config["dataset"]["root"]).expanduser()

@@ -56,8 +56,7 @@ def inspect_raster(path: Path) -> RasterInfo:
         )
 
 
-def check_scene(scene: Scene, image: RasterInfo, label: RasterInfo | None, dataset: Mapping,
-                decoder: LabelDecoder) -> None:
+def check_scene(image: RasterInfo, label: RasterInfo | None, dataset: Mapping, decoder: LabelDecoder) -> None:
     """Errors for a pair that cannot be tiled as configured (band counts, dtypes, sizes)."""
     expected = dataset["expected_bands"]
     if expected is not None and image.count != expected:

@@ -47,9 +47,9 @@ class ScenePlan:
         return len(self.rows) * len(self.cols)
 
 
-def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path) -> list[ScenePlan]:
+def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path,
+         decoder: LabelDecoder) -> list[ScenePlan]:
     """Discover and check every scene (headers only) and lay out the tile grid, before writing anything."""
-    decoder = LabelDecoder(dataset)
     scenes = discover_scenes(dataset, root)
     assignment = assign_splits(scenes, split_cfg, root)
     plans, first = [], 0
@@ -58,7 +58,7 @@ def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path) -> l
             continue
         image = inspect_raster(scene.image)
         label = inspect_raster(scene.label) if scene.label is not None else None
-        check_scene(scene, image, label, dataset, decoder)
+        check_scene(image, label, dataset, decoder)
         rows = grid_positions(image.height, tiling["size"], tiling["stride"])
         cols = grid_positions(image.width, tiling["size"], tiling["stride"])
         p = ScenePlan(scene, image, assignment[scene.id], rows, cols, first)
@@ -143,10 +143,10 @@ def tile_attrs(plans: list[ScenePlan], cfg: Mapping) -> dict:
 def run_tile(cfg: Mapping, out: Path, root: Path) -> dict:
     """Tile every scene under ``root`` into the store ``out``; returns a summary for the log."""
     dataset, tiling = cfg["dataset"], cfg["tiling"]
-    plans = plan(dataset, cfg["split"], tiling, root)
+    decoder = LabelDecoder(dataset)
+    plans = plan(dataset, cfg["split"], tiling, root, decoder)
     n_tiles = sum(p.n_tiles for p in plans)
     n_targets = len(dataset["classes"]) - (1 if dataset["background"] else 0)
-    decoder = LabelDecoder(dataset)
     log.info("tiling %d scenes into %d tiles of %d px (stride %d) -> %s",
              len(plans), n_tiles, tiling["size"], tiling["stride"], out)
     cls_labels = np.zeros((n_tiles, n_targets), np.uint8)

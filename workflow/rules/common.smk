@@ -1,7 +1,7 @@
 # Paths, params and input functions shared by every rule.
 from pathlib import Path
 
-from atsg.config import run_dir, section_json
+from atsg.config import dataset_root, run_dir, section_json
 
 RUN = run_dir(config)
 LOGS = RUN / "logs"
@@ -21,7 +21,3 @@ def stage_params(*sections):
 def scenes_input(wildcards):
     """The demo scenes when the dataset is synthetic; real data lies outside the workflow."""
     return [RUN / "scenes"] if SYNTHETIC else []
-
-
-def dataset_root():
-    return str(RUN / "scenes") if SYNTHETIC else (config["dataset"]["root"] or "")

@@ -23,7 +23,7 @@ rule tile:
         directory(RUN / "tiles.zarr"),
     params:
         cfg=stage_params("dataset", "split", "tiling"),
-        root=dataset_root(),
+        root=str(dataset_root(config)),
     log:
         LOGS / "tile.log",
     benchmark:
