@@ -17,9 +17,18 @@ validate_config(config)  # fills schema defaults; a bad key or value stops here 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tiling.smk"
+include: "workflow/rules/classifier.smk"
+include: "workflow/rules/cams.smk"
+include: "workflow/rules/masks.smk"
+include: "workflow/rules/refine.smk"
+include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
-        RUN / "tiles.zarr",
+        RUN / "eval" / "metrics.json",
+        RUN / "eval" / "report.md",
+        RUN / "predictions",
     default_target: True

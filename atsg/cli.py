@@ -26,6 +26,8 @@ EPILOG = """\
 examples:
   atsg synth --configfile config/config.yaml --out results/demo/scenes
   atsg tile --configfile config/potsdam.yaml --set dataset.root=/data/potsdam --out results/potsdam/tiles.zarr
+  atsg train_classifier --configfile config/config.yaml      # then extract_cams, generate_masks,
+  atsg refine_labels --configfile config/config.yaml         # train_segmentation, predict, evaluate
   atsg info results/demo/tiles.zarr
   atsg config --configfile config/potsdam.yaml      # the full validated config with defaults
 
@@ -41,6 +43,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set tiling.size=512 (value read as YAML)")
     g.add_argument("--log", metavar="FILE", help="also write the log to FILE")
+    g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (Snakemake passes the rule's threads)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/tiles.zarr)")
     p.set_defaults(func=cmd_tile)
 
+    p = sub.add_parser("train_classifier", help="train the CAM classifier on image-level labels",
+                       description="Train the ViT CAM classifier (final + auxiliary heads, multi-label soft margin "
+                                   "loss) on the train split; keep the best checkpoint by validation on the val split "
+                                   "(config section classifier).")
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/classifier)")
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("extract_cams", help="multi-scale CAMs of every tile -> cams.zarr",
+                       description="Multi-scale, flip-fused, min-max normalised CAMs of both classifier heads "
+                                   "(config section cams).")
+    _config_args(p)
+    _stage_io(p, tiles=True, classifier=True)
+    p.add_argument("--out", type=Path, help="output store (default: results/{run}/cams.zarr)")
+    p.set_defaults(func=cmd_extract_cams)
+
+    p = sub.add_parser("generate_masks", help="class-agnostic masks (SAM or superpixels) -> masks.zarr",
+                       description="Object and boundary maps per tile from SAM's automatic mask generator or "
+                                   "scikit-image superpixels (config section masks).")
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--out", type=Path, help="output store (default: results/{run}/masks.zarr)")
+    p.set_defaults(func=cmd_generate_masks)
+
+    p = sub.add_parser("refine_labels", help="CAMs -> pseudo-labels (affinity walk, PAR, mask voting)",
+                       description="Pseudo-labels from the CAMs: affinity random walk, PAR with the two-threshold "
+                                   "background rule and mask voting (config section refine).")
+    _config_args(p)
+    _stage_io(p, tiles=True, classifier=True)
+    p.add_argument("--cams", type=Path, help="cams.zarr (default: results/{run}/cams.zarr)")
+    p.add_argument("--masks", type=Path, help="masks.zarr (default: results/{run}/masks.zarr)")
+    p.add_argument("--out", type=Path, help="output store (default: results/{run}/pseudo_labels.zarr)")
+    p.set_defaults(func=cmd_refine_labels)
+
+    p = sub.add_parser("train_segmentation", help="train the segmentation model on the pseudo-labels",
+                       description="Train ViT + LargeFOV on the pseudo-labels (or, with --supervised, on the ground "
+                                   "truth: the upper bound) with the shared engine (config section segmentation).")
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
+    p.add_argument("--supervised", action="store_true", help="train on the ground truth (fully supervised)")
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/segmentation)")
+    p.set_defaults(func=cmd_train_segmentation)
+
+    p = sub.add_parser("predict", help="predict every tile -> predictions.zarr + GeoTIFF per scene",
+                       description="Per-tile predictions and one georeferenced GeoTIFF per source scene, "
+                                   "overlapping tiles blended (config section predict).")
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--model", type=Path, help="segmentation model (default: results/{run}/segmentation/model.pt)")
+    p.add_argument("--out", type=Path, help="output store (default: results/{run}/predictions.zarr)")
+    p.add_argument("--geotiffs", type=Path, help="GeoTIFF folder (default: results/{run}/predictions)")
+    p.add_argument("--no-geotiffs", action="store_true", help="write no GeoTIFFs (only predictions.zarr)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="metrics, confusion matrix, report and figures",
+                       description="Score CAM labels, pseudo-labels and predictions against the ground truth "
+                                   "(config sections evaluate, refine).")
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--cams", type=Path, help="cams.zarr (default: results/{run}/cams.zarr)")
+    p.add_argument("--pseudo-labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
+    p.add_argument("--predictions", type=Path, help="predictions.zarr (default: results/{run}/predictions.zarr)")
+    p.add_argument("--supervised", type=Path, help="predictions of the supervised model (optional)")
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("info", help="arrays, shapes, dtypes, chunks and attrs of a store",
                        description="Describe a Zarr store written by atsg.")
     p.add_argument("store", type=Path)
@@ -76,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(func=cmd_config)
     return parser
+
+
+def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool = False) -> None:
+    if tiles:
+        p.add_argument("--tiles", type=Path, help="tiles.zarr (default: results/{run}/tiles.zarr)")
+    if classifier:
+        p.add_argument("--classifier", type=Path, help="classifier model (default: results/{run}/classifier/model.pt)")
 
 
 def _setup_logging(verbose: bool, logfile: str | None) -> None:
@@ -90,6 +168,10 @@ def _setup_logging(verbose: bool, logfile: str | None) -> None:
 
 
 def _config(args) -> dict:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     return load_config(args.configfile, args.params, args.assignments)
 
 
@@ -109,6 +191,83 @@ def cmd_tile(args) -> None:
     out = args.out or run_dir(cfg) / "tiles.zarr"
     summary = run_tile(cfg, out, root)
     print(json.dumps(summary))
+
+
+def _paths(args, cfg) -> dict:
+    """Stage inputs and outputs: the arguments given, else the standard places under results/{run}/."""
+    run = run_dir(cfg)
+    default = {"tiles": run / "tiles.zarr", "classifier": run / "classifier" / "model.pt",
+               "cams": run / "cams.zarr", "masks": run / "masks.zarr", "labels": run / "pseudo_labels.zarr",
+               "pseudo_labels": run / "pseudo_labels.zarr", "model": run / "segmentation" / "model.pt",
+               "predictions": run / "predictions.zarr", "geotiffs": run / "predictions"}
+    return {k: (getattr(args, k, None) or v) for k, v in default.items()}
+
+
+def _report(summary) -> None:
+    print(json.dumps(summary))
+    log.info("summary: %s", json.dumps(summary))
+
+
+def cmd_train_classifier(args) -> None:
+    from .stages.classifier import run_train_classifier
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier"))
+
+
+def cmd_extract_cams(args) -> None:
+    from .stages.cams import run_extract_cams
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    _report(run_extract_cams(cfg, io["tiles"], io["classifier"], args.out or io["cams"]))
+
+
+def cmd_generate_masks(args) -> None:
+    from .stages.masks import run_generate_masks
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    _report(run_generate_masks(cfg, io["tiles"], args.out or io["masks"]))
+
+
+def cmd_refine_labels(args) -> None:
+    from .stages.refine import run_refine_labels
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    r = cfg["refine"]
+    _report(run_refine_labels(cfg, io["tiles"], io["cams"], io["masks"] if r["mask_voting"] else None,
+                              io["classifier"] if r["affinity"] else None, args.out or io["pseudo_labels"]))
+
+
+def cmd_train_segmentation(args) -> None:
+    from .stages.segmentation import run_train_segmentation
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    supervised = True if args.supervised else None
+    default_out = run_dir(cfg) / ("supervised" if args.supervised else "segmentation")
+    _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised))
+
+
+def cmd_predict(args) -> None:
+    from .stages.predict import run_predict
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    geotiffs = None if args.no_geotiffs else io["geotiffs"]
+    _report(run_predict(cfg, io["tiles"], io["model"], args.out or io["predictions"], geotiffs))
+
+
+def cmd_evaluate(args) -> None:
+    from .stages.evaluate import run_evaluate
+
+    cfg = _config(args)
+    io = _paths(args, cfg)
+    _report(run_evaluate(cfg, io["tiles"], io["cams"], io["pseudo_labels"], io["predictions"], args.supervised,
+                         args.out or run_dir(cfg) / "eval"))
 
 
 def cmd_info(args) -> None:

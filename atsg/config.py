@@ -86,6 +86,11 @@ def _coerce(instance, schema: dict):
             value = yaml.safe_load(instance)
         except yaml.YAMLError:
             return instance
+        if isinstance(value, str) and "number" in wanted:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                return instance
         for t in wanted:
             kinds = _YAML_TYPES.get(t)
             if kinds and isinstance(value, kinds) and not (t in ("integer", "number") and isinstance(value, bool)):

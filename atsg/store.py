@@ -35,6 +35,10 @@ SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
         "cls_labels": ("uint8", 2),
         "split": ("uint8", 1),
     },
+    "cams": {"cams": ("float16", 4), "cams_aux": ("float16", 4)},
+    "masks": {"objects": ("uint16", 3), "boundaries": ("uint8", 3)},
+    "pseudo_labels": {"labels": ("uint8", 3)},
+    "predictions": {"labels": ("uint8", 3)},
 }
 
 _TMP_MARK = ".tmp-"
@@ -92,6 +96,18 @@ def create_tile_store(path: Path, n_tiles: int, n_bands: int, size: int, n_targe
     create_array(g, "cls_labels", (n_tiles, n_targets), (max(n_tiles, 1), max(n_targets, 1)), "uint8", 0,
                  ("tile", "class"), level)
     create_array(g, "split", (n_tiles,), (max(n_tiles, 1),), "uint8", 0, ("tile",), level)
+    return g
+
+
+def create_tile_arrays(path: Path, kind: str, shapes: Mapping[str, tuple], fill: Mapping[str, object],
+                       dims: Mapping[str, tuple], attrs: Mapping, level: int = 3) -> zarr.Group:
+    """A store of ``kind`` whose arrays (named as in SCHEMAS, plus optional extras in ``shapes``) hold
+    one tile per chunk."""
+    g = zarr.open_group(str(path), mode="w")
+    for name, shape in shapes.items():
+        dtype = SCHEMAS[kind][name][0] if name in SCHEMAS.get(kind, {}) else "float16"
+        create_array(g, name, tuple(shape), (1, *shape[1:]), dtype, fill.get(name, 0), dims[name], level)
+    g.attrs.update(dict(attrs))
     return g
 
 

@@ -7,6 +7,9 @@ RUN = run_dir(config)
 LOGS = RUN / "logs"
 BENCH = RUN / "benchmarks"
 SYNTHETIC = config["dataset"]["preset"] == "synthetic"
+# Threads asked for by model stages; Snakemake scales them down to --cores.
+TRAIN_THREADS = 8
+STAGE_THREADS = 4
 
 
 def stage_params(*sections):

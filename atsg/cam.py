@@ -1,0 +1,90 @@
+"""Class activation maps: multi-scale + flip fusion, normalisation, CAM -> label rules (METHOD.md)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .store import IGNORE
+
+
+def _resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def minmax_normalise(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per tile and class, to [0, 1]."""
+    flat = cam.flatten(2)
+    lo = flat.min(-1).values[..., None, None]
+    hi = flat.max(-1).values[..., None, None]
+    return (cam - lo) / (hi - lo + eps)
+
+
+@torch.no_grad()
+def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: bool,
+                    out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch.
+
+    For each scale the batch and its horizontal flip go through the model in one
+    forward pass; the two are merged by element-wise max, the scales are summed at
+    ``out_size``, and each class is min-max normalised per tile.
+    """
+    b = images.shape[0]
+    h, w = images.shape[-2:]
+    total = total_aux = None
+    for s in scales:
+        x = _resize(images.float(), (max(1, round(h * s)), max(1, round(w * s))))
+        if flip:
+            x = torch.cat([x, x.flip(-1)], 0)
+        cam, cam_aux, _ = model.cams(x)
+        hs, ws = x.shape[-2:]
+        pieces = []
+        for c in (cam, cam_aux):
+            c = _resize(c.float(), (hs + (-hs) % model.backbone.patch_size, ws + (-ws) % model.backbone.patch_size))
+            c = c[..., :hs, :ws]  # drop the padding of the patch grid
+            if flip:
+                c = torch.maximum(c[:b], c[b:].flip(-1))
+            pieces.append(_resize(c, out_size))
+        total = pieces[0] if total is None else total + pieces[0]
+        total_aux = pieces[1] if total_aux is None else total_aux + pieces[1]
+    return minmax_normalise(total), minmax_normalise(total_aux)
+
+
+def restrict_to_labels(cam: torch.Tensor, cls_labels: torch.Tensor) -> torch.Tensor:
+    """Zero the classes that the image-level label says are absent."""
+    return cam * cls_labels[:, :, None, None].to(cam.dtype)
+
+
+def cam_to_label(cam: torch.Tensor, cls_labels: torch.Tensor, bkg_thre: float, background: bool) -> torch.Tensor:
+    """CAM -> label (B, H, W): argmax over the image's classes; max <= bkg_thre -> background 0.
+
+    With a background class the foreground classes are 1..K; without one (e.g.
+    DeepGlobe) the CAM classes are the label classes 0..K-1 and tiles without any
+    image-level label are ignored.
+    """
+    cam = restrict_to_labels(cam, cls_labels)
+    score, idx = cam.max(1)
+    if background:
+        label = idx + 1
+        label[score <= bkg_thre] = 0
+    else:
+        label = idx.clone()
+        label[(cls_labels.sum(1) == 0)[:, None, None].expand_as(label)] = IGNORE
+    return label
+
+
+def cam_to_label_band(cam: torch.Tensor, cls_labels: torch.Tensor, high: float, low: float,
+                      background: bool) -> torch.Tensor:
+    """CAM -> label with the uncertain band: max <= high -> ignore, max <= low -> background."""
+    cam = restrict_to_labels(cam, cls_labels)
+    score, idx = cam.max(1)
+    if not background:
+        return cam_to_label(cam, cls_labels, 0.0, False)
+    label = idx + 1
+    label[score <= high] = IGNORE
+    label[score <= low] = 0
+    return label

@@ -1,0 +1,1 @@
+"""nn.Modules: the ViT backbone wrapper, the CAM classifier, the segmentation model, SAM loading."""

@@ -1,0 +1,103 @@
+"""A timm ViT as a token-map extractor, through ``forward_intermediates`` (never hooks).
+
+Weights come from exactly one explicit source: timm's pretrained weights, a local
+checkpoint file, or random initialisation asked for in config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import ConfigError, DataError
+
+
+def _weights_source(cfg: Mapping, section: str) -> str:
+    chosen = [k for k in ("pretrained", "checkpoint", "random_init") if cfg.get(k)]
+    if len(chosen) != 1:
+        raise ConfigError(
+            f"config key {section}: choose exactly one weight source among {section}.pretrained, "
+            f"{section}.checkpoint and {section}.random_init (found {chosen or 'none'})")
+    return chosen[0]
+
+
+def load_state_dict(path: str | Path, key: str) -> dict:
+    """A state dict from a local file (plain, or under 'model' / 'state_dict'); clear error when missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config key {key}: checkpoint {path} does not exist; give the path of a local weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    for sub in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(sub), dict):
+            state = state[sub]
+    return state
+
+
+class ViTBackbone(nn.Module):
+    """Patch-token maps (B, D, h, w) of chosen blocks of a timm ViT, for any input size."""
+
+    def __init__(self, name: str, in_chans: int, cfg: Mapping, section: str):
+        super().__init__()
+        source = _weights_source(cfg, section)
+        kwargs = dict(cfg.get("model_kwargs") or {})
+        kwargs.setdefault("dynamic_img_size", True)
+        try:
+            self.vit = timm.create_model(name, pretrained=source == "pretrained", num_classes=0,
+                                         in_chans=in_chans, **kwargs)
+        except RuntimeError as exc:
+            if source == "pretrained":
+                raise ConfigError(f"config key {section}.pretrained: could not load timm weights for {name} ({exc}); "
+                                  f"offline, set {section}.checkpoint to a local file") from None
+            raise ConfigError(f"config key {section}.backbone: {name}: {exc}") from None
+        if not hasattr(self.vit, "forward_intermediates") or not hasattr(self.vit, "blocks"):
+            raise ConfigError(f"config key {section}.backbone: {name} is not a ViT with forward_intermediates")
+        if source == "checkpoint":
+            state = load_state_dict(cfg["checkpoint"], f"{section}.checkpoint")
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            missing, unexpected = self.vit.load_state_dict(state, strict=False)
+            if missing:
+                raise DataError(f"{cfg['checkpoint']}: weights for {name} lack {len(missing)} tensors "
+                                f"(e.g. {missing[0]}); is it a checkpoint of another model?")
+        data_cfg = timm.data.resolve_data_config({}, model=self.vit)
+        mean, std = list(data_cfg["mean"]), list(data_cfg["std"])
+        if len(mean) != in_chans:  # multispectral input: reuse the first band's statistics
+            mean, std = [mean[0]] * in_chans, [std[0]] * in_chans
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
+        self.depth = len(self.vit.blocks)
+        self.embed_dim = self.vit.embed_dim
+        self.patch_size = self.vit.patch_embed.patch_size[0]
+
+    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        return (images_uint8.float() - self.mean) / self.std
+
+    def block_index(self, index: int) -> int:
+        """A block index (negative counts from the end) as a non-negative index; checked."""
+        idx = index if index >= 0 else self.depth + index
+        if not 0 <= idx < self.depth:
+            raise ConfigError(f"block {index} does not exist in a ViT with {self.depth} blocks")
+        return idx
+
+    def forward(self, x: torch.Tensor, blocks: Sequence[int]) -> list[torch.Tensor]:
+        """Token maps of ``blocks`` for a normalised float image batch whose sides are multiples of the patch."""
+        idx = [self.block_index(b) for b in blocks]
+        feats = self.vit.forward_intermediates(x, indices=sorted(set(idx)), norm=False, output_fmt="NCHW",
+                                               intermediates_only=True)
+        by_idx = dict(zip(sorted(set(idx)), feats))
+        return [by_idx[i] for i in idx]
+
+
+def pad_to_patch(x: torch.Tensor, patch: int, value: float = 0.0) -> torch.Tensor:
+    """Pad right/bottom so both sides are multiples of the patch size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % patch, (-w) % patch
+    if ph or pw:
+        x = nn.functional.pad(x, (0, pw, 0, ph), value=value)
+    return x

@@ -1,0 +1,49 @@
+"""Segmentation model: ViT token map -> DeepLab-LargeFOV style decoder -> per-pixel class logits."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import ViTBackbone, pad_to_patch
+
+
+class LargeFOV(nn.Module):
+    """Two dilated 3x3 convolutions (large field of view) and a 1x1 classifier, as in DeepLab-LargeFOV."""
+
+    def __init__(self, in_channels: int, n_classes: int, channels: int, dilation: int, dropout: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+        )
+        self.classifier = nn.Conv2d(channels, n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+class Segmenter(nn.Module):
+    def __init__(self, cfg: Mapping, in_chans: int, n_classes: int, section: str = "segmentation"):
+        super().__init__()
+        self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
+        self.decoder = LargeFOV(self.backbone.embed_dim, n_classes, cfg["decoder_channels"],
+                                cfg["decoder_dilation"], cfg["decoder_dropout"])
+        self.n_classes = n_classes
+
+    def head_parameters(self):
+        return list(self.decoder.parameters())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes, H, W) at the input size."""
+        h, w = images.shape[-2:]
+        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        (tokens,) = self.backbone(x, [self.backbone.depth - 1])
+        logits = self.decoder(tokens)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]

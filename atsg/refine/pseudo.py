@@ -1,0 +1,72 @@
+"""CAM -> pseudo-label for a batch of tiles: affinity walk, PAR with the two-threshold background rule,
+mask voting; each step switchable in config (section ``refine``)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..cam import cam_to_label, cam_to_label_band, restrict_to_labels
+from ..store import IGNORE
+from .affinity import random_walk
+from .par import PAR
+from .voting import vote
+
+
+class Refiner:
+    def __init__(self, cfg: Mapping, background: bool, n_classes: int):
+        self.cfg, self.background, self.n_classes = cfg, background, n_classes
+        self.par = PAR(cfg["par_dilations"], cfg["par_iterations"], cfg["par_w_rgb"], cfg["par_w_pos"])
+
+    def to(self, device) -> "Refiner":
+        self.par = self.par.to(device)
+        return self
+
+    def _par_argmax(self, image: torch.Tensor, cam: torch.Tensor, cls: torch.Tensor, bkg: float | None,
+                    size) -> torch.Tensor:
+        """Argmax of the PAR-refined maps; channel 0 is a constant ``bkg`` when there is a background class."""
+        maps = cam
+        if bkg is not None:
+            maps = torch.cat([torch.full_like(cam[:, :1], bkg), cam], 1)
+        refined = self.par(image, maps)
+        refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
+        if bkg is None:  # no background class: absent classes can never win
+            refined = refined.masked_fill(~cls.bool()[:, :, None, None], -1.0)
+        return refined.argmax(1)
+
+    def cam_labels(self, images: torch.Tensor, cams: torch.Tensor, cls: torch.Tensor,
+                   tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Labels (B, H, W) from CAMs (B, K, h, w) in [0, 1]: walk, then PAR / thresholds (no voting)."""
+        cfg = self.cfg
+        size = images.shape[-2:]
+        cam = F.interpolate(cams.float(), size=size, mode="bilinear", align_corners=False)
+        if cfg["affinity"] and tokens is not None:
+            cam = random_walk(cam, tokens, cfg["affinity_beta"], cfg["affinity_iterations"], cfg["affinity_mix"])
+        cam = restrict_to_labels(cam, cls)
+        if not cfg["par"]:
+            if cfg["uncertain_band"]:
+                return cam_to_label_band(cam, cls, cfg["high_thre"], cfg["low_thre"], self.background)
+            return cam_to_label(cam, cls, cfg["bkg_thre"], self.background)
+        small = [max(1, round(s * cfg["par_scale"])) for s in size]
+        image = F.interpolate(images.float() / 255.0, size=small, mode="bilinear", align_corners=False)
+        cam_small = F.interpolate(cam, size=small, mode="bilinear", align_corners=False)
+        if not self.background:
+            label = self._par_argmax(image, cam_small, cls, None, size)
+            label[(cls.sum(1) == 0)[:, None, None].expand_as(label)] = IGNORE
+            return label
+        if not cfg["uncertain_band"]:
+            return self._par_argmax(image, cam_small, cls, cfg["bkg_thre"], size)
+        high = self._par_argmax(image, cam_small, cls, cfg["high_thre"], size)
+        low = self._par_argmax(image, cam_small, cls, cfg["low_thre"], size)
+        label = high.clone()
+        label[high == 0] = IGNORE
+        label[(high == 0) & (low == 0)] = 0
+        return label
+
+    def __call__(self, images, cams, cls, objects=None, tokens=None) -> torch.Tensor:
+        label = self.cam_labels(images, cams, cls, tokens)
+        if self.cfg["mask_voting"] and objects is not None:
+            label = vote(label, objects, self.n_classes, self.cfg["vote_threshold"], self.cfg["vote_min_labelled"])
+        return label

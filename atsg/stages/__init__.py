@@ -1,0 +1,1 @@
+"""Pipeline code: one module per stage, each reading and writing the Zarr artifacts of DESIGN.md."""

@@ -1,0 +1,94 @@
+"""Stage train_classifier: tiles.zarr (train split, image-level labels) -> classifier/model.pt + metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cam import cam_to_label, minmax_normalise
+from ..device import select_device
+from ..evaluate.metrics import ConfusionAccumulator
+from ..losses.classification import cam_classification_loss, multilabel_f1
+from ..models.classifier import CAMClassifier
+from ..train.data import TrainSamples
+from ..train.engine import Engine
+from .common import Tiles, batches, check_classes, evenly_spaced, fingerprint, load_model_file, read_tiles, \
+    save_model_file, store_identity
+
+log = logging.getLogger(__name__)
+
+
+def build_classifier(cfg: Mapping, tiles: Tiles) -> CAMClassifier:
+    return CAMClassifier(cfg, tiles.bands, tiles.n_targets)
+
+
+def load_classifier(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[CAMClassifier, dict]:
+    """The trained classifier of ``path`` (its own saved settings, never random weights)."""
+    ck = load_model_file(path, "classifier")
+    check_classes(ck, tiles, path)
+    cfg = dict(ck["config"], pretrained=False, checkpoint=None, random_init=True)  # weights come from the file
+    model = build_classifier(cfg, tiles)
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), ck
+
+
+class ClassifierValidation:
+    """Classification F1 and single-scale CAM mIoU on (a sample of) the val split."""
+
+    def __init__(self, tiles: Tiles, indices: np.ndarray, cfg: Mapping, device: torch.device):
+        self.tiles, self.indices, self.cfg, self.device = tiles, indices, cfg, device
+
+    def __call__(self, model) -> dict:
+        g = self.tiles.group
+        acc = ConfusionAccumulator(self.tiles.classes)
+        preds, targets = [], []
+        for idx in batches(self.indices, self.cfg["batch_size"], "validate"):
+            images = torch.from_numpy(read_tiles(g["images"], idx)).to(self.device)
+            cls = torch.from_numpy(read_tiles(g["cls_labels"], idx)).to(self.device)
+            out = model(images)
+            preds.append((out["logits"] > 0).cpu())
+            targets.append(cls.cpu())
+            cam = F.interpolate(F.relu(out["maps"]).float(), size=images.shape[-2:], mode="bilinear",
+                                align_corners=False)
+            label = cam_to_label(minmax_normalise(cam), cls, self.cfg["bkg_thre"], self.tiles.background)
+            acc.update(read_tiles(g["labels"], idx), label.cpu().numpy())
+        scores = acc.scores()
+        return {"f1": multilabel_f1(torch.cat(preds), torch.cat(targets)), "cam_miou": scores.miou(),
+                "cam_oa": scores.oa}
+
+
+def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
+    c = cfg["classifier"]
+    out_dir = Path(out_dir)
+    tiles = Tiles.open(tiles_path)
+    train_idx = tiles.require("train", "classifier training")
+    val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), c["val_tiles"])
+    device = select_device(c, "classifier")
+    torch.manual_seed(c["seed"])
+    model = build_classifier(c, tiles)
+    log.info("train_classifier: %s (%d blocks, dim %d, patch %d), %d train / %d val tiles, device %s",
+             c["backbone"], model.backbone.depth, model.backbone.embed_dim, model.backbone.patch_size,
+             len(train_idx), len(val_idx), device)
+
+    def loss_fn(m, batch, step):
+        out = m(batch["image"])
+        total, main, aux = cam_classification_loss(out["logits"], out["logits_aux"], batch["cls"], c["aux_weight"])
+        return total, {"cls": main.item(), "cls_aux": aux.item()}
+
+    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(c, store_identity(tiles.path)),
+                    c["select_metric"], "train_classifier")
+    result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls"), loss_fn,
+                        ClassifierValidation(tiles, val_idx, c, device))
+    save_model_file(out_dir / "model.pt", result.best_state, "classifier", c, classes=tiles.classes,
+                    in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
+    metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
+               "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
+               "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from, "history": result.history}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return {k: v for k, v in metrics.items() if k != "history"}

@@ -1,0 +1,148 @@
+"""What every stage needs: the tile store, model files, fingerprints, batched tile loops."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import zarr
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import DataError
+from ..store import SPLITS, open_store
+
+
+@dataclass
+class Tiles:
+    """tiles.zarr opened and checked, with its class layout."""
+
+    path: Path
+    group: zarr.Group
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Tiles":
+        return cls(Path(path), open_store(path, "tiles"))
+
+    @property
+    def attrs(self) -> Mapping:
+        return self.group.attrs
+
+    @property
+    def n(self) -> int:
+        return self.group["images"].shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.group["images"].shape[-2:])
+
+    @property
+    def bands(self) -> int:
+        return self.group["images"].shape[1]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.attrs["classes"])
+
+    @property
+    def background(self) -> bool:
+        return bool(self.attrs["background"])
+
+    @property
+    def n_targets(self) -> int:
+        return self.group["cls_labels"].shape[1]
+
+    def split_codes(self) -> np.ndarray:
+        return self.group["split"][:]
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split_codes() == SPLITS.index(split))
+
+    def require(self, split: str, purpose: str) -> np.ndarray:
+        idx = self.indices(split)
+        if len(idx) == 0:
+            raise DataError(f"{self.path}: the {split} split holds no tiles, but {purpose} needs them; "
+                            "check the split section of the config")
+        return idx
+
+
+def fingerprint(*parts) -> str:
+    """sha256 of JSON-serialisable parts (settings and data identity) as a short hex string."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def store_identity(path: str | Path) -> str:
+    """Identity of a finished store: its kind, creation attrs and array shapes."""
+    g = zarr.open_group(str(path), mode="r")
+    shapes = {k: list(g[k].shape) for k in sorted(g.array_keys())}
+    return fingerprint(dict(g.attrs.get("config", {})), shapes, g.attrs.get("created"))
+
+
+def save_model_file(path: Path, state: dict, kind: str, section: Mapping, **meta) -> None:
+    from ..train.engine import save_atomic
+
+    save_atomic({"atsg_model": kind, "atsg_version": __version__, "config": dict(section),
+                 "state_dict": state, **meta}, Path(path))
+
+
+def load_model_file(path: str | Path, kind: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no {kind} model; run the stage that trains it first")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable model file ({exc}); delete it and retrain") from None
+    if not isinstance(ck, dict) or ck.get("atsg_model") != kind:
+        raise DataError(f"{path}: not an atsg {kind} model file")
+    return ck
+
+
+def check_classes(ck: Mapping, tiles: Tiles, path) -> None:
+    if list(ck.get("classes", [])) != tiles.classes:
+        raise DataError(f"{path}: trained for classes {ck.get('classes')}, but {tiles.path} holds {tiles.classes}; "
+                        "retrain it on these tiles")
+
+
+def batches(indices: Sequence[int], size: int, desc: str) -> Iterator[np.ndarray]:
+    """Consecutive index batches with a progress bar."""
+    indices = np.asarray(indices)
+    bar = tqdm(total=len(indices), desc=desc, unit="tile", mininterval=5, dynamic_ncols=True)
+    for start in range(0, len(indices), size):
+        chunk = indices[start:start + size]
+        yield chunk
+        bar.update(len(chunk))
+    bar.close()
+
+
+def read_tiles(array, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted) of a zarr array, reading contiguous runs as slices."""
+    idx = np.asarray(idx)
+    if len(idx) and np.all(np.diff(idx) == 1):
+        return array[int(idx[0]):int(idx[-1]) + 1]
+    return np.stack([array[int(i)] for i in idx]) if len(idx) else array[0:0]
+
+
+def evenly_spaced(idx: np.ndarray, limit: int | None) -> np.ndarray:
+    if limit is None or len(idx) <= limit:
+        return idx
+    return idx[np.linspace(0, len(idx) - 1, limit).round().astype(int)]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

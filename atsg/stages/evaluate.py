@@ -1,0 +1,155 @@
+"""Stage evaluate: CAM labels, pseudo-labels and predictions against the ground truth
+-> eval/metrics.json, eval/confusion.csv, eval/report.md, eval/figures/*.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cam import cam_to_label, restrict_to_labels
+from ..errors import DataError
+from ..evaluate.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
+from ..evaluate.metrics import ConfusionAccumulator
+from ..store import SPLITS, open_store
+from .common import Tiles, evenly_spaced, read_tiles
+
+SOURCES = ("cam", "pseudo_labels", "predictions", "supervised")
+TITLES = {"cam": "CAM labels", "pseudo_labels": "pseudo-labels", "predictions": "predictions (weak)",
+          "supervised": "predictions (supervised)"}
+FIGURE_FILES = ("samples.png", "confusion.png", "legend.png")
+
+
+def cam_labels(cams, tiles: Tiles, idx: np.ndarray, bkg_thre: float) -> tuple[np.ndarray, np.ndarray]:
+    """CAM-labels (single background threshold, image-level classes only) and the max CAM score, at tile size."""
+    cam = torch.from_numpy(read_tiles(cams["cams"], idx).astype(np.float32))
+    cam = F.interpolate(cam, size=tiles.size, mode="bilinear", align_corners=False)
+    cls = torch.from_numpy(read_tiles(tiles.group["cls_labels"], idx))
+    label = cam_to_label(cam, cls, bkg_thre, tiles.background)
+    return label.numpy().astype(np.uint8), restrict_to_labels(cam, cls).amax(1).numpy()
+
+
+def _check(store, name: str, tiles: Tiles, path) -> None:
+    if store["labels"].shape != (tiles.n, *tiles.size):
+        raise DataError(f"{path}: {name} of shape {store['labels'].shape} do not match {tiles.path}; rerun it")
+
+
+def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: Path, predictions_path: Path,
+                 supervised_path: Path | None, out_dir: Path) -> dict:
+    e, r = cfg["evaluate"], cfg["refine"]
+    out_dir = Path(out_dir)
+    tiles = Tiles.open(tiles_path)
+    cams = open_store(cams_path, "cams")
+    stores = {"pseudo_labels": open_store(pseudo_path, "pseudo_labels"),
+              "predictions": open_store(predictions_path, "predictions")}
+    if supervised_path is not None:
+        stores["supervised"] = open_store(supervised_path, "predictions")
+    for name, path in (("pseudo_labels", pseudo_path), ("predictions", predictions_path),
+                       ("supervised", supervised_path)):
+        if name in stores:
+            _check(stores[name], name, tiles, path)
+    sources = ["cam", *stores]
+    acc = {s: {sp: ConfusionAccumulator(tiles.classes) for sp in SPLITS} for s in sources}
+    codes = tiles.split_codes()
+    g = tiles.group
+    for start in range(0, tiles.n, 16):
+        idx = np.arange(start, min(tiles.n, start + 16))
+        truth = read_tiles(g["labels"], idx)
+        preds = {"cam": cam_labels(cams, tiles, idx, r["bkg_thre"])[0]}
+        preds.update({s: read_tiles(st["labels"], idx) for s, st in stores.items()})
+        for k, i in enumerate(idx):
+            split = SPLITS[codes[i]]
+            for s in sources:
+                acc[s][split].update(truth[k], preds[s][k])
+    exclude = [0] if (e["ignore_background"] and tiles.background) else []
+    metrics = {}
+    for s in sources:
+        by_split = {}
+        for sp in SPLITS:
+            scores = acc[s][sp].scores()
+            if scores.support.sum() > 0:
+                by_split[sp] = _clean(scores.as_dict(exclude))
+        if e["split"] not in by_split:
+            raise DataError(f"{tiles.path}: the {e['split']} split has no labelled tiles to report (evaluate.split)")
+        metrics[s] = {"split": e["split"], **by_split[e["split"]], "splits": by_split}
+    if "supervised" in metrics:
+        sup, weak = metrics["supervised"]["miou"], metrics["predictions"]["miou"]
+        metrics["supervised"]["weak_to_supervised"] = weak / sup if sup else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    confusion = acc["predictions"][e["split"]].confusion
+    with open(out_dir / "confusion.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["truth \\ prediction", *tiles.classes])
+        for name, row in zip(tiles.classes, confusion):
+            w.writerow([name, *map(int, row)])
+    palette = tiles.attrs.get("palette") or default_palette(len(tiles.classes))
+    fig_dir = out_dir / "figures"
+    _samples_figure(tiles, cams, stores, e, r, palette, fig_dir / "samples.png")
+    confusion_figure(confusion, tiles.classes, fig_dir / "confusion.png",
+                     f"predictions, {e['split']} split (rows: truth)")
+    legend_strip(tiles.classes, palette, fig_dir / "legend.png")
+    (out_dir / "report.md").write_text(report_markdown(metrics, tiles.classes, e["split"]))
+    return {s: round(metrics[s]["miou"], 4) for s in sources}
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _samples_figure(tiles: Tiles, cams, stores, e, r, palette, path: Path) -> None:
+    idx = evenly_spaced(tiles.indices(e["split"]), e["figure_tiles"])
+    if len(idx) == 0:
+        return
+    g = tiles.group
+    labels, scores = cam_labels(cams, tiles, idx, r["bkg_thre"])
+    rows = []
+    titles = ["image", "truth", "CAM (max)", "CAM label", "pseudo-label", "prediction"]
+    if "supervised" in stores:
+        titles.append("supervised")
+    for k, i in enumerate(idx):
+        image = np.moveaxis(g["images"][int(i)][:3], 0, -1)
+        if image.shape[-1] < 3:
+            image = np.repeat(image[..., :1], 3, -1)
+        row = [np.ascontiguousarray(image), colourise(g["labels"][int(i)], palette), heatmap(scores[k]),
+               colourise(labels[k], palette), colourise(stores["pseudo_labels"]["labels"][int(i)], palette),
+               colourise(stores["predictions"]["labels"][int(i)], palette)]
+        if "supervised" in stores:
+            row.append(colourise(stores["supervised"]["labels"][int(i)], palette))
+        rows.append(row)
+    sample_grid(rows, titles, path)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def report_markdown(metrics: Mapping, classes, split: str) -> str:
+    lines = ["# atsg evaluation", "",
+             f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
+             "classes present in the ground truth.", "",
+             "## mIoU by stage and split", "", "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
+             "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |"]
+    for s in SOURCES:
+        if s not in metrics:
+            continue
+        m = metrics[s]
+        cells = [_fmt(m["splits"][sp]["miou"]) if sp in m["splits"] else "-" for sp in SPLITS]
+        lines.append(f"| {TITLES[s]} | " + " | ".join(cells) + f" | {_fmt(m['oa'])} | {_fmt(m['mean_f1'])} |")
+    if "supervised" in metrics and metrics["supervised"].get("weak_to_supervised") is not None:
+        lines += ["", f"Weak / fully supervised mIoU on {split}: "
+                      f"**{metrics['supervised']['weak_to_supervised']:.3f}**"]
+    lines += ["", f"## Per-class IoU ({split})", "",
+              "| class | " + " | ".join(TITLES[s] for s in SOURCES if s in metrics) + " |",
+              "| --- | " + " | ".join("---:" for s in SOURCES if s in metrics) + " |"]
+    for c in classes:
+        lines.append(f"| {c} | " + " | ".join(_fmt(metrics[s]["iou"].get(c)) for s in SOURCES if s in metrics) + " |")
+    lines += ["", "## Figures", "", "![samples](figures/samples.png)", "", "![legend](figures/legend.png)", "",
+              "![confusion](figures/confusion.png)", ""]
+    return "\n".join(lines)

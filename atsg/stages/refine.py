@@ -1,0 +1,63 @@
+"""Stage refine_labels: tiles + cams + masks (+ classifier tokens) -> pseudo_labels.zarr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ..device import select_device
+from ..errors import DataError
+from ..refine.pseudo import Refiner
+from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
+from .classifier import load_classifier
+from .common import Tiles, batches, file_sha256, read_tiles
+
+
+def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_path: Path | None,
+                      classifier_path: Path | None, out: Path) -> dict:
+    r = cfg["refine"]
+    tiles = Tiles.open(tiles_path)
+    cams = open_store(cams_path, "cams")
+    if cams["cams"].shape[0] != tiles.n or cams["cams"].shape[1] != tiles.n_targets:
+        raise DataError(f"{cams_path}: CAMs of shape {cams['cams'].shape} do not match {tiles.path} "
+                        f"({tiles.n} tiles, {tiles.n_targets} classes); rerun extract_cams")
+    masks = None
+    if r["mask_voting"]:
+        if masks_path is None:
+            raise DataError("refine.mask_voting is on but no masks store was given (--masks)")
+        masks = open_store(masks_path, "masks")
+    device = select_device(r, "refine")
+    model = None
+    if r["affinity"]:
+        if classifier_path is None:
+            raise DataError("refine.affinity is on but no classifier was given (--classifier)")
+        model, _ = load_classifier(classifier_path, tiles, device)
+    refiner = Refiner(r, tiles.background, len(tiles.classes)).to(device)
+    attrs = {**base_attrs("pseudo_labels", {"refine": dict(r)}), "classes": tiles.classes,
+             "cams_classifier_sha256": cams.attrs.get("classifier_sha256"),
+             "masks_generator": masks.attrs.get("generator") if masks is not None else None,
+             "classifier_sha256": file_sha256(classifier_path) if model is not None else None}
+    g_tiles = tiles.group
+    shape = (tiles.n, *tiles.size)
+    ignored = 0
+    with atomic_store(out) as tmp:
+        g = create_tile_arrays(tmp, "pseudo_labels", {"labels": shape}, {"labels": IGNORE},
+                               {"labels": ("tile", "y", "x")}, attrs)
+        for idx in batches(np.arange(tiles.n), r["batch_size"], "refine_labels"):
+            images = torch.from_numpy(read_tiles(g_tiles["images"], idx)).to(device)
+            cls = torch.from_numpy(read_tiles(g_tiles["cls_labels"], idx)).to(device)
+            cam = torch.from_numpy(read_tiles(cams["cams"], idx).astype(np.float32)).to(device)
+            objects = (torch.from_numpy(read_tiles(masks["objects"], idx).astype(np.int64)).to(device)
+                       if masks is not None else None)
+            tokens = None
+            if model is not None:
+                with torch.no_grad():
+                    tokens = model.tokens(images)[0].float()
+            label = refiner(images, cam, cls, objects, tokens)
+            label[images.amax(1) == 0] = IGNORE  # edge padding (all bands 0) is never trained on
+            ignored += int((label == IGNORE).sum())
+            g["labels"][int(idx[0]):int(idx[-1]) + 1] = label.to(torch.uint8).cpu().numpy()
+    return {"tiles": tiles.n, "ignored_fraction": ignored / max(1, tiles.n * shape[1] * shape[2])}

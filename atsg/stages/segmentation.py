@@ -1,0 +1,91 @@
+"""Stage train_segmentation: tiles + pseudo-labels (or the ground truth, for the supervised upper bound)
+-> segmentation/model.pt + metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ..device import select_device
+from ..errors import DataError
+from ..evaluate.metrics import ConfusionAccumulator
+from ..inference import predict_probs
+from ..losses.segmentation import balanced_cross_entropy
+from ..models.segmenter import Segmenter
+from ..store import open_store
+from ..train.data import TrainSamples
+from ..train.engine import Engine
+from .common import Tiles, batches, check_classes, evenly_spaced, fingerprint, load_model_file, read_tiles, \
+    save_model_file, store_identity
+
+log = logging.getLogger(__name__)
+
+
+def load_segmenter(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[Segmenter, dict]:
+    ck = load_model_file(path, "segmentation")
+    check_classes(ck, tiles, path)
+    cfg = dict(ck["config"], pretrained=False, checkpoint=None, random_init=True)  # weights come from the file
+    model = Segmenter(cfg, tiles.bands, len(tiles.classes))
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), ck
+
+
+class SegmentationValidation:
+    def __init__(self, tiles: Tiles, indices: np.ndarray, batch_size: int, device: torch.device):
+        self.tiles, self.indices, self.batch_size, self.device = tiles, indices, batch_size, device
+
+    def __call__(self, model) -> dict:
+        g = self.tiles.group
+        acc = ConfusionAccumulator(self.tiles.classes)
+        for idx in batches(self.indices, self.batch_size, "validate"):
+            images = torch.from_numpy(read_tiles(g["images"], idx)).to(self.device)
+            pred = predict_probs(model, images).argmax(1)
+            acc.update(read_tiles(g["labels"], idx), pred.cpu().numpy())
+        s = acc.scores()
+        return {"miou": s.miou(), "oa": s.oa}
+
+
+def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | None, out_dir: Path,
+                           supervised: bool | None = None) -> dict:
+    c = cfg["segmentation"]
+    supervised = c["supervised"] if supervised is None else supervised
+    out_dir = Path(out_dir)
+    tiles = Tiles.open(tiles_path)
+    train_idx = tiles.require("train", "segmentation training")
+    val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), c["val_tiles"])
+    if not supervised:
+        if labels_path is None:
+            raise DataError("train_segmentation needs a pseudo-label store (--labels) unless it is supervised")
+        store = open_store(labels_path, "pseudo_labels")
+        if store["labels"].shape[0] != tiles.n:
+            raise DataError(f"{labels_path}: {store['labels'].shape[0]} tiles, {tiles.path} holds {tiles.n}; "
+                            "rerun refine_labels")
+    device = select_device(c, "segmentation")
+    torch.manual_seed(c["seed"])
+    model = Segmenter(c, tiles.bands, len(tiles.classes))
+    name = "train_segmentation" + (" (supervised)" if supervised else "")
+    log.info("%s: %s + %s decoder, %d train / %d val tiles, device %s", name, c["backbone"], c["decoder"],
+             len(train_idx), len(val_idx), device)
+    background = tiles.background
+
+    def loss_fn(m, batch, step):
+        loss = balanced_cross_entropy(m(batch["image"]), batch["label"], background)
+        return loss, {"seg": loss.item()}
+
+    data_id = store_identity(tiles.path) if supervised else [store_identity(tiles.path), store_identity(labels_path)]
+    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(c, supervised, data_id), "miou", name)
+    samples = TrainSamples(tiles.path, train_idx, c, "truth" if supervised else "pseudo",
+                           None if supervised else labels_path)
+    result = engine.fit(samples, loss_fn, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
+    save_model_file(out_dir / "model.pt", result.best_state, "segmentation", c, classes=tiles.classes,
+                    in_chans=tiles.bands, supervised=supervised, best_step=result.best_step)
+    metrics = {"supervised": supervised, "select_metric": "miou", "best_score": result.best_score,
+               "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
+               "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from, "history": result.history}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return {k: v for k, v in metrics.items() if k != "history"}

@@ -1,0 +1,1 @@
+"""The one training engine shared by the classifier and segmentation stages, and its data pipeline."""

@@ -1,0 +1,175 @@
+"""One training engine for both models (classifier and segmentation).
+
+AdamW with a head learning-rate multiplier, linear warm-up then poly decay,
+gradient clipping, mixed precision on CUDA, seeded batches and dropout,
+resumable checkpoints every N steps, validation every N steps keeping the best
+weights by a validation score (computed on the val split by the stage).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..device import autocast
+from .data import RangeSampler
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, dict, int], tuple[torch.Tensor, dict]]
+"""(model, batch on device, step) -> (loss, {name: float})."""
+ValidateFn = Callable[[nn.Module], dict]
+"""model -> metrics dict holding the selection score under the configured key."""
+
+
+def lr_factor(step: int, cfg: Mapping) -> float:
+    """Learning rate of ``step`` relative to ``cfg['lr']``: linear warm-up from warmup_lr, then poly decay."""
+    warm = cfg["lr_warmup_iterations"]
+    if step < warm:
+        start = cfg["warmup_lr"] / cfg["lr"]
+        return start + (1.0 - start) * step / warm
+    return (1.0 - step / (cfg["iterations"] + 1)) ** cfg["power"]
+
+
+def save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best_score: float
+    best_step: int
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+class Engine:
+    def __init__(self, model: nn.Module, cfg: Mapping, device: torch.device, workdir: Path, fingerprint: str,
+                 select: str, name: str):
+        self.model, self.cfg, self.device = model.to(device), cfg, device
+        self.workdir, self.fingerprint, self.select, self.name = Path(workdir), fingerprint, select, name
+        head_ids = {id(p) for p in model.head_parameters()}
+        backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
+        heads = [p for p in model.head_parameters() if p.requires_grad]
+        self.mults = [1.0, cfg["head_lr_mult"]]
+        self.opt = torch.optim.AdamW(
+            [{"params": backbone, "lr": cfg["lr"]}, {"params": heads, "lr": cfg["lr"] * cfg["head_lr_mult"]}],
+            lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=tuple(cfg["betas"]))
+        self.amp = bool(cfg["amp"]) and device.type == "cuda"
+        fp16 = self.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+
+    @property
+    def last_path(self) -> Path:
+        return self.workdir / "last.pt"
+
+    def _save(self, step: int, best: dict, history: list) -> None:
+        save_atomic({"fingerprint": self.fingerprint, "step": step, "model": self.model.state_dict(),
+                     "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "best": best,
+                     "history": history}, self.last_path)
+
+    def _resume(self) -> tuple[int, dict, list]:
+        fresh = (0, {"score": -math.inf, "step": 0, "state": None}, [])
+        if not self.last_path.exists():
+            return fresh
+        try:
+            ck = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a checkpoint cut short by a kill is never renamed into place, but be safe
+            log.warning("%s: unreadable checkpoint %s (%s); starting over", self.name, self.last_path, exc)
+            return fresh
+        if ck.get("fingerprint") != self.fingerprint:
+            log.info("%s: checkpoint %s was made with other settings or data; starting over", self.name,
+                     self.last_path)
+            return fresh
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.scaler.load_state_dict(ck["scaler"])
+        log.info("%s: resuming from step %d (%s)", self.name, ck["step"], self.last_path)
+        return ck["step"], ck["best"], ck["history"]
+
+    def _set_lr(self, step: int) -> float:
+        factor = lr_factor(step, self.cfg)
+        for group, mult in zip(self.opt.param_groups, self.mults):
+            group["lr"] = self.cfg["lr"] * mult * factor
+        return self.cfg["lr"] * factor
+
+    def _validate(self, step: int, validate: ValidateFn, best: dict, history: list) -> dict:
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.amp):
+            metrics = validate(self.model)
+        self.model.train()
+        score = float(metrics[self.select])
+        history.append({"step": step, **metrics})
+        log.info("%s: step %d validation %s", self.name, step,
+                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if score > best["score"] or best["state"] is None:
+            best = {"score": score, "step": step,
+                    "state": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}}
+        return best
+
+    def fit(self, samples, loss_fn: LossFn, validate: ValidateFn) -> FitResult:
+        cfg = self.cfg
+        iters, batch = cfg["iterations"], cfg["batch_size"]
+        start, best, history = self._resume()
+        resumed_from = start
+        loader = DataLoader(samples, batch_size=batch, sampler=RangeSampler(start * batch, iters * batch),
+                            num_workers=cfg["workers"], drop_last=True, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        self.model.train()
+        t0 = time.perf_counter()
+        running: dict[str, float] = {}
+        bar = tqdm(total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True)
+        step = start
+        for batch_data in loader:
+            lr = self._set_lr(step)
+            torch.manual_seed(cfg["seed"] * 1_000_003 + step)  # dropout and any other randomness of this step
+            batch_data = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                          for k, v in batch_data.items()}
+            with autocast(self.device, self.amp):
+                loss, parts = loss_fn(self.model, batch_data, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.name}: loss is {loss.item()} at step {step}; lower the learning rate")
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg["clip_grad"]:
+                self.scaler.unscale_(self.opt)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg["clip_grad"])
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            step += 1
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + v
+            bar.update(1)
+            if step % cfg["log_every"] == 0 or step == iters:
+                n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
+                means = {k: v / n for k, v in running.items()}
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
+                log.info("%s: step %d/%d lr %.2e %s", self.name, step, iters, lr,
+                         " ".join(f"{k}={v:.4f}" for k, v in means.items()))
+                running = {}
+            if step % cfg["val_every"] == 0 or step == iters:
+                best = self._validate(step, validate, best, history)
+            if step % cfg["checkpoint_every"] == 0 or step == iters:
+                self._save(step, best, history)
+        bar.close()
+        if best["state"] is None:  # resumed after the last step: validate once to pick the weights
+            best = self._validate(step, validate, best, history)
+        seconds = time.perf_counter() - t0
+        return FitResult(best_state=best["state"], best_score=best["score"], best_step=best["step"],
+                         history=copy.deepcopy(history), seconds=seconds, resumed_from=resumed_from)
