@@ -1,7 +1,8 @@
 """Class-agnostic mask generators: SAM's automatic mask generator or scikit-image superpixels.
 
-Each returns, per tile, a list of boolean masks; ``maps.object_and_boundary_maps``
-turns them into the object and boundary maps of METHOD.md.
+Each maps a tile to its object and boundary maps (METHOD.md): SAM through
+``maps.object_and_boundary_maps`` on its masks, superpixels through the
+equivalent vectorised ``maps.partition_maps``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from skimage.segmentation import felzenszwalb, slic
 
 from ..errors import ConfigError
-from .maps import segments_to_masks
+from .maps import object_and_boundary_maps, partition_maps
 
 
 def _rgb(image_chw: np.ndarray) -> np.ndarray:
@@ -33,8 +34,9 @@ class SuperpixelGenerator:
             raise ConfigError(f"config key masks.{name}: {exc}") from None
         self.fn = fn
 
-    def __call__(self, image_chw: np.ndarray) -> list[np.ndarray]:
-        return segments_to_masks(self.fn(_rgb(image_chw), **self.params))
+    def __call__(self, image_chw: np.ndarray, min_area: int, max_objects: int) -> tuple[np.ndarray, np.ndarray]:
+        """(objects, boundaries) of one tile."""
+        return partition_maps(self.fn(_rgb(image_chw), **self.params), min_area, max_objects)
 
 
 class SamGenerator:
@@ -52,8 +54,10 @@ class SamGenerator:
             box_nms_thresh=cfg["box_nms_thresh"], crop_n_layers=cfg["crop_n_layers"],
             crop_nms_thresh=cfg["crop_nms_thresh"], output_mode="binary_mask")
 
-    def __call__(self, image_chw: np.ndarray) -> list[np.ndarray]:
-        return [r["segmentation"] for r in self.generator.generate(_rgb(image_chw))]
+    def __call__(self, image_chw: np.ndarray, min_area: int, max_objects: int) -> tuple[np.ndarray, np.ndarray]:
+        """(objects, boundaries) of one tile."""
+        masks = [r["segmentation"] for r in self.generator.generate(_rgb(image_chw))]
+        return object_and_boundary_maps(masks, image_chw.shape[-2:], min_area, max_objects)
 
 
 def build_generator(cfg: Mapping, device):

@@ -47,10 +47,27 @@ class PAR(nn.Module):
         aff = (-(diff / (std + 1e-8) / self.w_rgb) ** 2).mean(1, keepdim=True)
         return F.softmax(aff, 2) + self.w_pos * self.pos_aff
 
+    def constant_response(self, value: float) -> float:
+        """What PAR makes of a constant map: the weights of every pixel sum to 1 + w_pos, and PAR is linear.
+
+        So a constant background channel need not be propagated; it is ``value * (1 + w_pos) ** iterations``.
+        """
+        return value * (1.0 + self.w_pos) ** self.iterations
+
     def forward(self, image: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """Refine ``maps`` (B, K, h, w) on ``image`` (B, C, H, W); returns maps at the image size."""
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=True)
         aff = self.affinity(image)
+        h, w = maps.shape[-2:]
+        pad = max(self.dilations)
         for _ in range(self.iterations):
-            maps = (neighbours(maps, self.dilations) * aff).sum(2)
+            padded = F.pad(maps, (pad,) * 4, mode="replicate")
+            out = torch.zeros_like(maps)
+            k = 0
+            for d in self.dilations:  # accumulate neighbour by neighbour: no (B, K, 8D, H, W) tensor
+                for dy, dx in _OFFSETS:
+                    view = padded[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
+                    out.addcmul_(view, aff[:, :, k])
+                    k += 1
+            maps = out
         return maps

@@ -24,17 +24,18 @@ class Refiner:
         self.par = self.par.to(device)
         return self
 
-    def _par_argmax(self, image: torch.Tensor, cam: torch.Tensor, cls: torch.Tensor, bkg: float | None,
-                    size) -> torch.Tensor:
-        """Argmax of the PAR-refined maps; channel 0 is a constant ``bkg`` when there is a background class."""
-        maps = cam
-        if bkg is not None:
-            maps = torch.cat([torch.full_like(cam[:, :1], bkg), cam], 1)
-        refined = self.par(image, maps)
-        refined = F.interpolate(refined, size=size, mode="bilinear", align_corners=False)
+    def _par(self, image: torch.Tensor, cam: torch.Tensor, size) -> torch.Tensor:
+        return F.interpolate(self.par(image, cam), size=size, mode="bilinear", align_corners=False)
+
+    def _argmax(self, refined: torch.Tensor, cls: torch.Tensor, bkg: float | None) -> torch.Tensor:
+        """Argmax of PAR-refined maps; with a background class, channel 0 is the constant ``bkg`` refined
+        (PAR maps a constant to a constant, so it is never propagated)."""
         if bkg is None:  # no background class: absent classes can never win
-            refined = refined.masked_fill(~cls.bool()[:, :, None, None], -1.0)
-        return refined.argmax(1)
+            return refined.masked_fill(~cls.bool()[:, :, None, None], -1.0).argmax(1)
+        score, idx = refined.max(1)
+        label = idx + 1
+        label[score <= self.par.constant_response(bkg)] = 0
+        return label
 
     def cam_labels(self, images: torch.Tensor, cams: torch.Tensor, cls: torch.Tensor,
                    tokens: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,14 +53,15 @@ class Refiner:
         small = [max(1, round(s * cfg["par_scale"])) for s in size]
         image = F.interpolate(images.float() / 255.0, size=small, mode="bilinear", align_corners=False)
         cam_small = F.interpolate(cam, size=small, mode="bilinear", align_corners=False)
+        refined = self._par(image, cam_small, size)
         if not self.background:
-            label = self._par_argmax(image, cam_small, cls, None, size)
+            label = self._argmax(refined, cls, None)
             label[(cls.sum(1) == 0)[:, None, None].expand_as(label)] = IGNORE
             return label
         if not cfg["uncertain_band"]:
-            return self._par_argmax(image, cam_small, cls, cfg["bkg_thre"], size)
-        high = self._par_argmax(image, cam_small, cls, cfg["high_thre"], size)
-        low = self._par_argmax(image, cam_small, cls, cfg["low_thre"], size)
+            return self._argmax(refined, cls, cfg["bkg_thre"])
+        high = self._argmax(refined, cls, cfg["high_thre"])
+        low = self._argmax(refined, cls, cfg["low_thre"])
         label = high.clone()
         label[high == 0] = IGNORE
         label[(high == 0) & (low == 0)] = 0

@@ -10,7 +10,6 @@ import torch
 
 from ..device import select_device
 from ..masks.generate import build_generator
-from ..masks.maps import object_and_boundary_maps
 from ..store import atomic_store, base_attrs, create_tile_arrays
 from .common import Tiles, batches, file_sha256
 
@@ -33,8 +32,7 @@ def run_generate_masks(cfg: Mapping, tiles_path: Path, out: Path) -> dict:
         g = create_tile_arrays(tmp, "masks", {"objects": shape, "boundaries": shape}, {},
                                {"objects": ("tile", "y", "x"), "boundaries": ("tile", "y", "x")}, attrs)
         for (i,) in batches(np.arange(tiles.n), 1, f"generate_masks ({m['generator']})"):
-            masks = generator(images[int(i)])
-            objects, boundaries = object_and_boundary_maps(masks, tiles.size, m["min_area"], m["max_objects"])
+            objects, boundaries = generator(images[int(i)], m["min_area"], m["max_objects"])
             g["objects"][int(i)] = objects
             g["boundaries"][int(i)] = boundaries
             counts.append(int(objects.max()))

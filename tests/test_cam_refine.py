@@ -1,0 +1,131 @@
+"""CAM fusion and CAM -> label rules, PAR, the affinity walk and mask voting on hand-made cases."""
+
+import torch
+import torch.nn.functional as F
+
+from atsg.cam import cam_to_label, cam_to_label_band, minmax_normalise, multiscale_cams
+from atsg.config import validate_config
+from atsg.refine.affinity import random_walk, transition_matrix
+from atsg.refine.par import PAR, neighbours
+from atsg.refine.pseudo import Refiner
+from atsg.refine.voting import vote
+from atsg.store import IGNORE
+
+
+class _FixedCAM(torch.nn.Module):
+    """A 'classifier' whose class map 0 is the red channel and class map 1 the left half of the image."""
+
+    class _Backbone:
+        patch_size = 1
+
+    backbone = _Backbone()
+
+    def cams(self, x):
+        left = torch.zeros_like(x[:, :1])
+        left[..., : x.shape[-1] // 2] = 1
+        maps = torch.cat([x[:, :1], left], 1)
+        return maps, maps * 2, None
+
+
+def test_multiscale_cams_merge_flips_by_max_and_normalise_per_class():
+    images = torch.zeros(1, 3, 8, 8)
+    images[0, 0, :, 6:] = 100  # red on the right
+    cam, cam_aux = multiscale_cams(_FixedCAM(), images, [1.0], True, (8, 8))
+    # a map that is not flip-equivariant (always the left half) covers both halves after fusion
+    assert torch.allclose(cam[0, 1], torch.zeros(8, 8))  # constant after fusion -> 0 after min-max
+    assert cam.min() >= 0 and cam.max() <= 1
+    # the flipped view's map is flipped back before the max: red stays on the right only
+    assert torch.isclose(cam[0, 0, :, 7], torch.ones(8), atol=1e-3).all()
+    assert (cam[0, 0, :, :6] < 0.01).all()
+    assert torch.allclose(cam, cam_aux, atol=1e-4)  # x2 disappears in the min-max normalisation
+
+
+def test_minmax_normalise_per_tile_and_class():
+    x = torch.tensor([[[[1.0, 3.0]], [[5.0, 5.0]]]])
+    out = minmax_normalise(x)
+    assert torch.allclose(out[0, 0], torch.tensor([[0.0, 1.0]]), atol=1e-4)
+    assert torch.allclose(out[0, 1], torch.zeros(1, 2))
+
+
+def test_cam_to_label_keeps_image_classes_and_thresholds_background():
+    cam = torch.tensor([[[[0.9, 0.5, 0.1, 0.3]], [[0.95, 0.2, 0.2, 0.65]]]])  # 2 fg classes, 1x4 pixels
+    cls = torch.tensor([[1, 0]])                                                # class 2 is not in the image
+    assert cam_to_label(cam, cls, 0.6, True).tolist() == [[[1, 0, 0, 0]]]
+    cls = torch.tensor([[1, 1]])
+    assert cam_to_label(cam, cls, 0.6, True).tolist() == [[[2, 0, 0, 2]]]
+    cam = cam[..., :3]
+    assert cam_to_label_band(cam, cls, 0.7, 0.25, True).tolist() == [[[2, IGNORE, 0]]]
+
+
+def test_cam_to_label_without_background_class():
+    cam = torch.tensor([[[[0.1, 0.9]], [[0.2, 0.3]]]])
+    assert cam_to_label(cam, torch.tensor([[1, 1]]), 0.6, False).tolist() == [[[1, 0]]]
+    assert cam_to_label(cam, torch.tensor([[0, 0]]), 0.6, False).tolist() == [[[IGNORE, IGNORE]]]
+
+
+def test_par_matches_the_stacked_reference_and_keeps_constants_constant():
+    torch.manual_seed(0)
+    par = PAR([1, 2, 4], 3)
+    image, maps = torch.rand(2, 3, 20, 24), torch.rand(2, 4, 20, 24)
+    aff = par.affinity(image)
+    ref = maps
+    for _ in range(3):
+        ref = (neighbours(ref, [1, 2, 4]) * aff).sum(2)
+    assert torch.allclose(par(image, maps), ref, atol=1e-5)
+    const = par(image, torch.full((2, 1, 20, 24), 0.7))
+    assert torch.allclose(const, torch.full_like(const, par.constant_response(0.7)), atol=1e-5)
+    assert abs(aff.sum(2).mean().item() - 1.01) < 1e-5
+
+
+def test_par_spreads_scores_within_the_same_colour_not_across_an_edge():
+    image = torch.zeros(1, 3, 16, 16)
+    image[..., 8:] = 1.0                       # left dark, right bright
+    maps = torch.zeros(1, 1, 16, 16)
+    maps[..., 4:8, 5:8] = 1.0                  # a blob on the dark side, next to the edge
+    out = PAR([1, 2, 4], 10)(image, maps)
+    assert out[0, 0, 4:8, 0:5].mean() > 5 * out[0, 0, 4:8, 8:12].mean()
+
+
+def test_transition_matrix_is_row_stochastic_and_walk_stays_normalised():
+    tokens = torch.randn(2, 8, 4, 4)
+    t = transition_matrix(tokens, 2.0)
+    assert torch.allclose(t.sum(-1), torch.ones(2, 16), atol=1e-5)
+    cams = torch.rand(2, 3, 16, 16)
+    out = random_walk(cams, tokens, 2.0, 2, 1.0)
+    assert out.shape == cams.shape and out.min() >= 0 and out.max() <= 1 + 1e-5
+
+
+def test_walk_spreads_a_cam_over_tokens_that_look_alike():
+    tokens = torch.zeros(1, 2, 2, 2)
+    tokens[0, 0, 0, :] = 1   # top row: one kind of token
+    tokens[0, 1, 1, :] = 1   # bottom row: another kind
+    cams = torch.zeros(1, 1, 2, 2)
+    cams[0, 0, 0, 0] = 1     # only the top-left token fires
+    out = random_walk(cams, tokens, 1.0, 1, 1.0)
+    assert out[0, 0, 0, 1] > 0.9 and out[0, 0, 1].max() < 0.1
+
+
+def test_mask_voting_takes_confident_majorities_only():
+    labels = torch.tensor([[[1, 1, 1, IGNORE, 2, 2, 3, 0]]])
+    objects = torch.tensor([[[1, 1, 1, 1, 2, 2, 2, 0]]])
+    out = vote(labels, objects, n_classes=4, threshold=0.6, min_labelled=0.5)
+    # object 1: 3 of 3 labelled pixels say 1 -> all 4 pixels (the ignored one too) become 1
+    # object 2: 2 of 3 say 2 (0.67 >= 0.6) -> 2; id 0 keeps its label
+    assert out.tolist() == [[[1, 1, 1, 1, 2, 2, 2, 0]]]
+    out = vote(labels, objects, n_classes=4, threshold=0.7, min_labelled=0.5)
+    assert out[0, 0, 6] == 3  # 0.67 < 0.7: object 2 stays as it was
+
+
+def test_refiner_steps_can_each_be_switched_off():
+    cfg = validate_config({})["refine"]
+    cfg.update(par=False, affinity=False, mask_voting=False, uncertain_band=False)
+    images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    cams = torch.zeros(1, 2, 4, 4)
+    cams[0, 0, :2] = 1.0
+    label = Refiner(cfg, True, 3)(images, cams, torch.tensor([[1, 1]]))
+    expected = cam_to_label(F.interpolate(cams, size=(8, 8), mode="bilinear"), torch.tensor([[1, 1]]), 0.6, True)
+    assert torch.equal(label, expected)
+    objects = torch.ones(1, 8, 8, dtype=torch.long)
+    cfg.update(mask_voting=True, vote_threshold=0.5, vote_min_labelled=0.1)
+    voted = Refiner(cfg, True, 3)(images, cams, torch.tensor([[1, 1]]), objects)
+    assert voted.unique().numel() == 1  # one object: the majority class everywhere

@@ -1,0 +1,143 @@
+"""The whole chain through Snakemake on a tiny config: every store, model, GeoTIFF, metric and figure."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from atsg.store import open_store
+from conftest import REPO
+
+TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
+            "model_kwargs": {"img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2},
+            "iterations": 4, "batch_size": 2, "crop_size": 64, "workers": 0, "val_every": 2,
+            "checkpoint_every": 2, "lr_warmup_iterations": 1, "log_every": 2}
+TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
+        "tiling": {"size": 128, "stride": 128}, "split": {"ratios": [1, 1, 1]},
+        "classifier": dict(TINY_VIT), "segmentation": {**TINY_VIT, "decoder_channels": 16},
+        "cams": {"batch_size": 4}, "refine": {"batch_size": 4},
+        "evaluate": {"split": "test", "supervised_baseline": True, "figure_tiles": 2}}
+
+
+def _snakemake(workdir, env, *args):
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "tiny.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    work = tmp_path_factory.mktemp("chain")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = _snakemake(work, env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return work, env, work / "results" / "tiny"
+
+
+def test_stores_have_the_schema_shapes(chain):
+    _, _, run = chain
+    tiles = open_store(run / "tiles.zarr", "tiles")
+    n = tiles["images"].shape[0]
+    cams = open_store(run / "cams.zarr", "cams")
+    assert cams["cams"].shape == (n, 5, 32, 32) and cams["cams_aux"].shape == (n, 5, 32, 32)
+    assert cams["cams"].dtype == np.float16 and 0 <= float(cams["cams"][:].min()) <= float(cams["cams"][:].max()) <= 1
+    assert cams.attrs["scales"] == [1.0, 0.5, 1.5] and cams.attrs["flip"] is True
+    assert len(cams.attrs["classifier_sha256"]) == 64 and cams.attrs["config"]["cams"]["output_stride"] == 4
+    masks = open_store(run / "masks.zarr", "masks")
+    assert masks["objects"].shape == (n, 128, 128) and masks.attrs["generator"] == "felzenszwalb"
+    assert int(masks["objects"][:].max()) <= 50
+    pseudo = open_store(run / "pseudo_labels.zarr", "pseudo_labels")
+    assert pseudo["labels"].shape == (n, 128, 128)
+    assert set(np.unique(pseudo["labels"][:])) <= set(range(6)) | {255}
+    assert pseudo.attrs["config"]["refine"]["par"] is True
+    for name in ("predictions.zarr", "supervised_predictions.zarr"):
+        pred = open_store(run / name, "predictions")
+        assert pred["labels"].shape == (n, 128, 128) and int(pred["labels"][:].max()) < 6
+
+
+def test_models_and_training_metrics(chain):
+    _, _, run = chain
+    for stage, key in (("classifier", "cam_miou"), ("segmentation", "miou"), ("supervised", "miou")):
+        metrics = json.loads((run / stage / "metrics.json").read_text())
+        assert metrics["select_metric"] == key and [h["step"] for h in metrics["history"]] == [2, 4]
+        assert metrics["best_step"] in (2, 4) and (run / stage / "model.pt").stat().st_size > 0
+        assert (run / stage / "checkpoints" / "last.pt").exists()
+
+
+def test_geotiffs_carry_the_scene_georeference(chain):
+    _, _, run = chain
+    scenes = sorted((run / "scenes").glob("*_RGB.tif"))
+    tifs = sorted((run / "predictions").glob("*.tif"))
+    assert len(tifs) == len(scenes) == 3
+    for scene, tif in zip(scenes, tifs):
+        with rasterio.open(scene) as src, rasterio.open(tif) as pred:
+            assert pred.crs == src.crs and pred.transform == src.transform
+            assert (pred.width, pred.height) == (src.width, src.height) and pred.dtypes[0] == "uint8"
+            assert pred.read(1).max() < 6
+
+
+def test_scene_geotiff_agrees_with_tile_predictions(chain):
+    _, _, run = chain
+    tiles = open_store(run / "tiles.zarr", "tiles")
+    pred = open_store(run / "predictions.zarr", "predictions")
+    scene = tiles.attrs["scenes"][0]
+    with rasterio.open(run / "predictions" / f"{scene['id']}.tif") as tif:
+        full = tif.read(1)
+    row, col, h, w = tiles.attrs["tiles"]["window"][scene["first_tile"]]
+    assert (full[row:row + h, col:col + w] == pred["labels"][scene["first_tile"]]).mean() > 0.99
+
+
+def test_evaluation_outputs(chain):
+    _, _, run = chain
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"cam", "pseudo_labels", "predictions", "supervised"}
+    for entry in metrics.values():
+        assert entry["split"] == "test" and 0 <= entry["miou"] <= 1 and 0 <= entry["oa"] <= 1
+        assert set(entry["iou"]) == {"clutter", "impervious_surface", "building", "low_vegetation", "tree", "car"}
+        assert "mean_f1" in entry and "val" in entry["splits"]
+    assert "weak_to_supervised" in metrics["supervised"]
+    rows = (run / "eval" / "confusion.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].split(",")[1] == "clutter"
+    report = (run / "eval" / "report.md").read_text()
+    assert "mIoU by stage and split" in report and "pseudo-labels" in report
+    for fig in ("samples.png", "confusion.png", "legend.png"):
+        assert (run / "eval" / "figures" / fig).stat().st_size > 1000
+
+
+def test_rerun_after_the_chain_schedules_nothing(chain):
+    work, env, _ = chain
+    result = _snakemake(work, env, "-n")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def _scheduled(result):
+    text = result.stdout + result.stderr
+    jobs = text.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0] for line in jobs.splitlines()[3:] if line.strip()}
+
+
+def test_refine_change_reruns_refine_and_what_follows_only(chain):
+    work, env, _ = chain
+    result = _snakemake(work, env, "-n", "--config", "refine={par_iterations: 3, batch_size: 4}")
+    assert _scheduled(result) == {"refine_labels", "train_segmentation", "predict", "evaluate", "all"}
+
+
+def test_masks_change_does_not_rerun_classifier_or_cams(chain):
+    work, env, _ = chain
+    result = _snakemake(work, env, "-n", "--config", "masks={generator: slic}")
+    assert _scheduled(result) == {"generate_masks", "refine_labels", "train_segmentation", "predict", "evaluate",
+                                  "all"}
+
+
+def test_snakemake_report_builds(chain):
+    work, env, _ = chain
+    result = _snakemake(work, env, "--report", str(work / "report.html"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (work / "report.html").stat().st_size > 10000

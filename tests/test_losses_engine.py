@@ -1,0 +1,105 @@
+"""Losses on cases with known values, the learning-rate schedule, and resume after an interruption."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from atsg.config import validate_config
+from atsg.losses.classification import cam_classification_loss, multilabel_f1
+from atsg.losses.segmentation import balanced_cross_entropy
+from atsg.store import IGNORE
+from atsg.train.engine import Engine, lr_factor
+
+
+def test_balanced_cross_entropy_averages_background_and_foreground_means():
+    logits = torch.zeros(1, 3, 1, 4)
+    logits[0, 0, 0, 0] = math.log(2)          # pixel 0: p(bg) = 2/4
+    labels = torch.tensor([[[0, 1, 2, IGNORE]]])
+    ce = F.cross_entropy(logits, labels.clamp(max=2), reduction="none")[0, 0]
+    expected = 0.5 * (ce[0] + (ce[1] + ce[2]) / 2)
+    assert torch.isclose(balanced_cross_entropy(logits, labels, True), expected)
+    assert torch.isclose(balanced_cross_entropy(logits, labels, False), ce[:3].mean())
+    assert balanced_cross_entropy(logits, torch.full((1, 1, 4), IGNORE), True) == 0
+
+
+def test_classification_loss_and_f1_known_values():
+    logits = torch.tensor([[10.0, -10.0]])
+    total, main, aux = cam_classification_loss(logits, -logits, torch.tensor([[1.0, 0.0]]), 0.5)
+    assert main < 1e-4 and torch.isclose(total, main + 0.5 * aux) and aux > 9
+    pred = torch.tensor([[1, 0], [1, 1]])
+    target = torch.tensor([[1, 0], [0, 1]])
+    assert multilabel_f1(pred, target) == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+def test_lr_schedule_warms_up_linearly_then_decays():
+    cfg = validate_config({"classifier": {"iterations": 100, "lr": 1e-3, "lr_warmup_iterations": 10,
+                                          "warmup_lr": 1e-5}})["classifier"]
+    assert lr_factor(0, cfg) == pytest.approx(0.01)
+    assert lr_factor(5, cfg) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(10, cfg) == pytest.approx((1 - 10 / 101) ** 0.9)
+    assert lr_factor(100, cfg) < 0.02
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2))
+        self.head = torch.nn.Linear(8, 1)
+
+    def head_parameters(self):
+        return list(self.head.parameters())
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class _Samples(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10 ** 9
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(4, generator=g)
+        return {"x": x, "y": x.sum(0, keepdim=True)}
+
+
+def _fit(workdir, crash_at=None):
+    cfg = validate_config({"classifier": {"iterations": 12, "batch_size": 4, "workers": 0, "lr": 1e-2,
+                                          "lr_warmup_iterations": 2, "checkpoint_every": 5, "val_every": 4,
+                                          "log_every": 3}})["classifier"]
+    torch.manual_seed(0)
+    model = _Toy()
+    engine = Engine(model, cfg, torch.device("cpu"), workdir, "fp", "score", "toy")
+
+    def loss_fn(m, batch, step):
+        if crash_at is not None and step == crash_at:
+            raise KeyboardInterrupt("killed")
+        loss = F.mse_loss(m(batch["x"]), batch["y"])
+        return loss, {"mse": loss.item()}
+
+    def validate(m):
+        x = torch.ones(3, 4)
+        return {"score": -float(F.mse_loss(m(x), x.sum(1, keepdim=True)))}
+
+    return engine.fit(_Samples(), loss_fn, validate), model
+
+
+def test_training_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
+    full, full_model = _fit(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", crash_at=7)      # dies after the checkpoint of step 5
+    resumed, resumed_model = _fit(tmp_path / "b")
+    assert resumed.resumed_from == 5
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert [h["step"] for h in resumed.history] == [4, 8, 12]
+    assert resumed.best_step == full.best_step and resumed.best_score == pytest.approx(full.best_score)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    _fit(tmp_path / "c")
+    cfg = validate_config({"classifier": {"iterations": 2, "batch_size": 2, "workers": 0}})["classifier"]
+    engine = Engine(_Toy(), cfg, torch.device("cpu"), tmp_path / "c", "other", "score", "toy")
+    assert engine._resume()[0] == 0
