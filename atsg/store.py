@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Mapping
 
+import warnings
+
 import zarr
 from zarr.codecs import ZstdCodec
 
@@ -42,6 +44,9 @@ SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
 }
 
 _TMP_MARK = ".tmp-"
+
+# Snakemake drops a .snakemake_timestamp file into directory outputs; zarr would warn about it on every open.
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
 
 
 def split_code(name: str) -> int:

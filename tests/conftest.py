@@ -34,3 +34,10 @@ def cli_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+def scheduled_jobs(result) -> set[str]:
+    """Rule names in the 'Job stats' table of a snakemake (dry-)run's output."""
+    text = result.stdout + result.stderr
+    jobs = text.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0] for line in jobs.splitlines()[3:] if line.strip()}

@@ -12,10 +12,10 @@ import rasterio
 import yaml
 
 from atsg.store import open_store
-from conftest import REPO
+from conftest import REPO, scheduled_jobs
 
 TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-            "model_kwargs": {"img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2},
+            "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2,
             "iterations": 4, "batch_size": 2, "crop_size": 64, "workers": 0, "val_every": 2,
             "checkpoint_every": 2, "lr_warmup_iterations": 1, "log_every": 2}
 TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
@@ -117,22 +117,16 @@ def test_rerun_after_the_chain_schedules_nothing(chain):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
-def _scheduled(result):
-    text = result.stdout + result.stderr
-    jobs = text.split("Job stats:")[1].split("total")[0]
-    return {line.split()[0] for line in jobs.splitlines()[3:] if line.strip()}
-
-
 def test_refine_change_reruns_refine_and_what_follows_only(chain):
     work, env, _ = chain
     result = _snakemake(work, env, "-n", "--config", "refine={par_iterations: 3, batch_size: 4}")
-    assert _scheduled(result) == {"refine_labels", "train_segmentation", "predict", "evaluate", "all"}
+    assert scheduled_jobs(result) == {"refine_labels", "train_segmentation", "predict", "evaluate", "all"}
 
 
 def test_masks_change_does_not_rerun_classifier_or_cams(chain):
     work, env, _ = chain
     result = _snakemake(work, env, "-n", "--config", "masks={generator: slic}")
-    assert _scheduled(result) == {"generate_masks", "refine_labels", "train_segmentation", "predict", "evaluate",
+    assert scheduled_jobs(result) == {"generate_masks", "refine_labels", "train_segmentation", "predict", "evaluate",
                                   "all"}
 
 

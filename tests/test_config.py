@@ -79,3 +79,16 @@ def test_parse_assignment_nests_and_reads_yaml():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config([tmp_path / "nope.yaml"])
+
+
+@pytest.mark.parametrize("name", ["potsdam", "vaihingen", "isaid", "deepglobe", "folder"])
+def test_presets_carry_published_models_and_cpu_overlay_replaces_them(name):
+    files = [REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml"]
+    published = load_config(files)
+    assert published["classifier"]["backbone"] == "deit_base_patch16_224"
+    assert published["classifier"]["pretrained"] and not published["classifier"]["random_init"]
+    assert published["classifier"]["patch_size"] is None and published["segmentation"]["iterations"] == 40000
+    assert published["masks"]["generator"] == "sam" and published["classifier"]["crop_size"] == 320
+    quick = load_config(files + [REPO / "config" / "cpu.yaml"])
+    assert quick["classifier"]["random_init"] and not quick["classifier"]["pretrained"]
+    assert quick["masks"]["generator"] == "felzenszwalb" and quick["dataset"] == published["dataset"]

@@ -10,7 +10,7 @@ from atsg.models.segmenter import Segmenter
 from atsg.config import validate_config
 
 TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-            "model_kwargs": {"img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}}
+            "img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
 
 
 def _cfg(section, **extra):

@@ -16,6 +16,10 @@ from torch import nn
 from ..errors import ConfigError, DataError
 
 
+ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+"""Architecture settings that override the named timm model's own (null keeps them)."""
+
+
 def _weights_source(cfg: Mapping, section: str) -> str:
     chosen = [k for k in ("pretrained", "checkpoint", "random_init") if cfg.get(k)]
     if len(chosen) != 1:
@@ -47,6 +51,7 @@ class ViTBackbone(nn.Module):
         super().__init__()
         source = _weights_source(cfg, section)
         kwargs = dict(cfg.get("model_kwargs") or {})
+        kwargs.update({k: cfg[k] for k in ARCH_KEYS if cfg.get(k) is not None})
         kwargs.setdefault("dynamic_img_size", True)
         try:
             self.vit = timm.create_model(name, pretrained=source == "pretrained", num_classes=0,
