@@ -32,3 +32,15 @@ def test_segments_to_masks():
     seg = np.array([[0, 0, 1], [2, 2, 1]])
     masks = segments_to_masks(seg)
     assert len(masks) == 3 and masks[1].tolist() == [[False, False, True], [False, False, True]]
+
+
+def test_partition_maps_equal_the_per_mask_construction():
+    from atsg.masks.maps import partition_maps
+
+    rng = np.random.default_rng(3)
+    seeds = rng.integers(0, 12, (6, 8))
+    segments = np.kron(seeds, np.ones((5, 5), int))  # blocky superpixels, some labels repeated apart
+    for min_area, max_objects in ((1, 50), (30, 4), (100, 2)):
+        expected = object_and_boundary_maps(segments_to_masks(segments), segments.shape, min_area, max_objects)
+        got = partition_maps(segments, min_area, max_objects)
+        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
