@@ -18,8 +18,8 @@ from ..losses.classification import cam_classification_loss, multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..train.data import TrainSamples
 from ..train.engine import Engine
-from .common import Tiles, batches, check_classes, evenly_spaced, fingerprint, load_model_file, read_tiles, \
-    save_model_file, store_identity
+from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, read_tiles, save_model_file, \
+    store_identity
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,7 @@ def build_classifier(cfg: Mapping, tiles: Tiles) -> CAMClassifier:
 
 def load_classifier(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[CAMClassifier, dict]:
     """The trained classifier of ``path`` (its own saved settings, never random weights)."""
-    ck = load_model_file(path, "classifier")
-    check_classes(ck, tiles, path)
-    cfg = dict(ck["config"], pretrained=False, checkpoint=None, random_init=True)  # weights come from the file
-    model = build_classifier(cfg, tiles)
-    model.load_state_dict(ck["state_dict"])
-    return model.to(device).eval(), ck
+    return load_trained(path, "classifier", tiles, lambda cfg: build_classifier(cfg, tiles), device)
 
 
 class ClassifierValidation:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -90,7 +89,7 @@ def store_identity(path: str | Path) -> str:
     """Identity of a finished store: its kind, creation attrs and array shapes."""
     g = zarr.open_group(str(path), mode="r")
     shapes = {k: list(g[k].shape) for k in sorted(g.array_keys())}
-    return fingerprint(dict(g.attrs.get("config", {})), shapes, g.attrs.get("created"))
+    return fingerprint(dict(g.attrs.get("config", {})), shapes)
 
 
 def save_model_file(path: Path, state: dict, kind: str, section: Mapping, **meta) -> None:
@@ -119,6 +118,16 @@ def check_classes(ck: Mapping, tiles: Tiles, path) -> None:
                         "retrain it on these tiles")
 
 
+def load_trained(path: str | Path, kind: str, tiles: Tiles, build, device: torch.device):
+    """(model in eval mode on ``device``, file dict) of a trained atsg model file; ``build(cfg)`` makes the
+    architecture from the settings saved with it (its weights come from the file, never from timm)."""
+    ck = load_model_file(path, kind)
+    check_classes(ck, tiles, path)
+    model = build(dict(ck["config"], pretrained=False, checkpoint=None, random_init=True))
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval(), ck
+
+
 def batches(indices: Sequence[int], size: int, desc: str) -> Iterator[np.ndarray]:
     """Consecutive index batches with a progress bar."""
     indices = np.asarray(indices)
@@ -142,7 +151,3 @@ def evenly_spaced(idx: np.ndarray, limit: int | None) -> np.ndarray:
     if limit is None or len(idx) <= limit:
         return idx
     return idx[np.linspace(0, len(idx) - 1, limit).round().astype(int)]
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -20,19 +20,15 @@ from ..models.segmenter import Segmenter
 from ..store import open_store
 from ..train.data import TrainSamples
 from ..train.engine import Engine
-from .common import Tiles, batches, check_classes, evenly_spaced, fingerprint, load_model_file, read_tiles, \
-    save_model_file, store_identity
+from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, read_tiles, save_model_file, \
+    store_identity
 
 log = logging.getLogger(__name__)
 
 
 def load_segmenter(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[Segmenter, dict]:
-    ck = load_model_file(path, "segmentation")
-    check_classes(ck, tiles, path)
-    cfg = dict(ck["config"], pretrained=False, checkpoint=None, random_init=True)  # weights come from the file
-    model = Segmenter(cfg, tiles.bands, len(tiles.classes))
-    model.load_state_dict(ck["state_dict"])
-    return model.to(device).eval(), ck
+    return load_trained(path, "segmentation", tiles, lambda cfg: Segmenter(cfg, tiles.bands, len(tiles.classes)),
+                        device)
 
 
 class SegmentationValidation:
