@@ -24,6 +24,13 @@ def minmax_normalise(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (cam - lo) / (hi - lo + eps)
 
 
+def fuse_heads(cam: torch.Tensor, cam_aux: torch.Tensor | None, aux_weight: float) -> torch.Tensor:
+    """(1 - w) * final + w * auxiliary CAM, min-max normalised again; the final CAM alone when w == 0."""
+    if not aux_weight:
+        return cam
+    return minmax_normalise((1.0 - aux_weight) * cam + aux_weight * cam_aux)
+
+
 @torch.no_grad()
 def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: bool,
                     out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

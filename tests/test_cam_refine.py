@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from atsg.cam import cam_to_label, cam_to_label_band, minmax_normalise, multiscale_cams
+from atsg.cam import cam_to_label, cam_to_label_band, fuse_heads, minmax_normalise, multiscale_cams
 from atsg.config import validate_config
 from atsg.refine.affinity import random_walk, transition_matrix
 from atsg.refine.par import PAR, neighbours
@@ -45,6 +45,15 @@ def test_minmax_normalise_per_tile_and_class():
     out = minmax_normalise(x)
     assert torch.allclose(out[0, 0], torch.tensor([[0.0, 1.0]]), atol=1e-4)
     assert torch.allclose(out[0, 1], torch.zeros(1, 2))
+
+
+def test_fuse_heads_mixes_the_auxiliary_cam_and_renormalises():
+    cam = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]]])
+    aux = torch.tensor([[[[1.0, 0.0], [0.5, 1.0]]]])
+    assert fuse_heads(cam, aux, 0.0) is cam  # published: the final head alone, untouched
+    mixed = fuse_heads(cam, aux, 0.5)  # mean = [[.5, .5], [.5, .75]] -> min-max over the tile
+    assert torch.allclose(mixed, torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]]), atol=1e-4)
+    assert torch.allclose(fuse_heads(cam, aux, 1.0), aux, atol=1e-4)
 
 
 def test_cam_to_label_keeps_image_classes_and_thresholds_background():

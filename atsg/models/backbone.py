@@ -78,7 +78,8 @@ class ViTBackbone(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
         self.depth = len(self.vit.blocks)
         self.embed_dim = self.vit.embed_dim
-        self.patch_size = self.vit.patch_embed.patch_size[0]
+        # The token stride: the patch size, times the CNN stem's stride for hybrid ViTs.
+        self.patch_size = int(self.vit.patch_embed.feat_ratio(as_scalar=True))
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return (images_uint8.float() - self.mean) / self.std

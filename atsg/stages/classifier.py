@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cam import cam_to_label, minmax_normalise
+from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..evaluate.metrics import ConfusionAccumulator
 from ..losses.classification import cam_classification_loss, multilabel_f1
@@ -49,9 +49,13 @@ class ClassifierValidation:
             out = model(images)
             preds.append((out["logits"] > 0).cpu())
             targets.append(cls.cpu())
-            cam = F.interpolate(F.relu(out["maps"]).float(), size=images.shape[-2:], mode="bilinear",
-                                align_corners=False)
-            label = cam_to_label(minmax_normalise(cam), cls, self.cfg["bkg_thre"], self.tiles.background)
+            size = images.shape[-2:]
+            cam = minmax_normalise(F.interpolate(F.relu(out["maps"]).float(), size=size, mode="bilinear",
+                                                 align_corners=False))
+            aux = minmax_normalise(F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear",
+                                                 align_corners=False))
+            cam = fuse_heads(cam, aux, self.cfg["cam_aux_weight"])
+            label = cam_to_label(cam, cls, self.cfg["bkg_thre"], self.tiles.background)
             acc.update(read_tiles(g["labels"], idx), label.cpu().numpy())
         scores = acc.scores()
         return {"f1": multilabel_f1(torch.cat(preds), torch.cat(targets)), "cam_miou": scores.miou(),

@@ -14,6 +14,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..cam import fuse_heads
 from ..errors import DataError
 from ..store import SPLITS, open_store
 
@@ -145,6 +146,13 @@ def read_tiles(array, idx: np.ndarray) -> np.ndarray:
     if len(idx) and np.all(np.diff(idx) == 1):
         return array[int(idx[0]):int(idx[-1]) + 1]
     return np.stack([array[int(i)] for i in idx]) if len(idx) else array[0:0]
+
+
+def read_cams(cams, idx: np.ndarray, aux_weight: float) -> torch.Tensor:
+    """CAMs (float32) of tiles ``idx`` from cams.zarr, the auxiliary head mixed in by ``aux_weight``."""
+    cam = torch.from_numpy(read_tiles(cams["cams"], idx).astype(np.float32))
+    aux = torch.from_numpy(read_tiles(cams["cams_aux"], idx).astype(np.float32)) if aux_weight else None
+    return fuse_heads(cam, aux, aux_weight)
 
 
 def evenly_spaced(idx: np.ndarray, limit: int | None) -> np.ndarray:

@@ -18,7 +18,7 @@ from ..errors import DataError
 from ..evaluate.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
 from ..evaluate.metrics import ConfusionAccumulator
 from ..store import SPLITS, open_store
-from .common import Tiles, evenly_spaced, read_tiles
+from .common import Tiles, evenly_spaced, read_cams, read_tiles
 
 SOURCES = ("cam", "pseudo_labels", "predictions", "supervised")
 TITLES = {"cam": "CAM labels", "pseudo_labels": "pseudo-labels", "predictions": "predictions (weak)",
@@ -26,9 +26,11 @@ TITLES = {"cam": "CAM labels", "pseudo_labels": "pseudo-labels", "predictions": 
 FIGURE_FILES = ("samples.png", "confusion.png", "legend.png")
 
 
-def cam_labels(cams, tiles: Tiles, idx: np.ndarray, bkg_thre: float) -> tuple[np.ndarray, np.ndarray]:
-    """CAM-labels (single background threshold, image-level classes only) and the max CAM score, at tile size."""
-    cam = torch.from_numpy(read_tiles(cams["cams"], idx).astype(np.float32))
+def cam_labels(cams, tiles: Tiles, idx: np.ndarray, r: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """CAM-labels (single background threshold ``refine.bkg_thre``, image-level classes only, heads mixed by
+    ``refine.cam_aux_weight``) and the max CAM score, at tile size."""
+    bkg_thre = r["bkg_thre"]
+    cam = read_cams(cams, idx, r["cam_aux_weight"])
     cam = F.interpolate(cam, size=tiles.size, mode="bilinear", align_corners=False)
     cls = torch.from_numpy(read_tiles(tiles.group["cls_labels"], idx))
     label = cam_to_label(cam, cls, bkg_thre, tiles.background)
@@ -61,7 +63,7 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     for start in range(0, tiles.n, 16):
         idx = np.arange(start, min(tiles.n, start + 16))
         truth = read_tiles(g["labels"], idx)
-        preds = {"cam": cam_labels(cams, tiles, idx, r["bkg_thre"])[0]}
+        preds = {"cam": cam_labels(cams, tiles, idx, r)[0]}
         preds.update({s: read_tiles(st["labels"], idx) for s, st in stores.items()})
         for k, i in enumerate(idx):
             split = SPLITS[codes[i]]
@@ -108,7 +110,7 @@ def _samples_figure(tiles: Tiles, cams, stores, e, r, palette, path: Path) -> No
     if len(idx) == 0:
         return
     g = tiles.group
-    labels, scores = cam_labels(cams, tiles, idx, r["bkg_thre"])
+    labels, scores = cam_labels(cams, tiles, idx, r)
     rows = []
     titles = ["image", "truth", "CAM (max)", "CAM label", "pseudo-label", "prediction"]
     if "supervised" in stores:

@@ -13,7 +13,7 @@ from ..errors import DataError
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
 from .classifier import load_classifier
-from .common import Tiles, batches, file_sha256, read_tiles
+from .common import Tiles, batches, file_sha256, read_cams, read_tiles
 
 
 def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_path: Path | None,
@@ -49,7 +49,7 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
         for idx in batches(np.arange(tiles.n), r["batch_size"], "refine_labels"):
             images = torch.from_numpy(read_tiles(g_tiles["images"], idx)).to(device)
             cls = torch.from_numpy(read_tiles(g_tiles["cls_labels"], idx)).to(device)
-            cam = torch.from_numpy(read_tiles(cams["cams"], idx).astype(np.float32)).to(device)
+            cam = read_cams(cams, idx, r["cam_aux_weight"]).to(device)
             objects = (torch.from_numpy(read_tiles(masks["objects"], idx).astype(np.int64)).to(device)
                        if masks is not None else None)
             tokens = None
