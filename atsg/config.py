@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -80,7 +81,9 @@ def _coerce(instance, schema: dict):
     if isinstance(instance, str):
         wanted = schema.get("type", [])
         wanted = [wanted] if isinstance(wanted, str) else wanted
-        if "string" in wanted or not any(t in _YAML_TYPES for t in wanted):
+        pattern = schema.get("pattern")
+        fits_string = "string" in wanted and (pattern is None or re.search(pattern, instance))
+        if fits_string or not any(t in _YAML_TYPES for t in wanted):
             return instance
         try:
             value = yaml.safe_load(instance)

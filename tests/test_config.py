@@ -89,6 +89,11 @@ def test_presets_carry_published_models_and_cpu_overlay_replaces_them(name):
     assert published["classifier"]["pretrained"] and not published["classifier"]["random_init"]
     assert published["classifier"]["patch_size"] is None and published["segmentation"]["iterations"] == 40000
     assert published["masks"]["generator"] == "sam" and published["classifier"]["crop_size"] == 320
+    c = published["classifier"]
+    assert c["linking"]["features"] == "dino" and c["linking"]["threshold"] == "adaptive"
+    assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["local_crops"], c["ctc"]["local_size"]) == (0.3, 0.5, 8, 96)
+    assert published["refine"]["cam_aux_weight"] == 0.0
     quick = load_config(files + [REPO / "config" / "cpu.yaml"])
     assert quick["classifier"]["random_init"] and not quick["classifier"]["pretrained"]
+    assert quick["classifier"]["linking"]["features"] == "self"  # needs no DINO file
     assert quick["masks"]["generator"] == "felzenszwalb" and quick["dataset"] == published["dataset"]

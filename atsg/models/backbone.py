@@ -99,6 +99,19 @@ class ViTBackbone(nn.Module):
         by_idx = dict(zip(sorted(set(idx)), feats))
         return [by_idx[i] for i in idx]
 
+    def forward_with_class_token(self, x: torch.Tensor, blocks: Sequence[int]) -> tuple[list[torch.Tensor],
+                                                                                         torch.Tensor]:
+        """Token maps of ``blocks`` and the normalised final class token (B, D) in one pass.
+
+        A ViT without a class token gives the mean of its normalised final patch tokens instead.
+        """
+        idx = [self.block_index(b) for b in blocks]
+        final, feats = self.vit.forward_intermediates(x, indices=sorted(set(idx)), norm=False, output_fmt="NCHW")
+        by_idx = dict(zip(sorted(set(idx)), feats))
+        prefix = self.vit.num_prefix_tokens
+        cls = final[:, 0] if getattr(self.vit, "cls_token", None) is not None else final[:, prefix:].mean(1)
+        return [by_idx[i] for i in idx], cls
+
 
 def pad_to_patch(x: torch.Tensor, patch: int, value: float = 0.0) -> torch.Tensor:
     """Pad right/bottom so both sides are multiples of the patch size."""

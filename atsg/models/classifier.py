@@ -32,14 +32,33 @@ class CAMClassifier(nn.Module):
         final, aux = self.backbone(x, [self.backbone.depth - 1, self.aux_layer])
         return final, aux
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        final, aux = self.tokens(images)
+    def forward(self, images: torch.Tensor, link_block: int | None = None,
+                class_token: bool = False) -> dict[str, torch.Tensor]:
+        """Logits, class maps and final tokens; with ``link_block`` also that block's tokens (detached,
+        "link_tokens"), with ``class_token`` the normalised final class token ("class_token")."""
+        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        blocks = [self.backbone.depth - 1, self.aux_layer] + ([link_block] if link_block is not None else [])
+        if class_token:
+            feats, cls = self.backbone.forward_with_class_token(x, blocks)
+        else:
+            feats, cls = self.backbone(x, blocks), None
+        final, aux = feats[0], feats[1]
         maps, maps_aux = self.head(final), self.head_aux(aux)
-        return {
+        out = {
             "logits": F.adaptive_max_pool2d(maps, 1).flatten(1),
             "logits_aux": F.adaptive_max_pool2d(maps_aux, 1).flatten(1),
             "maps": maps, "maps_aux": maps_aux, "tokens": final,
         }
+        if link_block is not None:
+            out["link_tokens"] = feats[2].detach()
+        if cls is not None:
+            out["class_token"] = cls
+        return out
+
+    def class_token(self, images: torch.Tensor) -> torch.Tensor:
+        """The normalised final class token (B, D) of an image batch of any size."""
+        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        return self.backbone.forward_with_class_token(x, [self.backbone.depth - 1])[1]
 
     @torch.no_grad()
     def cams(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

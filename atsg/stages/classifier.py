@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..evaluate.metrics import ConfusionAccumulator
-from ..losses.classification import cam_classification_loss, multilabel_f1
+from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
+from ..models.contrast import ContrastiveClassifier
+from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, read_tiles, save_model_file, \
@@ -70,22 +72,19 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
     val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), c["val_tiles"])
     device = select_device(c, "classifier")
     torch.manual_seed(c["seed"])
-    model = build_classifier(c, tiles)
+    classifier = build_classifier(c, tiles)
     log.info("train_classifier: %s (%d blocks, dim %d, patch %d), %d train / %d val tiles, device %s",
-             c["backbone"], model.backbone.depth, model.backbone.embed_dim, model.backbone.patch_size,
-             len(train_idx), len(val_idx), device)
+             c["backbone"], classifier.backbone.depth, classifier.backbone.embed_dim,
+             classifier.backbone.patch_size, len(train_idx), len(val_idx), device)
 
-    def loss_fn(m, batch, step):
-        out = m(batch["image"])
-        total, main, aux = cam_classification_loss(out["logits"], out["logits_aux"], batch["cls"], c["aux_weight"])
-        return total, {"cls": main.item(), "cls_aux": aux.item()}
-
+    model = ContrastiveClassifier(classifier, c["ctc"])
+    objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
     engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(c, store_identity(tiles.path)),
                     c["select_metric"], "train_classifier")
-    result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls"), loss_fn,
+    result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls"), objective,
                         ClassifierValidation(tiles, val_idx, c, device))
-    save_model_file(out_dir / "model.pt", result.best_state, "classifier", c, classes=tiles.classes,
-                    in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
+    save_model_file(out_dir / "model.pt", model.classifier_state(result.best_state), "classifier", c,
+                    classes=tiles.classes, in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
     metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
                "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from, "history": result.history}

@@ -1,0 +1,44 @@
+"""The classifier as trained with class-token contrast: CAM classifier + projection head + EMA teacher."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .classifier import CAMClassifier
+from .projection import EMATeacher, ProjectionHead
+
+
+class ContrastiveClassifier(nn.Module):
+    """Wraps a CAMClassifier; ``forward`` is the classifier's, so validation sees a plain classifier.
+
+    ``ctc`` (the config section ``classifier.ctc``) adds the projection head and its teacher. Only
+    ``classifier`` weights make the trained model file; the rest is training state.
+    """
+
+    def __init__(self, classifier: CAMClassifier, ctc: Mapping | None):
+        super().__init__()
+        self.classifier = classifier
+        self.projection = self.teacher = None
+        if ctc and ctc["enabled"]:
+            self.projection = ProjectionHead(classifier.backbone.embed_dim, ctc["hidden_dim"],
+                                             ctc["bottleneck_dim"], ctc["out_dim"])
+            self.teacher = EMATeacher(classifier.backbone, self.projection)
+
+    def head_parameters(self):
+        heads = self.classifier.head_parameters()
+        if self.projection is not None:
+            heads += [p for p in self.projection.parameters() if p.requires_grad]
+        return heads
+
+    def forward(self, images: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
+        return self.classifier(images, **kwargs)
+
+    def update_teacher(self, momentum: float) -> None:
+        self.teacher.update(self.classifier.backbone, self.projection, momentum)
+
+    def classifier_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The classifier's own entries of a state dict of this module."""
+        return {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}

@@ -1,0 +1,42 @@
+"""Frozen self-supervised features for adaptive token linking (e.g. DINO ViT-B/16)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .backbone import ViTBackbone, pad_to_patch
+
+SECTION = "classifier.linking"
+
+
+class LinkingFeatures(nn.Module):
+    """Final-block tokens of a frozen timm ViT, resampled to the classifier's token grid."""
+
+    def __init__(self, cfg: Mapping, in_chans: int):
+        super().__init__()
+        if not cfg.get("checkpoint") and not cfg.get("pretrained"):
+            raise ConfigError(
+                f"config key {SECTION}.checkpoint is not set: linking.features 'dino' needs the weights of "
+                f"{cfg['backbone']} (a local file, e.g. DINO's dino_vitbase16_pretrain.pth; or "
+                f"{SECTION}.pretrained: true when online), or set {SECTION}.features: self")
+        self.vit = ViTBackbone(cfg["backbone"], in_chans, {**cfg, "random_init": False}, SECTION)
+        self.vit.eval()
+        for p in self.vit.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "LinkingFeatures":
+        return super().train(False)  # always frozen, never in training mode
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, D, *size) features of an image batch (0-255 values)."""
+        x = pad_to_patch(self.vit.normalize(images), self.vit.patch_size)
+        feats = self.vit(x, [self.vit.depth - 1])[0].float()
+        if tuple(feats.shape[-2:]) != tuple(size):
+            feats = F.interpolate(feats, size=size, mode="bilinear", align_corners=False)
+        return feats
