@@ -105,11 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_refine_labels)
 
     p = sub.add_parser("train_segmentation", help="train the segmentation model on the pseudo-labels",
-                       description="Train ViT + LargeFOV on the pseudo-labels (or, with --supervised, on the ground "
-                                   "truth: the upper bound) with the shared engine (config section segmentation).")
+                       description="Train ViT + LargeFOV on the pseudo-labels with the SAM object and boundary, "
+                                   "energy and joint losses (or, with --supervised, on the ground truth with the "
+                                   "cross-entropy alone: the upper bound), with the shared engine (config section "
+                                   "segmentation).")
     _config_args(p)
     _stage_io(p, tiles=True)
     p.add_argument("--labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
+    p.add_argument("--masks", type=Path, help="masks.zarr for the object and boundary losses "
+                                              "(default: results/{run}/masks.zarr)")
     p.add_argument("--supervised", action="store_true", help="train on the ground truth (fully supervised)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/segmentation)")
     p.set_defaults(func=cmd_train_segmentation)
@@ -249,7 +253,8 @@ def cmd_train_segmentation(args) -> None:
     io = _paths(args, cfg)
     supervised = True if args.supervised else None
     default_out = run_dir(cfg) / ("supervised" if args.supervised else "segmentation")
-    _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised))
+    _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised,
+                                   None if args.supervised else io["masks"]))
 
 
 def cmd_predict(args) -> None:

@@ -211,6 +211,21 @@ def section_json(config: Mapping, *sections: str) -> str:
     return json.dumps({s: config[s] for s in sections}, sort_keys=True, separators=(",", ":"))
 
 
+WEAK_ONLY_KEYS = ("seg_weight", "loss_warmup_iterations", "object_loss", "boundary_loss", "energy_loss", "joint_loss")
+"""Settings of the segmentation section that only weak training reads (the supervised bound ignores them)."""
+
+
+def supervised_section(segmentation: Mapping) -> dict:
+    """The segmentation settings the fully supervised upper bound depends on."""
+    return {k: v for k, v in segmentation.items() if k not in WEAK_ONLY_KEYS}
+
+
+def supervised_json(config: Mapping) -> str:
+    """``params`` of the supervised rule: changing a weak-only loss never retrains the upper bound."""
+    return json.dumps({"segmentation": supervised_section(config["segmentation"])}, sort_keys=True,
+                      separators=(",", ":"))
+
+
 def run_dir(config: Mapping) -> Path:
     """``{results_dir}/{run}``, where every artifact of the run lives."""
     return Path(config["results_dir"]) / config["run"]

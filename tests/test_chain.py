@@ -130,6 +130,14 @@ def test_masks_change_does_not_rerun_classifier_or_cams(chain):
                                   "all"}
 
 
+def test_weak_loss_change_retrains_the_weak_model_not_the_supervised_bound(chain):
+    work, env, _ = chain
+    seg = {**TINY["segmentation"], "object_loss": {"weight": 0.5}}
+    flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
+    result = _snakemake(work, env, "-n", "--config", f"segmentation={flow}")
+    assert scheduled_jobs(result) == {"train_segmentation", "predict", "evaluate", "all"}
+
+
 def test_snakemake_report_builds(chain):
     work, env, _ = chain
     result = _snakemake(work, env, "--report", str(work / "report.html"))

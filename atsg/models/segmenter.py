@@ -29,21 +29,36 @@ class LargeFOV(nn.Module):
 
 
 class Segmenter(nn.Module):
-    def __init__(self, cfg: Mapping, in_chans: int, n_classes: int, section: str = "segmentation"):
+    """ViT + LargeFOV; with ``foreground`` a second LargeFOV decoder gives one foreground logit (the
+    joint loss of METHOD.md)."""
+
+    def __init__(self, cfg: Mapping, in_chans: int, n_classes: int, section: str = "segmentation",
+                 foreground: bool = False):
         super().__init__()
         self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
         self.decoder = LargeFOV(self.backbone.embed_dim, n_classes, cfg["decoder_channels"],
                                 cfg["decoder_dilation"], cfg["decoder_dropout"])
+        self.foreground = (LargeFOV(self.backbone.embed_dim, 1, cfg["decoder_channels"], cfg["decoder_dilation"],
+                                    cfg["decoder_dropout"]) if foreground else None)
         self.n_classes = n_classes
 
     def head_parameters(self):
-        return list(self.decoder.parameters())
+        heads = list(self.decoder.parameters())
+        if self.foreground is not None:
+            heads += list(self.foreground.parameters())
+        return heads
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes, H, W) at the input size."""
-        h, w = images.shape[-2:]
+    def _upsample(self, logits: torch.Tensor, padded, size) -> torch.Tensor:
+        logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return logits[..., :size[0], :size[1]]
+
+    def forward(self, images: torch.Tensor, with_foreground: bool = False):
+        """Logits (B, classes, H, W) at the input size; with ``with_foreground`` also the foreground
+        decoder's logit (B, 1, H, W)."""
+        size = images.shape[-2:]
         x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
         (tokens,) = self.backbone(x, [self.backbone.depth - 1])
-        logits = self.decoder(tokens)
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+        logits = self._upsample(self.decoder(tokens), x.shape[-2:], size)
+        if not with_foreground:
+            return logits
+        return logits, self._upsample(self.foreground(tokens), x.shape[-2:], size)

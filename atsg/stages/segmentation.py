@@ -11,15 +11,16 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from ..config import supervised_section
 from ..device import select_device
 from ..errors import DataError
 from ..evaluate.metrics import ConfusionAccumulator
 from ..inference import predict_probs
-from ..losses.segmentation import balanced_cross_entropy
 from ..models.segmenter import Segmenter
 from ..store import open_store
 from ..train.data import TrainSamples
 from ..train.engine import Engine
+from ..train.segmentation_objective import SegmentationObjective
 from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, read_tiles, save_model_file, \
     store_identity
 
@@ -47,7 +48,7 @@ class SegmentationValidation:
 
 
 def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | None, out_dir: Path,
-                           supervised: bool | None = None) -> dict:
+                           supervised: bool | None = None, masks_path: Path | None = None) -> dict:
     c = cfg["segmentation"]
     supervised = c["supervised"] if supervised is None else supervised
     out_dir = Path(out_dir)
@@ -61,24 +62,35 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
         if store["labels"].shape[0] != tiles.n:
             raise DataError(f"{labels_path}: {store['labels'].shape[0]} tiles, {tiles.path} holds {tiles.n}; "
                             "rerun refine_labels")
+    objective = SegmentationObjective(c, tiles.background, supervised)
+    if objective.needs_masks:
+        if masks_path is None:
+            raise DataError("segmentation.object_loss / boundary_loss are on but no masks store was given (--masks)")
+        masks = open_store(masks_path, "masks")
+        if masks["objects"].shape != (tiles.n, *tiles.size):
+            raise DataError(f"{masks_path}: masks of shape {masks['objects'].shape} do not match {tiles.path}; "
+                            "rerun generate_masks")
+    else:
+        masks_path = None
     device = select_device(c, "segmentation")
     torch.manual_seed(c["seed"])
-    model = Segmenter(c, tiles.bands, len(tiles.classes))
+    model = Segmenter(c, tiles.bands, len(tiles.classes), foreground=objective.joint)
     name = "train_segmentation" + (" (supervised)" if supervised else "")
     log.info("%s: %s + %s decoder, %d train / %d val tiles, device %s", name, c["backbone"], c["decoder"],
              len(train_idx), len(val_idx), device)
-    background = tiles.background
-
-    def loss_fn(m, batch, step):
-        loss = balanced_cross_entropy(m(batch["image"]), batch["label"], background)
-        return loss, {"seg": loss.item()}
 
     data_id = store_identity(tiles.path) if supervised else [store_identity(tiles.path), store_identity(labels_path)]
-    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(c, supervised, data_id), "miou", name)
+    if masks_path is not None:
+        data_id.append(store_identity(masks_path))
+    settings = supervised_section(c) if supervised else c
+    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(settings, supervised, data_id), "miou",
+                    name)
     samples = TrainSamples(tiles.path, train_idx, c, "truth" if supervised else "pseudo",
-                           None if supervised else labels_path)
-    result = engine.fit(samples, loss_fn, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
-    save_model_file(out_dir / "model.pt", result.best_state, "segmentation", c, classes=tiles.classes,
+                           None if supervised else labels_path, masks_path)
+    result = engine.fit(samples, objective, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
+    # the foreground decoder only trains (joint loss): the model file holds what inference uses
+    state = {k: v for k, v in result.best_state.items() if not k.startswith("foreground.")}
+    save_model_file(out_dir / "model.pt", state, "segmentation", c, classes=tiles.classes,
                     in_chans=tiles.bands, supervised=supervised, best_step=result.best_step)
     metrics = {"supervised": supervised, "select_metric": "miou", "best_score": result.best_score,
                "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),

@@ -19,29 +19,37 @@ from ..store import IGNORE
 
 
 def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.random.Generator,
-                      crop: int, scale_range, flip: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """image (C, H, W) float, label (H, W) long or None -> a crop x crop sample (image padded 0, label IGNORE)."""
+                      crop: int, scale_range, flip: bool,
+                      extra: dict[str, tuple[torch.Tensor, int]] | None = None):
+    """image (C, H, W) float, label (H, W) long or None -> a crop x crop sample (image padded 0, label IGNORE).
+
+    ``extra`` maps (name -> (map (H, W), pad value)), e.g. SAM objects and boundaries, follow the same
+    rescale (nearest), crop and flip; with ``extra`` the result is (image, label, {name: map}).
+    """
     scale = float(rng.uniform(*scale_range))
     h, w = image.shape[-2:]
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    maps = dict(extra or {})
     if label is not None:
-        label = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        maps["__label"] = (label, IGNORE)
+    maps = {k: (F.interpolate(m[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long(), pad)
+            for k, (m, pad) in maps.items()}
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
     if ph or pw:
         image = F.pad(image, (0, pw, 0, ph), value=0.0)
-        if label is not None:
-            label = F.pad(label, (0, pw, 0, ph), value=IGNORE)
+        maps = {k: (F.pad(m, (0, pw, 0, ph), value=pad), pad) for k, (m, pad) in maps.items()}
     y = int(rng.integers(0, image.shape[-2] - crop + 1))
     x = int(rng.integers(0, image.shape[-1] - crop + 1))
     image = image[:, y:y + crop, x:x + crop]
-    if label is not None:
-        label = label[y:y + crop, x:x + crop]
+    maps = {k: m[y:y + crop, x:x + crop] for k, (m, _) in maps.items()}
     if flip and rng.random() < 0.5:
         image = image.flip(-1)
-        if label is not None:
-            label = label.flip(-1)
-    return image, label
+        maps = {k: m.flip(-1) for k, m in maps.items()}
+    label = maps.pop("__label", None)
+    if extra is None:
+        return image, label
+    return image, label, maps
 
 
 class TrainSamples(Dataset):
@@ -52,11 +60,12 @@ class TrainSamples(Dataset):
     """
 
     def __init__(self, tiles_path: Path, indices: np.ndarray, cfg: Mapping, targets: str,
-                 labels_path: Path | None = None):
+                 labels_path: Path | None = None, masks_path: Path | None = None):
         self.tiles_path, self.labels_path = str(tiles_path), (str(labels_path) if labels_path else None)
+        self.masks_path = str(masks_path) if masks_path else None
         self.indices = np.asarray(indices)
         self.cfg, self.targets = cfg, targets
-        self._tiles = self._labels = None
+        self._tiles = self._labels = self._masks = None
 
     def __len__(self) -> int:  # samples are addressed by a global counter; the sampler bounds it
         return 2 ** 62
@@ -66,6 +75,8 @@ class TrainSamples(Dataset):
             self._tiles = zarr.open_group(self.tiles_path, mode="r")
             if self.labels_path:
                 self._labels = zarr.open_group(self.labels_path, mode="r")
+            if self.masks_path:
+                self._masks = zarr.open_group(self.masks_path, mode="r")
 
     def __getitem__(self, i: int) -> dict:
         self._open()
@@ -78,9 +89,16 @@ class TrainSamples(Dataset):
             label = torch.from_numpy(self._tiles["labels"][tile]).long()
         else:
             label = torch.from_numpy(self._labels["labels"][tile]).long()
-        image, label = rescale_crop_flip(image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"],
-                                         self.cfg["flip"])
+        extra = None
+        if self._masks is not None:  # SAM objects (0 = none) and boundaries (0 = none); padding is neither
+            extra = {"objects": (torch.from_numpy(self._masks["objects"][tile].astype(np.int64)), 0),
+                     "boundaries": (torch.from_numpy(self._masks["boundaries"][tile].astype(np.int64)), 0)}
+        out = rescale_crop_flip(image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"], self.cfg["flip"],
+                                extra)
+        image, label = out[0], out[1]
         sample = {"image": image, "tile": tile}
+        if extra is not None:
+            sample.update(out[2])
         if label is not None:
             sample["label"] = label
         else:

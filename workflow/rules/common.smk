@@ -1,7 +1,7 @@
 # Paths, params and input functions shared by every rule.
 from pathlib import Path
 
-from atsg.config import dataset_root, run_dir, section_json
+from atsg.config import dataset_root, run_dir, section_json, supervised_json
 
 RUN = run_dir(config)
 LOGS = RUN / "logs"
@@ -19,6 +19,11 @@ def stage_params(*sections):
     """
     value = section_json(config, *sections)
     return lambda wildcards: value
+
+
+def supervised_params(wildcards):
+    """The segmentation settings the supervised upper bound depends on (no weak-only losses)."""
+    return supervised_json(config)
 
 
 def scenes_input(wildcards):
