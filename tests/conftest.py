@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,3 +42,10 @@ def scheduled_jobs(result) -> set[str]:
     text = result.stdout + result.stderr
     jobs = text.split("Job stats:")[1].split("total")[0]
     return {line.split()[0] for line in jobs.splitlines()[3:] if line.strip()}
+
+
+def run_snakemake(workdir: Path, env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """This repository's workflow in ``workdir`` with ``workdir/tiny.yaml`` laid over the demo config."""
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "tiny.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import rasterio
 import yaml
 
 from atsg.store import open_store
-from conftest import REPO, scheduled_jobs
+from conftest import run_snakemake, scheduled_jobs
 
 TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
             "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2,
@@ -25,18 +24,12 @@ TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
         "evaluate": {"split": "test", "supervised_baseline": True, "figure_tiles": 2}}
 
 
-def _snakemake(workdir, env, *args):
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(workdir / "tiny.yaml"), "--cores", "2", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     work = tmp_path_factory.mktemp("chain")
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = _snakemake(work, env)
+    result = run_snakemake(work, env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return work, env, work / "results" / "tiny"
 
@@ -113,19 +106,19 @@ def test_evaluation_outputs(chain):
 
 def test_rerun_after_the_chain_schedules_nothing(chain):
     work, env, _ = chain
-    result = _snakemake(work, env, "-n")
+    result = run_snakemake(work, env, "-n")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
 def test_refine_change_reruns_refine_and_what_follows_only(chain):
     work, env, _ = chain
-    result = _snakemake(work, env, "-n", "--config", "refine={par_iterations: 3, batch_size: 4}")
+    result = run_snakemake(work, env, "-n", "--config", "refine={par_iterations: 3, batch_size: 4}")
     assert scheduled_jobs(result) == {"refine_labels", "train_segmentation", "predict", "evaluate", "all"}
 
 
 def test_masks_change_does_not_rerun_classifier_or_cams(chain):
     work, env, _ = chain
-    result = _snakemake(work, env, "-n", "--config", "masks={generator: slic}")
+    result = run_snakemake(work, env, "-n", "--config", "masks={generator: slic}")
     assert scheduled_jobs(result) == {"generate_masks", "refine_labels", "train_segmentation", "predict", "evaluate",
                                   "all"}
 
@@ -134,12 +127,12 @@ def test_weak_loss_change_retrains_the_weak_model_not_the_supervised_bound(chain
     work, env, _ = chain
     seg = {**TINY["segmentation"], "object_loss": {"weight": 0.5}}
     flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
-    result = _snakemake(work, env, "-n", "--config", f"segmentation={flow}")
+    result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
     assert scheduled_jobs(result) == {"train_segmentation", "predict", "evaluate", "all"}
 
 
 def test_snakemake_report_builds(chain):
     work, env, _ = chain
-    result = _snakemake(work, env, "--report", str(work / "report.html"))
+    result = run_snakemake(work, env, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (work / "report.html").stat().st_size > 10000

@@ -10,16 +10,10 @@ import pytest
 import yaml
 
 from atsg.store import open_store
-from conftest import REPO, scheduled_jobs
+from conftest import REPO, run_snakemake, scheduled_jobs
 
 TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
         "tiling": {"size": 128, "stride": 128}, "split": {"ratios": [1, 1, 1]}}
-
-
-def _snakemake(repo, workdir, env, *args):
-    cmd = ["snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(workdir / "tiny.yaml"), "--cores", "2", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +21,7 @@ def tiled(tmp_path_factory):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     work = tmp_path_factory.mktemp("wf")
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = _snakemake(REPO, work, env, "--until", "tile")
+    result = run_snakemake(work, env, "--until", "tile")
     assert result.returncode == 0, result.stderr[-3000:]
     return REPO, work, env
 
@@ -44,27 +38,27 @@ def test_until_tile_writes_the_store(tiled):
 
 def test_unchanged_rerun_schedules_nothing(tiled):
     repo, work, env = tiled
-    result = _snakemake(repo, work, env, "-n", "--until", "tile")
+    result = run_snakemake(work, env, "-n", "--until", "tile")
     text = result.stdout + result.stderr
     assert result.returncode == 0 and ("Nothing to be done" in text or re.search(r"total\s+0\b", text))
 
 
 def test_tiling_change_reruns_tile_not_synth(tiled):
     repo, work, env = tiled
-    result = _snakemake(repo, work, env, "-n", "--until", "tile", "--config", "tiling={size: 64, stride: 64}")
+    result = run_snakemake(work, env, "-n", "--until", "tile", "--config", "tiling={size: 64, stride: 64}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert scheduled_jobs(result) == {"tile"}
 
 
 def test_synthetic_change_reruns_synth_and_tile(tiled):
     repo, work, env = tiled
-    result = _snakemake(repo, work, env, "-n", "--until", "tile", "--config", "synthetic={scenes: 4}")
+    result = run_snakemake(work, env, "-n", "--until", "tile", "--config", "synthetic={scenes: 4}")
     assert scheduled_jobs(result) == {"synth", "tile"}
 
 
 def test_bad_config_stops_before_any_rule(tiled):
     repo, work, env = tiled
-    result = _snakemake(repo, work, env, "-n", "--config", "tiling={size: big}")
+    result = run_snakemake(work, env, "-n", "--config", "tiling={size: big}")
     assert result.returncode != 0 and "config key tiling.size" in result.stdout + result.stderr
 
 
