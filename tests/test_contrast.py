@@ -65,7 +65,8 @@ def test_ptc_loss_known_values():
     assert ptc_loss(tokens, pos, neg).item() == pytest.approx(0.0, abs=1e-6)
     labels = torch.tensor([[1, 2, 1, 1]])  # (0, 1) negative with |cos| 1, (0, 2) positive with cos 0
     pos, neg = pair_targets(labels)
-    # positive pairs: (0,2) 0, (0,3) 1, (2,3) 0 -> mean 1 - 2/6... computed in full below
+    # positives (0,2), (0,3), (2,3): |cos| 0, 1, 0; negatives (0,1), (1,2), (1,3): |cos| 1, 0, 1
+    assert ptc_loss(tokens, pos, neg).item() == pytest.approx(0.5 * (1 - 1 / 3) + 0.5 * (2 / 3))
     t = F.normalize(tokens.flatten(2).transpose(1, 2), dim=-1)[0]
     cos = (t @ t.T).abs()
     expected = 0.5 * (1 - cos[pos[0]].mean()) + 0.5 * cos[neg[0]].mean()
