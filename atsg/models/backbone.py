@@ -84,6 +84,10 @@ class ViTBackbone(nn.Module):
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return (images_uint8.float() - self.mean) / self.std
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """An image batch (0-255 values) normalised and padded to a multiple of the token stride."""
+        return pad_to_patch(self.normalize(images), self.patch_size)
+
     def block_index(self, index: int) -> int:
         """A block index (negative counts from the end) as a non-negative index; checked."""
         idx = index if index >= 0 else self.depth + index

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ViTBackbone, pad_to_patch
+from .backbone import ViTBackbone
 
 
 class CAMClassifier(nn.Module):
@@ -28,7 +28,7 @@ class CAMClassifier(nn.Module):
 
     def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(final, auxiliary) token maps of a uint8/float image batch (B, bands, H, W)."""
-        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        x = self.backbone.prepare(images)
         final, aux = self.backbone(x, [self.backbone.depth - 1, self.aux_layer])
         return final, aux
 
@@ -36,7 +36,7 @@ class CAMClassifier(nn.Module):
                 class_token: bool = False) -> dict[str, torch.Tensor]:
         """Logits, class maps and final tokens; with ``link_block`` also that block's tokens (detached,
         "link_tokens"), with ``class_token`` the normalised final class token ("class_token")."""
-        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        x = self.backbone.prepare(images)
         blocks = [self.backbone.depth - 1, self.aux_layer] + ([link_block] if link_block is not None else [])
         if class_token:
             feats, cls = self.backbone.forward_with_class_token(x, blocks)
@@ -57,7 +57,7 @@ class CAMClassifier(nn.Module):
 
     def class_token(self, images: torch.Tensor) -> torch.Tensor:
         """The normalised final class token (B, D) of an image batch of any size."""
-        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        x = self.backbone.prepare(images)
         return self.backbone.forward_with_class_token(x, [self.backbone.depth - 1])[1]
 
     @torch.no_grad()

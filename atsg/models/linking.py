@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .backbone import ViTBackbone, pad_to_patch
+from .backbone import ViTBackbone
 
 SECTION = "classifier.linking"
 
@@ -35,7 +35,7 @@ class LinkingFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, D, *size) features of an image batch (0-255 values)."""
-        x = pad_to_patch(self.vit.normalize(images), self.vit.patch_size)
+        x = self.vit.prepare(images)
         feats = self.vit(x, [self.vit.depth - 1])[0].float()
         if tuple(feats.shape[-2:]) != tuple(size):
             feats = F.interpolate(feats, size=size, mode="bilinear", align_corners=False)

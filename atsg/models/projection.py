@@ -9,8 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from .backbone import pad_to_patch
-
 
 class ProjectionHead(nn.Module):
     """3-layer MLP (GELU) to a bottleneck, L2 normalised, then a weight-normalised linear layer whose
@@ -53,6 +51,6 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Projection of the normalised final class token of an image batch (0-255 values, any size)."""
-        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        x = self.backbone.prepare(images)
         _, cls = self.backbone.forward_with_class_token(x, [-1])
         return self.head(cls)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ViTBackbone, pad_to_patch
+from .backbone import ViTBackbone
 
 
 class LargeFOV(nn.Module):
@@ -56,7 +56,7 @@ class Segmenter(nn.Module):
         """Logits (B, classes, H, W) at the input size; with ``with_foreground`` also the foreground
         decoder's logit (B, 1, H, W)."""
         size = images.shape[-2:]
-        x = pad_to_patch(self.backbone.normalize(images), self.backbone.patch_size)
+        x = self.backbone.prepare(images)
         (tokens,) = self.backbone(x, [self.backbone.depth - 1])
         logits = self._upsample(self.decoder(tokens), x.shape[-2:], size)
         if not with_foreground:

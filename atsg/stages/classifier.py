@@ -54,9 +54,10 @@ class ClassifierValidation:
             size = images.shape[-2:]
             cam = minmax_normalise(F.interpolate(F.relu(out["maps"]).float(), size=size, mode="bilinear",
                                                  align_corners=False))
+            w = self.cfg["cam_aux_weight"]
             aux = minmax_normalise(F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear",
-                                                 align_corners=False))
-            cam = fuse_heads(cam, aux, self.cfg["cam_aux_weight"])
+                                                 align_corners=False)) if w else None
+            cam = fuse_heads(cam, aux, w)
             label = cam_to_label(cam, cls, self.cfg["bkg_thre"], self.tiles.background)
             acc.update(read_tiles(g["labels"], idx), label.cpu().numpy())
         scores = acc.scores()
