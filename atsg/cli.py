@@ -30,6 +30,7 @@ examples:
   atsg refine_labels --configfile config/config.yaml         # train_segmentation, predict, evaluate
   atsg info results/demo/tiles.zarr
   atsg config --configfile config/potsdam.yaml      # the full validated config with defaults
+  atsg ablate --cores 2                              # each ATSG component off in turn -> eval/ablation.md
 
 The Snakemake workflow (snakemake --cores 2) runs these stages in order and caches their outputs.
 """
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(config section classifier).")
     _config_args(p)
     _stage_io(p, tiles=True)
+    p.add_argument("--masks", type=Path, help="masks.zarr for the SAM losses in paper mode "
+                                              "(classifier.joint_segmentation; default: results/{run}/masks.zarr)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/classifier)")
     p.set_defaults(func=cmd_train_classifier)
 
@@ -140,6 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supervised", type=Path, help="predictions of the supervised model (optional)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ablate", help="run the ablation target of the workflow and print its table",
+                       description="Run the Snakemake target `ablation`: the run, then the run again with each "
+                                   "variant of ablation.variants (default: each ATSG component switched off in "
+                                   "turn), reusing every artifact a variant shares with the run; then print "
+                                   "eval/ablation.md. Arguments after -- go to snakemake unchanged.",
+                       epilog="example: atsg ablate --cores 2 --configfile config/cpu.yaml -- --dry-run")
+    p.add_argument("--cores", default="all", help="snakemake --cores (default: all)")
+    p.add_argument("--configfile", action="append", default=[], metavar="FILE",
+                   help="config file laid over config/config.yaml, as with snakemake; repeat to overlay")
+    p.add_argument("--snakefile", type=Path,
+                   help="the workflow (default: ./Snakefile, else the one beside the installed package)")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="further snakemake arguments, e.g. -- --resources gpu=4 --profile profiles/slurm")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("ablation_table", help="the ablation table from each variant's eval/metrics.json",
+                       description="Write eval/ablation.md and eval/ablation.json: CAM, pseudo-label and "
+                                   "prediction mIoU of the full configuration and of each ablation variant "
+                                   "(config sections run, ablation). The rule `ablation` calls this.")
+    _config_args(p)
+    p.add_argument("--metrics", action="append", default=[], metavar="NAME=PATH", required=True,
+                   help="eval/metrics.json of the full configuration (NAME full) and of each variant")
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
+    p.set_defaults(func=cmd_ablation_table)
 
     p = sub.add_parser("info", help="arrays, shapes, dtypes, chunks and attrs of a store",
                        description="Describe a Zarr store written by atsg.")
@@ -217,7 +245,7 @@ def cmd_train_classifier(args) -> None:
 
     cfg = _config(args)
     io = _paths(args, cfg)
-    _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier"))
+    _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"]))
 
 
 def cmd_extract_cams(args) -> None:
@@ -273,6 +301,49 @@ def cmd_evaluate(args) -> None:
     io = _paths(args, cfg)
     _report(run_evaluate(cfg, io["tiles"], io["cams"], io["pseudo_labels"], io["predictions"], args.supervised,
                          args.out or run_dir(cfg) / "eval"))
+
+
+def _snakefile(given: Path | None) -> Path:
+    candidates = [given] if given else [Path("Snakefile"), Path(__file__).resolve().parents[1] / "Snakefile"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise AtsgError(f"no Snakefile at {candidates[0]}; run from the atsg checkout or pass --snakefile")
+
+
+def cmd_ablate(args) -> None:
+    import subprocess
+
+    snakefile = _snakefile(args.snakefile)
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    cmd = [sys.executable, "-m", "snakemake", "ablation", "--snakefile", str(snakefile), "--cores", str(args.cores)]
+    if args.configfile:  # one --configfile with every file: snakemake reads them in order
+        cmd += ["--configfile", *map(str, args.configfile)]
+    cmd += extra
+    log.info("running %s", " ".join(cmd))
+    code = subprocess.run(cmd).returncode
+    if code:
+        raise AtsgError(f"snakemake exited with {code}; see its output above and results/{{run}}/logs/")
+    cfg = load_config([snakefile.parent / "config" / "config.yaml", *args.configfile])
+    table = run_dir(cfg) / "eval" / "ablation.md"
+    if table.exists():
+        print(table.read_text(encoding="utf-8"), end="")
+
+
+def cmd_ablation_table(args) -> None:
+    from .ablation import write_ablation
+
+    cfg = _config(args)
+    paths = {}
+    for item in args.metrics:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise AtsgError(f"--metrics {item!r}: write NAME=PATH, e.g. --metrics full=results/demo/eval/metrics.json")
+        paths[name] = path
+    if "full" not in paths:
+        raise AtsgError("--metrics full=PATH (the full configuration's eval/metrics.json) is missing")
+    rows = write_ablation(paths, cfg, args.out or run_dir(cfg) / "eval")
+    _report({"rows": len(rows), "out": str(args.out or run_dir(cfg) / "eval")})
 
 
 def cmd_info(args) -> None:

@@ -139,6 +139,10 @@ def _check_consistency(cfg: dict) -> None:
             f"config key tiling.stride: {tiling['stride']} is larger than tiling.size {tiling['size']}; "
             "tiles would leave gaps between them"
         )
+    c = cfg["classifier"]
+    if c["select_metric"] == "seg_miou" and not c["joint_segmentation"]:
+        raise ConfigError("config key classifier.select_metric: seg_miou scores the segmentation decoder of paper "
+                          "mode; set classifier.joint_segmentation true or choose cam_miou / f1")
     if split["method"] == "ratio" and sum(split["ratios"]) <= 0:
         raise ConfigError("config key split.ratios: the fractions must not all be 0")
 

@@ -37,11 +37,17 @@ def cli_env() -> dict:
     return env
 
 
+def job_counts(result) -> dict[str, int]:
+    """Rule name -> job count from the 'Job stats' table of a snakemake (dry-)run's output."""
+    text = result.stdout + result.stderr
+    assert "Job stats:" in text, text[-3000:]
+    jobs = text.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in jobs.splitlines()[3:] if line.strip()}
+
+
 def scheduled_jobs(result) -> set[str]:
     """Rule names in the 'Job stats' table of a snakemake (dry-)run's output."""
-    text = result.stdout + result.stderr
-    jobs = text.split("Job stats:")[1].split("total")[0]
-    return {line.split()[0] for line in jobs.splitlines()[3:] if line.strip()}
+    return set(job_counts(result))
 
 
 def run_snakemake(workdir: Path, env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -2,16 +2,19 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 
+from atsg.stages.common import file_sha256
 from atsg.store import open_store
-from conftest import run_snakemake, scheduled_jobs
+from conftest import job_counts, run_snakemake, scheduled_jobs
 
 TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
             "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2,
@@ -136,3 +139,102 @@ def test_snakemake_report_builds(chain):
     result = run_snakemake(work, env, "--report", str(work / "report.html"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (work / "report.html").stat().st_size > 10000
+
+
+def test_ablation_schedules_only_what_each_variant_changes(chain):
+    work, env, _ = chain
+    result = run_snakemake(work, env, "-n", "ablation")
+    assert result.returncode == 0, result.stderr[-2000:]
+    # 4 classifier variants (CTC, PTC, linking off, classifier seed) rerun from the classifier on; 2 refinement
+    # variants from the pseudo-labels on; 5 loss and seed variants retrain the segmentation model (the
+    # segmentation seed also the supervised bound). Tiles and masks are the run's.
+    assert job_counts(result) == {"train_classifier": 4, "extract_cams": 4, "refine_labels": 6,
+                                  "train_segmentation": 11, "predict": 11, "evaluate": 11, "ablation": 1,
+                                  "train_supervised": 1, "predict_supervised": 1}
+
+
+def test_ablation_table_from_shared_artifacts(chain):
+    work, env, run = chain
+    variants = "{no_voting: {description: voting, set: {refine: {mask_voting: false}}}, " \
+               "no_energy: {set: {segmentation: {energy_loss: {enabled: false}}}}, " \
+               "same: {description: nothing, set: {refine: {mask_voting: true}}}}"
+    result = run_snakemake(work, env, "ablation", "--config", f"ablation={{splits: [test], variants: {variants}}}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert job_counts(result) == {"refine_labels": 1, "train_segmentation": 2, "predict": 2, "evaluate": 2,
+                                  "ablation": 1}  # "same" changes nothing: it is the run's own row again
+    assert not (run / "ablations" / "no_voting" / "cams.zarr").exists()
+    assert (run / "ablations" / "no_voting" / "pseudo_labels.zarr").exists()
+    assert not (run / "ablations" / "no_energy" / "pseudo_labels.zarr").exists()
+    assert open_store(run / "ablations" / "no_voting" / "pseudo_labels.zarr",
+                      "pseudo_labels").attrs["config"]["refine"]["mask_voting"] is False
+    table = json.loads((run / "eval" / "ablation.json").read_text())
+    assert [r["variant"] for r in table["rows"]] == ["full", "no_voting", "no_energy", "same"]
+    main = json.loads((run / "eval" / "metrics.json").read_text())
+    assert table["rows"][0]["miou"]["test"]["predictions"] == pytest.approx(main["predictions"]["splits"]["test"]["miou"])
+    same = table["rows"][3]
+    assert same["same_as_full"] and same["miou"] == table["rows"][0]["miou"]
+    assert same["delta_predictions"]["test"] == 0.0 and not (run / "ablations" / "same").exists()
+    energy = table["rows"][2]["miou"]["test"]
+    assert energy["cam"] == table["rows"][0]["miou"]["test"]["cam"]  # CAMs are shared, so equal
+    md = (run / "eval" / "ablation.md").read_text()
+    assert "| no_voting | voting |" in md and "Δ pred. test" in md
+    report = run_snakemake(work, env, "ablation", "--report", str(work / "ablation.html"), "--config",
+                           f"ablation={{splits: [test], variants: {variants}}}")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "Ablation" in (work / "ablation.html").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    work = tmp_path_factory.mktemp("paper")
+    cfg = {**TINY, "run": "paper", "evaluate": {**TINY["evaluate"], "supervised_baseline": False},
+           "classifier": {**TINY["classifier"], "joint_segmentation": True, "select_metric": "seg_miou"},
+           "segmentation": {**TINY["segmentation"], "loss_warmup_iterations": 2}}
+    (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return work, env, work / "results" / "paper", result
+
+
+def test_paper_mode_trains_one_network_and_predicts_with_it(paper):
+    work, env, run, result = paper
+    counts = job_counts(result)
+    assert "train_segmentation" not in counts and "train_supervised" not in counts
+    assert counts["train_classifier_joint"] == 1 and "train_classifier" not in counts
+    assert counts["generate_masks"] == 1
+    metrics = json.loads((run / "classifier" / "metrics.json").read_text())
+    assert metrics["joint_segmentation"] is True and metrics["select_metric"] == "seg_miou"
+    assert all("seg_miou" in h and "cam_miou" in h for h in metrics["history"])
+    segmenter = torch.load(run / "classifier" / "segmenter.pt", weights_only=False)
+    assert segmenter["atsg_model"] == "segmentation" and segmenter["joint"] is True
+    assert not any(k.startswith("foreground.") for k in segmenter["state_dict"])
+    pred = open_store(run / "predictions.zarr", "predictions")
+    assert pred.attrs["model_sha256"] == file_sha256(run / "classifier" / "segmenter.pt")
+    assert int(pred["labels"][:].max()) < 6
+    eval_metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert set(eval_metrics) == {"cam", "pseudo_labels", "predictions"}
+
+
+def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(paper):
+    work, env, run, _ = paper
+    seg = {**TINY["segmentation"], "loss_warmup_iterations": 2, "seg_weight": 0.2}
+    flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
+    result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
+    assert scheduled_jobs(result) == {"train_classifier_joint", "extract_cams", "refine_labels", "predict",
+                                      "evaluate", "all"}
+
+
+def test_atsg_ablate_runs_the_ablation_target(chain):
+    work, env, _ = chain
+    result = subprocess.run(["atsg", "ablate", "--cores", "1", "--configfile", "tiny.yaml", "--", "-n"], cwd=work,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert job_counts(result)["train_classifier"] == 4 and job_counts(result)["ablation"] == 1
+
+
+def test_atsg_ablate_reports_a_failed_workflow(chain):
+    work, env, _ = chain
+    result = subprocess.run(["atsg", "ablate", "--configfile", "tiny.yaml", "--", "-n", "--config", "tiling={size: x}"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "atsg ablate: error: snakemake exited with 1" in result.stderr

@@ -11,6 +11,12 @@ from torch import nn
 from .backbone import ViTBackbone
 
 
+def upsample_logits(logits: torch.Tensor, padded, size) -> torch.Tensor:
+    """Decoder logits at token resolution -> the padded input size, then cropped to the image ``size``."""
+    logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+    return logits[..., :size[0], :size[1]]
+
+
 class LargeFOV(nn.Module):
     """Two dilated 3x3 convolutions (large field of view) and a 1x1 classifier, as in DeepLab-LargeFOV."""
 
@@ -27,6 +33,11 @@ class LargeFOV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.body(x))
 
+    @classmethod
+    def from_config(cls, in_channels: int, n_out: int, cfg: Mapping) -> "LargeFOV":
+        """The decoder of the ``decoder_*`` settings of a segmentation config section."""
+        return cls(in_channels, n_out, cfg["decoder_channels"], cfg["decoder_dilation"], cfg["decoder_dropout"])
+
 
 class Segmenter(nn.Module):
     """ViT + LargeFOV; with ``foreground`` a second LargeFOV decoder gives one foreground logit (the
@@ -36,10 +47,8 @@ class Segmenter(nn.Module):
                  foreground: bool = False):
         super().__init__()
         self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
-        self.decoder = LargeFOV(self.backbone.embed_dim, n_classes, cfg["decoder_channels"],
-                                cfg["decoder_dilation"], cfg["decoder_dropout"])
-        self.foreground = (LargeFOV(self.backbone.embed_dim, 1, cfg["decoder_channels"], cfg["decoder_dilation"],
-                                    cfg["decoder_dropout"]) if foreground else None)
+        self.decoder = LargeFOV.from_config(self.backbone.embed_dim, n_classes, cfg)
+        self.foreground = LargeFOV.from_config(self.backbone.embed_dim, 1, cfg) if foreground else None
         self.n_classes = n_classes
 
     def head_parameters(self):
@@ -48,17 +57,13 @@ class Segmenter(nn.Module):
             heads += list(self.foreground.parameters())
         return heads
 
-    def _upsample(self, logits: torch.Tensor, padded, size) -> torch.Tensor:
-        logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
-        return logits[..., :size[0], :size[1]]
-
     def forward(self, images: torch.Tensor, with_foreground: bool = False):
         """Logits (B, classes, H, W) at the input size; with ``with_foreground`` also the foreground
         decoder's logit (B, 1, H, W)."""
         size = images.shape[-2:]
         x = self.backbone.prepare(images)
         (tokens,) = self.backbone(x, [self.backbone.depth - 1])
-        logits = self._upsample(self.decoder(tokens), x.shape[-2:], size)
+        logits = upsample_logits(self.decoder(tokens), x.shape[-2:], size)
         if not with_foreground:
             return logits
-        return logits, self._upsample(self.foreground(tokens), x.shape[-2:], size)
+        return logits, upsample_logits(self.foreground(tokens), x.shape[-2:], size)

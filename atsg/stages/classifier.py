@@ -17,11 +17,14 @@ from ..evaluate.metrics import ConfusionAccumulator
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.contrast import ContrastiveClassifier
+from ..models.joint import JointModel, segmenter_config
 from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
-from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, read_tiles, save_model_file, \
-    store_identity
+from ..train.joint_objective import JointObjective
+from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, open_masks, read_tiles, \
+    save_model_file, store_identity
+from .segmentation import SegmentationValidation
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,23 @@ class ClassifierValidation:
                 "cam_oa": scores.oa}
 
 
-def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
+class JointValidation:
+    """Paper mode: the classifier's scores plus the segmentation decoder's val mIoU (``seg_miou``)."""
+
+    def __init__(self, classifier: ClassifierValidation, segmentation: SegmentationValidation):
+        self.classifier, self.segmentation = classifier, segmentation
+
+    def __call__(self, model: JointModel) -> dict:
+        def segment(images):
+            return model.segment(model(images)["tokens"], tuple(images.shape[-2:]))[0]
+
+        scores = self.segmentation(segment)
+        return {**self.classifier(model), "seg_miou": scores["miou"], "seg_oa": scores["oa"]}
+
+
+def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_path: Path | None = None) -> dict:
+    """Train the CAM classifier; in paper mode (``classifier.joint_segmentation``) also the segmentation
+    decoders, written as ``segmenter.pt`` beside the classifier's ``model.pt``."""
     c = cfg["classifier"]
     out_dir = Path(out_dir)
     tiles = Tiles.open(tiles_path)
@@ -74,20 +93,38 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
     device = select_device(c, "classifier")
     torch.manual_seed(c["seed"])
     classifier = build_classifier(c, tiles)
-    log.info("train_classifier: %s (%d blocks, dim %d, patch %d), %d train / %d val tiles, device %s",
-             c["backbone"], classifier.backbone.depth, classifier.backbone.embed_dim,
-             classifier.backbone.patch_size, len(train_idx), len(val_idx), device)
+    joint = c["joint_segmentation"]
+    log.info("train_classifier%s: %s (%d blocks, dim %d, patch %d), %d train / %d val tiles, device %s",
+             " + segmentation (paper mode)" if joint else "", c["backbone"], classifier.backbone.depth,
+             classifier.backbone.embed_dim, classifier.backbone.patch_size, len(train_idx), len(val_idx), device)
 
-    model = ContrastiveClassifier(classifier, c["ctc"])
-    objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
-    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(c, store_identity(tiles.path)),
-                    c["select_metric"], "train_classifier")
-    result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls"), objective,
-                        ClassifierValidation(tiles, val_idx, c, device))
+    validation = ClassifierValidation(tiles, val_idx, c, device)
+    if joint:
+        objective = JointObjective(cfg, tiles.background, tiles.bands, len(tiles.classes)).to(device)
+        model = JointModel(classifier, c["ctc"], cfg["segmentation"], len(tiles.classes),
+                           objective.segmentation.joint)
+        if objective.needs_masks:
+            open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss (paper mode)")
+        else:
+            masks_path = None
+        validation = JointValidation(validation, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
+        data_id = [store_identity(tiles.path)] + ([store_identity(masks_path)] if masks_path else [])
+        settings = [{k: cfg[k] for k in ("classifier", "cams", "refine", "segmentation")}, data_id]
+    else:
+        objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
+        model = ContrastiveClassifier(classifier, c["ctc"])
+        masks_path, settings = None, [c, store_identity(tiles.path)]
+    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(*settings), c["select_metric"],
+                    "train_classifier")
+    result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls", masks_path=masks_path), objective, validation)
     save_model_file(out_dir / "model.pt", model.classifier_state(result.best_state), "classifier", c,
                     classes=tiles.classes, in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
+    if joint:
+        save_model_file(out_dir / "segmenter.pt", JointModel.segmenter_state(result.best_state), "segmentation",
+                        segmenter_config(c, cfg["segmentation"]), classes=tiles.classes, in_chans=tiles.bands,
+                        supervised=False, joint=True, best_step=result.best_step)
     metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
-               "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
+               "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from, "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return {k: v for k, v in metrics.items() if k != "history"}

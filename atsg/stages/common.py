@@ -129,6 +129,17 @@ def load_trained(path: str | Path, kind: str, tiles: Tiles, build, device: torch
     return model.to(device).eval(), ck
 
 
+def open_masks(path: str | Path | None, tiles: Tiles, purpose: str):
+    """masks.zarr checked against the tiles; ``purpose`` names the settings that need it."""
+    if path is None:
+        raise DataError(f"{purpose} need(s) a masks store, but none was given (--masks)")
+    masks = open_store(path, "masks")
+    if masks["objects"].shape != (tiles.n, *tiles.size):
+        raise DataError(f"{path}: masks of shape {masks['objects'].shape} do not match {tiles.path}; "
+                        "rerun generate_masks")
+    return masks
+
+
 def batches(indices: Sequence[int], size: int, desc: str) -> Iterator[np.ndarray]:
     """Consecutive index batches with a progress bar."""
     indices = np.asarray(indices)

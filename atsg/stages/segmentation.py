@@ -21,8 +21,8 @@ from ..store import open_store
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
-from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, read_tiles, save_model_file, \
-    store_identity
+from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, open_masks, read_tiles, \
+    save_model_file, store_identity
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,7 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
                             "rerun refine_labels")
     objective = SegmentationObjective(c, tiles.background, supervised)
     if objective.needs_masks:
-        if masks_path is None:
-            raise DataError("segmentation.object_loss / boundary_loss are on but no masks store was given (--masks)")
-        masks = open_store(masks_path, "masks")
-        if masks["objects"].shape != (tiles.n, *tiles.size):
-            raise DataError(f"{masks_path}: masks of shape {masks['objects'].shape} do not match {tiles.path}; "
-                            "rerun generate_masks")
+        open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss")
     else:
         masks_path = None
     device = select_device(c, "segmentation")

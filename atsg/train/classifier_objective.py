@@ -46,6 +46,11 @@ class ClassifierObjective:
         return self
 
     def __call__(self, model: ContrastiveClassifier, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        total, parts, _ = self.compute(model, batch, step)
+        return total, parts
+
+    def compute(self, model: ContrastiveClassifier, batch: dict, step: int) -> tuple[torch.Tensor, dict, dict]:
+        """(loss, parts, the classifier's outputs): paper mode decodes the same final tokens."""
         c = self.cfg
         images, cls = batch["image"], batch["cls"]
         ctc_on = model.teacher is not None
@@ -55,7 +60,7 @@ class ClassifierObjective:
         total, main, aux = cam_classification_loss(out["logits"], out["logits_aux"], cls, c["aux_weight"])
         parts = {"cls": main.item(), "cls_aux": aux.item()}
         if not (self.ptc["enabled"] or ctc_on):
-            return total, parts
+            return total, parts, out
         band = aux_band_labels(out["maps_aux"], cls, images, c["high_thre"], c["low_thre"], self.background)
         if self.ptc["enabled"]:
             linked = None
@@ -70,7 +75,7 @@ class ClassifierObjective:
             loss = self._ctc(model, images, out["class_token"], band)
             total = total + self.ctc["weight"] * loss
             parts["ctc"] = loss.item()
-        return total, parts
+        return total, parts, out
 
     def _ctc(self, model: ContrastiveClassifier, images: torch.Tensor, class_token: torch.Tensor,
              band: torch.Tensor) -> torch.Tensor:

@@ -26,13 +26,25 @@ class SegmentationObjective:
     def needs_masks(self) -> bool:
         return self.objects or self.boundaries
 
+    @property
+    def term_names(self) -> list[str]:
+        """Names of the loss parts this objective reports."""
+        on = [self.objects, self.boundaries, self.energy, self.joint]
+        return ["seg"] + [n for n, flag in zip(("object", "boundary", "energy", "joint"), on) if flag]
+
     def __call__(self, model, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
-        c = self.cfg
-        images, labels = batch["image"], batch["label"]
+        images = batch["image"]
         if self.joint:
             logits, fg = model(images, with_foreground=True)
         else:
-            logits = model(images)
+            logits, fg = model(images), None
+        return self.loss(logits, fg, batch, batch["label"], step)
+
+    def loss(self, logits: torch.Tensor, fg: torch.Tensor | None, batch: dict, labels: torch.Tensor,
+             step: int) -> tuple[torch.Tensor, dict]:
+        """The loss of given logits (and foreground logit) against ``labels`` (B, H, W)."""
+        c = self.cfg
+        images = batch["image"]
         seg = balanced_cross_entropy(logits, labels, self.background)
         if not self.weak:
             return seg, {"seg": seg.item()}

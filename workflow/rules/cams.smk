@@ -3,19 +3,19 @@
 
 rule extract_cams:
     input:
-        tiles=RUN / "tiles.zarr",
-        classifier=RUN / "classifier" / "model.pt",
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        classifier=lambda wildcards: artifact(wildcards, "classifier", "classifier", "model.pt"),
     output:
-        directory(RUN / "cams.zarr"),
+        directory("{root}/cams.zarr"),
     params:
         cfg=stage_params("cams"),
     threads: STAGE_THREADS
     resources:
         gpu=1,
     log:
-        LOGS / "extract_cams.log",
+        "{root}/logs/extract_cams.log",
     benchmark:
-        BENCH / "extract_cams.tsv"
+        "{root}/benchmarks/extract_cams.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:

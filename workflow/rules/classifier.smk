@@ -1,23 +1,83 @@
 # CAM classifier: tiles.zarr (train split, image-level labels) -> classifier/
+# Paper mode (classifier.joint_segmentation): the same stage also trains the segmentation decoders
+# -> classifier/segmenter.pt, which predict then uses; its roots go to rule train_classifier_joint.
+
+
+def classifier_inputs(wildcards):
+    inputs = {"tiles": artifact(wildcards, "tiles", "tiles.zarr")}
+    cfg = cfg_of(wildcards)
+    if joint(cfg) and needs_masks(cfg):
+        inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
+    return inputs
+
+
+def classifier_params(wildcards):
+    """Section classifier; in paper mode also segmentation (decoders and losses trained in this stage),
+    cams and refine (the on-the-fly pseudo-labels)."""
+    cfg = cfg_of(wildcards)
+    if joint(cfg):
+        return section_json(cfg, "classifier", "segmentation", "cams", "refine")
+    return section_json(cfg, "classifier")
+
+
+def roots_where(paper_mode):
+    """A regex of the roots whose config is (or is not) in paper mode; one that never matches if none."""
+    roots = [re.escape(root) for root, cfg in CONFIGS.items() if joint(cfg) == paper_mode]
+    return "|".join(roots) if roots else "(?!)"
+
+
+CLASSIFIER_SHELL = (
+    "atsg train_classifier --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} {params.masks} "
+    "--out {params.out:q} --log {log:q}"
+)
 
 
 rule train_classifier:
     input:
-        tiles=RUN / "tiles.zarr",
+        unpack(classifier_inputs),
     output:
-        model=RUN / "classifier" / "model.pt",
-        metrics=RUN / "classifier" / "metrics.json",
+        model="{root}/classifier/model.pt",
+        metrics="{root}/classifier/metrics.json",
+    wildcard_constraints:
+        root=roots_where(False),
     params:
-        cfg=stage_params("classifier"),
+        cfg=classifier_params,
+        out=out_dir("classifier"),
+        masks="",
     threads: TRAIN_THREADS
     resources:
         gpu=1,
     log:
-        LOGS / "train_classifier.log",
+        "{root}/logs/train_classifier.log",
     benchmark:
-        BENCH / "train_classifier.tsv"
+        "{root}/benchmarks/train_classifier.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:
-        "atsg train_classifier --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} "
-        "--out {RUN}/classifier --log {log:q}"
+        CLASSIFIER_SHELL
+
+
+rule train_classifier_joint:
+    input:
+        unpack(classifier_inputs),
+    output:
+        model="{root}/classifier/model.pt",
+        segmenter="{root}/classifier/segmenter.pt",
+        metrics="{root}/classifier/metrics.json",
+    wildcard_constraints:
+        root=roots_where(True),
+    params:
+        cfg=classifier_params,
+        out=out_dir("classifier"),
+        masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
+    threads: TRAIN_THREADS
+    resources:
+        gpu=1,
+    log:
+        "{root}/logs/train_classifier.log",
+    benchmark:
+        "{root}/benchmarks/train_classifier.tsv"
+    conda:
+        "../../envs/atsg.yaml"
+    shell:
+        CLASSIFIER_SHELL

@@ -1,6 +1,13 @@
 # Paths, params and input functions shared by every rule.
+#
+# Every rule after tiling writes under a `{root}` folder: the run's own (results/{run}) or, for an
+# ablation variant, results/{run}/ablations/{name}. CONFIGS holds the config each root is made with;
+# ARTIFACT tells where a root's upstream artifacts are (a variant reads whatever it shares with the run).
+import re
 from pathlib import Path
 
+from atsg.ablation import artifact_roots, variant_configs
+from atsg.artifacts import joint
 from atsg.config import dataset_root, run_dir, section_json, supervised_json
 
 RUN = run_dir(config)
@@ -11,19 +18,48 @@ SYNTHETIC = config["dataset"]["preset"] == "synthetic"
 TRAIN_THREADS = 8
 STAGE_THREADS = 4
 
+VARIANTS = variant_configs(config)  # a bad ablation variant stops here with one line
+ROOTS = artifact_roots(config, VARIANTS)
+VARIANT_ROOTS = {str(RUN): None, **{str(RUN / "ablations" / name): name for name in VARIANTS}}
+CONFIGS = {str(RUN): config, **{str(RUN / "ablations" / name): cfg for name, cfg in VARIANTS.items()}}
+
+
+wildcard_constraints:
+    root="|".join(re.escape(root) for root in CONFIGS),
+
+
+def cfg_of(wildcards):
+    """The config a root's artifacts are made with (the run's for rules without a root: synth, tile)."""
+    return CONFIGS[getattr(wildcards, "root", str(RUN))]
+
+
+def artifact(wildcards, name, *parts):
+    """Path of artifact `name` (then `parts`) as the root of `wildcards` reads it."""
+    return ROOTS[VARIANT_ROOTS[wildcards.root]][name].joinpath(*parts)
+
 
 def stage_params(*sections):
     """The config sections a stage depends on, as canonical JSON: Snakemake reruns the stage when they change.
 
     Returned through a function so that braces in the JSON (e.g. "{scene}") are not read as wildcards.
     """
-    value = section_json(config, *sections)
-    return lambda wildcards: value
+    return lambda wildcards: section_json(cfg_of(wildcards), *sections)
 
 
 def supervised_params(wildcards):
     """The segmentation settings the supervised upper bound depends on (no weak-only losses)."""
-    return supervised_json(config)
+    return supervised_json(cfg_of(wildcards))
+
+
+def needs_masks(cfg):
+    """Whether segmentation training reads masks.zarr (SAM object or boundary loss on)."""
+    s = cfg["segmentation"]
+    return s["object_loss"]["enabled"] or s["boundary_loss"]["enabled"]
+
+
+def out_dir(name):
+    """`--out` of a stage that writes a folder of files: {root}/{name}."""
+    return lambda wildcards: f"{wildcards.root}/{name}"
 
 
 def scenes_input(wildcards):

@@ -3,18 +3,18 @@
 
 rule generate_masks:
     input:
-        tiles=RUN / "tiles.zarr",
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
     output:
-        directory(RUN / "masks.zarr"),
+        directory("{root}/masks.zarr"),
     params:
         cfg=stage_params("masks"),
     threads: 1
     resources:
-        gpu=1 if config["masks"]["generator"] == "sam" else 0,
+        gpu=lambda wildcards: 1 if cfg_of(wildcards)["masks"]["generator"] == "sam" else 0,
     log:
-        LOGS / "generate_masks.log",
+        "{root}/logs/generate_masks.log",
     benchmark:
-        BENCH / "generate_masks.tsv"
+        "{root}/benchmarks/generate_masks.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:

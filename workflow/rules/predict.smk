@@ -1,22 +1,29 @@
 # Prediction: tiles + segmentation model -> predictions.zarr + predictions/{scene}.tif
 
 
+def weak_model(wildcards):
+    """The weakly supervised segmentation model: its own stage's, or in paper mode the classifier stage's."""
+    if joint(cfg_of(wildcards)):
+        return artifact(wildcards, "classifier", "classifier", "segmenter.pt")
+    return artifact(wildcards, "segmentation", "segmentation", "model.pt")
+
+
 rule predict:
     input:
-        tiles=RUN / "tiles.zarr",
-        model=RUN / "segmentation" / "model.pt",
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        model=weak_model,
     output:
-        store=directory(RUN / "predictions.zarr"),
-        geotiffs=directory(RUN / "predictions"),
+        store=directory("{root}/predictions.zarr"),
+        geotiffs=directory("{root}/predictions"),
     params:
         cfg=stage_params("predict"),
     threads: STAGE_THREADS
     resources:
         gpu=1,
     log:
-        LOGS / "predict.log",
+        "{root}/logs/predict.log",
     benchmark:
-        BENCH / "predict.tsv"
+        "{root}/benchmarks/predict.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:
@@ -26,19 +33,19 @@ rule predict:
 
 rule predict_supervised:
     input:
-        tiles=RUN / "tiles.zarr",
-        model=RUN / "supervised" / "model.pt",
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        model=lambda wildcards: artifact(wildcards, "supervised", "supervised", "model.pt"),
     output:
-        directory(RUN / "supervised_predictions.zarr"),
+        directory("{root}/supervised_predictions.zarr"),
     params:
         cfg=stage_params("predict"),
     threads: STAGE_THREADS
     resources:
         gpu=1,
     log:
-        LOGS / "predict_supervised.log",
+        "{root}/logs/predict_supervised.log",
     benchmark:
-        BENCH / "predict_supervised.tsv"
+        "{root}/benchmarks/predict_supervised.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:

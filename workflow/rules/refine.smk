@@ -2,11 +2,12 @@
 
 
 def refine_inputs(wildcards):
-    inputs = {"tiles": RUN / "tiles.zarr", "cams": RUN / "cams.zarr"}
-    if config["refine"]["mask_voting"]:
-        inputs["masks"] = RUN / "masks.zarr"
-    if config["refine"]["affinity"]:
-        inputs["classifier"] = RUN / "classifier" / "model.pt"
+    inputs = {"tiles": artifact(wildcards, "tiles", "tiles.zarr"), "cams": artifact(wildcards, "cams", "cams.zarr")}
+    cfg = cfg_of(wildcards)
+    if cfg["refine"]["mask_voting"]:
+        inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
+    if cfg["refine"]["affinity"]:
+        inputs["classifier"] = artifact(wildcards, "classifier", "classifier", "model.pt")
     return inputs
 
 
@@ -14,7 +15,7 @@ rule refine_labels:
     input:
         unpack(refine_inputs),
     output:
-        directory(RUN / "pseudo_labels.zarr"),
+        directory("{root}/pseudo_labels.zarr"),
     params:
         cfg=stage_params("refine"),
         extra=lambda wildcards, input: " ".join(
@@ -24,9 +25,9 @@ rule refine_labels:
     resources:
         gpu=1,
     log:
-        LOGS / "refine_labels.log",
+        "{root}/logs/refine_labels.log",
     benchmark:
-        BENCH / "refine_labels.tsv"
+        "{root}/benchmarks/refine_labels.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:

@@ -2,10 +2,12 @@
 
 
 def segmentation_inputs(wildcards):
-    inputs = {"tiles": RUN / "tiles.zarr", "labels": RUN / "pseudo_labels.zarr"}
-    s = config["segmentation"]
-    if s["object_loss"]["enabled"] or s["boundary_loss"]["enabled"]:
-        inputs["masks"] = RUN / "masks.zarr"
+    inputs = {
+        "tiles": artifact(wildcards, "tiles", "tiles.zarr"),
+        "labels": artifact(wildcards, "pseudo_labels", "pseudo_labels.zarr"),
+    }
+    if needs_masks(cfg_of(wildcards)):
+        inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
     return inputs
 
 
@@ -13,42 +15,44 @@ rule train_segmentation:
     input:
         unpack(segmentation_inputs),
     output:
-        model=RUN / "segmentation" / "model.pt",
-        metrics=RUN / "segmentation" / "metrics.json",
+        model="{root}/segmentation/model.pt",
+        metrics="{root}/segmentation/metrics.json",
     params:
         cfg=stage_params("segmentation"),
+        out=out_dir("segmentation"),
         masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
     threads: TRAIN_THREADS
     resources:
         gpu=1,
     log:
-        LOGS / "train_segmentation.log",
+        "{root}/logs/train_segmentation.log",
     benchmark:
-        BENCH / "train_segmentation.tsv"
+        "{root}/benchmarks/train_segmentation.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:
         "atsg train_segmentation --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} "
-        "--labels {input.labels:q} {params.masks} --out {RUN}/segmentation --log {log:q}"
+        "--labels {input.labels:q} {params.masks} --out {params.out:q} --log {log:q}"
 
 
 rule train_supervised:
     input:
-        tiles=RUN / "tiles.zarr",
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
     output:
-        model=RUN / "supervised" / "model.pt",
-        metrics=RUN / "supervised" / "metrics.json",
+        model="{root}/supervised/model.pt",
+        metrics="{root}/supervised/metrics.json",
     params:
         cfg=supervised_params,
+        out=out_dir("supervised"),
     threads: TRAIN_THREADS
     resources:
         gpu=1,
     log:
-        LOGS / "train_supervised.log",
+        "{root}/logs/train_supervised.log",
     benchmark:
-        BENCH / "train_supervised.tsv"
+        "{root}/benchmarks/train_supervised.tsv"
     conda:
         "../../envs/atsg.yaml"
     shell:
         "atsg train_segmentation --supervised --params {params.cfg:q} --threads {threads} "
-        "--tiles {input.tiles:q} --out {RUN}/supervised --log {log:q}"
+        "--tiles {input.tiles:q} --out {params.out:q} --log {log:q}"

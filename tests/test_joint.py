@@ -1,0 +1,98 @@
+"""Paper mode (classifier.joint_segmentation): one network, classifier and decoders trained in one stage."""
+
+import pytest
+import torch
+
+from atsg.config import validate_config
+from atsg.errors import ConfigError
+from atsg.models.classifier import CAMClassifier
+from atsg.models.joint import JointModel, segmenter_config
+from atsg.models.segmenter import Segmenter
+from atsg.store import IGNORE
+from atsg.train.joint_objective import JointObjective
+
+VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
+       "img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
+
+
+def _cfg(**segmentation):
+    return validate_config({
+        "classifier": {**VIT, "aux_layer": -2, "joint_segmentation": True, "linking": {"features": "self", "layer": 0},
+                       "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16, "bottleneck_dim": 8,
+                               "out_dim": 12}},
+        "segmentation": {**VIT, "decoder_channels": 8, "loss_warmup_iterations": 5,
+                         "energy_loss": {"scale": 0.5}, **segmentation},
+        "cams": {"scales": [1.0, 0.5]}, "refine": {"par_dilations": [1, 2], "par_iterations": 2}})
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(1, 255, (2, 3, 32, 32), generator=g).float()
+    image[1, :, :, 24:] = 0  # crop padding
+    objects = torch.zeros(2, 32, 32, dtype=torch.long)
+    objects[:, 4:20, 4:20] = 1
+    boundaries = torch.zeros(2, 32, 32, dtype=torch.long)
+    boundaries[:, 4, 4:20] = 1
+    return {"image": image, "cls": torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]), "objects": objects,
+            "boundaries": boundaries}
+
+
+def _model(cfg, joint_decoder=True):
+    torch.manual_seed(0)
+    classifier = CAMClassifier(cfg["classifier"], 3, 5)
+    return JointModel(classifier, cfg["classifier"]["ctc"], cfg["segmentation"], 6, joint_decoder)
+
+
+def test_segmentation_branch_waits_for_the_warmup_then_trains_decoders_and_backbone():
+    cfg = _cfg()
+    model, objective = _model(cfg), JointObjective(cfg, True, 3, 6)
+    loss, parts = objective(model, _batch(), 4)
+    assert parts["seg"] == 0.0 and parts["joint"] == 0.0 and "ptc" in parts and "ctc" in parts
+    loss.backward()
+    assert model.decoder.classifier.weight.grad is None and model.foreground.classifier.weight.grad is None
+    model.zero_grad(set_to_none=True)
+    loss, parts = objective(model, _batch(), 5)
+    assert set(parts) >= {"cls", "cls_aux", "ptc", "ctc", "seg", "object", "boundary", "energy", "joint"}
+    assert parts["seg"] > 0
+    loss.backward()
+    assert model.decoder.classifier.weight.grad.abs().sum() > 0
+    assert model.foreground.classifier.weight.grad.abs().sum() > 0
+    assert model.classifier.backbone.vit.blocks[-1].mlp.fc2.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_on_the_fly_pseudo_labels_follow_the_image_labels_and_ignore_padding():
+    cfg = _cfg()
+    model, objective = _model(cfg), JointObjective(cfg, True, 3, 6)
+    batch = _batch()
+    labels = objective.pseudo_labels(model, batch["image"], batch["cls"])
+    assert labels.shape == (2, 32, 32) and not labels.requires_grad
+    assert (labels[1, :, 24:] == IGNORE).all()
+    assert set(labels[0].unique().tolist()) <= {0, 1, 3, IGNORE}  # only tile 0's classes (1, 3) or background
+    assert set(labels[1, :, :24].unique().tolist()) <= {0, 2, IGNORE}
+
+
+def test_exported_segmenter_predicts_what_the_joint_model_predicts():
+    cfg = _cfg()
+    model = _model(cfg).eval()
+    seg_cfg = segmenter_config(cfg["classifier"], cfg["segmentation"])
+    segmenter = Segmenter(seg_cfg, 3, 6).eval()
+    segmenter.load_state_dict(JointModel.segmenter_state(model.state_dict()))
+    images = _batch()["image"]
+    with torch.no_grad():
+        expected, _ = model.segment(model(images)["tokens"], (32, 32))
+        assert torch.allclose(segmenter(images), expected, atol=1e-5)
+
+
+def test_switching_losses_off_removes_them_and_the_foreground_decoder():
+    cfg = _cfg(joint_loss={"enabled": False}, energy_loss={"enabled": False})
+    objective = JointObjective(cfg, True, 3, 6)
+    model = _model(cfg, objective.segmentation.joint)
+    assert model.foreground is None
+    _, parts = objective(model, _batch(), 5)
+    assert "joint" not in parts and "energy" not in parts and "object" in parts
+
+
+def test_seg_miou_selection_needs_paper_mode():
+    with pytest.raises(ConfigError, match="classifier.select_metric.*joint_segmentation"):
+        validate_config({"classifier": {"select_metric": "seg_miou"}})
