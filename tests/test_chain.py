@@ -156,26 +156,24 @@ def test_ablation_schedules_only_what_each_variant_changes(chain):
 def test_ablation_table_from_shared_artifacts(chain):
     work, env, run = chain
     variants = "{no_voting: {description: voting, set: {refine: {mask_voting: false}}}, " \
-               "no_energy: {set: {segmentation: {energy_loss: {enabled: false}}}}, " \
                "same: {description: nothing, set: {refine: {mask_voting: true}}}}"
     result = run_snakemake(work, env, "ablation", "--config", f"ablation={{splits: [test], variants: {variants}}}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert job_counts(result) == {"refine_labels": 1, "train_segmentation": 2, "predict": 2, "evaluate": 2,
+    assert job_counts(result) == {"refine_labels": 1, "train_segmentation": 1, "predict": 1, "evaluate": 1,
                                   "ablation": 1}  # "same" changes nothing: it is the run's own row again
     assert not (run / "ablations" / "no_voting" / "cams.zarr").exists()
     assert (run / "ablations" / "no_voting" / "pseudo_labels.zarr").exists()
-    assert not (run / "ablations" / "no_energy" / "pseudo_labels.zarr").exists()
     assert open_store(run / "ablations" / "no_voting" / "pseudo_labels.zarr",
                       "pseudo_labels").attrs["config"]["refine"]["mask_voting"] is False
     table = json.loads((run / "eval" / "ablation.json").read_text())
-    assert [r["variant"] for r in table["rows"]] == ["full", "no_voting", "no_energy", "same"]
+    assert [r["variant"] for r in table["rows"]] == ["full", "no_voting", "same"]
     main = json.loads((run / "eval" / "metrics.json").read_text())
     assert table["rows"][0]["miou"]["test"]["predictions"] == pytest.approx(main["predictions"]["splits"]["test"]["miou"])
-    same = table["rows"][3]
+    same = table["rows"][2]
     assert same["same_as_full"] and same["miou"] == table["rows"][0]["miou"]
     assert same["delta_predictions"]["test"] == 0.0 and not (run / "ablations" / "same").exists()
-    energy = table["rows"][2]["miou"]["test"]
-    assert energy["cam"] == table["rows"][0]["miou"]["test"]["cam"]  # CAMs are shared, so equal
+    voting = table["rows"][1]["miou"]["test"]
+    assert voting["cam"] == table["rows"][0]["miou"]["test"]["cam"]  # CAMs are shared, so equal
     md = (run / "eval" / "ablation.md").read_text()
     assert "| no_voting | voting |" in md and "Δ pred. test" in md
     report = run_snakemake(work, env, "ablation", "--report", str(work / "ablation.html"), "--config",
