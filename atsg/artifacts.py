@@ -27,6 +27,12 @@ def joint(cfg: Mapping) -> bool:
     return bool(cfg["classifier"]["joint_segmentation"])
 
 
+def needs_masks(cfg: Mapping) -> bool:
+    """Whether segmentation training reads masks.zarr (SAM object or boundary loss on)."""
+    seg = cfg["segmentation"]
+    return bool(seg["object_loss"]["enabled"] or seg["boundary_loss"]["enabled"])
+
+
 def _own(cfg: Mapping, artifact: str) -> dict:
     """The sections an artifact's own rule reads."""
     if artifact == "tiles":
@@ -49,12 +55,11 @@ def _own(cfg: Mapping, artifact: str) -> dict:
 
 def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     """The artifacts ``artifact`` is made from (paper mode: predictions come from the classifier stage)."""
-    seg = cfg["segmentation"]
-    needs_masks = seg["object_loss"]["enabled"] or seg["boundary_loss"]["enabled"]
+    masks = needs_masks(cfg)
     if artifact == "tiles":
         return ()
     if artifact == "classifier":
-        return ("tiles", "masks") if joint(cfg) and needs_masks else ("tiles",)
+        return ("tiles", "masks") if joint(cfg) and masks else ("tiles",)
     if artifact == "cams":
         return ("tiles", "classifier")
     if artifact == "pseudo_labels":
@@ -65,7 +70,7 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
             ups.append("classifier")
         return tuple(ups)
     if artifact == "segmentation":
-        return ("tiles", "pseudo_labels", "masks") if needs_masks else ("tiles", "pseudo_labels")
+        return ("tiles", "pseudo_labels", "masks") if masks else ("tiles", "pseudo_labels")
     if artifact == "predictions":
         return ("tiles", "classifier" if joint(cfg) else "segmentation")
     if artifact == "supervised_predictions":

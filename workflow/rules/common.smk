@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from atsg.ablation import artifact_roots, variant_configs
-from atsg.artifacts import joint
+from atsg.artifacts import joint, needs_masks
 from atsg.config import dataset_root, run_dir, section_json, supervised_json
 
 RUN = run_dir(config)
@@ -49,12 +49,6 @@ def stage_params(*sections):
 def supervised_params(wildcards):
     """The segmentation settings the supervised upper bound depends on (no weak-only losses)."""
     return supervised_json(cfg_of(wildcards))
-
-
-def needs_masks(cfg):
-    """Whether segmentation training reads masks.zarr (SAM object or boundary loss on)."""
-    s = cfg["segmentation"]
-    return s["object_loss"]["enabled"] or s["boundary_loss"]["enabled"]
 
 
 def out_dir(name):
