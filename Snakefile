@@ -26,6 +26,17 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# Cheap bookkeeping jobs run in the Snakemake process itself (on a cluster: never queued).
+localrules:
+    all,
+    extract_cams_prepare,
+    extract_cams,
+    generate_masks_prepare,
+    generate_masks,
+    predict_prepare,
+    predict,
+
+
 rule all:
     input:
         RUN / "eval" / "metrics.json",

@@ -8,8 +8,10 @@ order; the result is validated against the schema before anything runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ import yaml
 from . import __version__
 from .config import dataset_root, load_config, run_dir
 from .errors import AtsgError
+from .gpus import claim_devices
 
 log = logging.getLogger("atsg")
 
@@ -40,7 +43,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
     g.add_argument("--configfile", action="append", default=[], metavar="FILE",
                    help="YAML config file; repeat to overlay (e.g. a preset then config/cpu.yaml)")
-    g.add_argument("--params", metavar="JSON", help="config sections as JSON (what Snakemake rules pass)")
+    g.add_argument("--params", metavar="JSON", action="append", default=[],
+                   help="config sections as JSON (what Snakemake rules pass); repeat to add sections")
     g.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set tiling.size=512 (value read as YAML)")
     g.add_argument("--log", metavar="FILE", help="also write the log to FILE")
@@ -87,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     _stage_io(p, tiles=True, classifier=True)
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/cams.zarr)")
+    _shard_args(p)
     p.set_defaults(func=cmd_extract_cams)
 
     p = sub.add_parser("generate_masks", help="class-agnostic masks (SAM or superpixels) -> masks.zarr",
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     _stage_io(p, tiles=True)
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/masks.zarr)")
+    _shard_args(p)
     p.set_defaults(func=cmd_generate_masks)
 
     p = sub.add_parser("refine_labels", help="CAMs -> pseudo-labels (affinity walk, PAR, mask voting)",
@@ -130,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/predictions.zarr)")
     p.add_argument("--geotiffs", type=Path, help="GeoTIFF folder (default: results/{run}/predictions)")
     p.add_argument("--no-geotiffs", action="store_true", help="write no GeoTIFFs (only predictions.zarr)")
+    _shard_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="metrics, confusion matrix, report and figures",
@@ -181,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "sharding", "Without these options the stage runs whole in this process. Snakemake splits it into "
+                    "--prepare, one --shard per shard (config section shards) and --finalise.")
+    g.add_argument("--prepare", action="store_true", help="write the empty store under its partial name, then stop")
+    g.add_argument("--shard", metavar="K/S", help="fill shard K of S into the partial store")
+    g.add_argument("--marker", type=Path, metavar="FILE", help="with --shard: written when the shard has finished")
+    g.add_argument("--finalise", action="store_true", help="check every shard's marker and move the store into place")
+    g.add_argument("--markers", type=Path, nargs="+", default=[], metavar="FILE", help="with --finalise: the markers")
+
+
+def _step(args):
+    from .shards import Step
+
+    return Step.from_args(args.prepare, args.shard, args.marker, args.finalise, args.markers)
+
+
+def _on_devices(cfg, step, section: str, job: str, gpus: int = 1):
+    """The GPU claim of a stage run (see atsg.gpus); preparing and finalising a store need none."""
+    working = step is None or step.part in ("all", "shard")
+    return claim_devices(gpus if working else 0, cfg["devices"], job, cfg[section].get("device", "auto"))
+
+
 def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool = False) -> None:
     if tiles:
         p.add_argument("--tiles", type=Path, help="tiles.zarr (default: results/{run}/tiles.zarr)")
@@ -190,10 +220,12 @@ def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool 
 
 def _setup_logging(verbose: bool, logfile: str | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if logfile:
+    rank = int(os.environ.get("RANK", 0)) if "WORLD_SIZE" in os.environ else 0
+    if logfile and rank == 0:  # under torchrun rank 0 adds to the launcher's log; the others only warn
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(logfile, mode="w"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
+        handlers.append(logging.FileHandler(logfile, mode="a" if "WORLD_SIZE" in os.environ else "w"))
+    level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # GDAL's own messages repeat what our one-line errors say
         logging.getLogger("rasterio").setLevel(logging.WARNING)
@@ -236,62 +268,97 @@ def _paths(args, cfg) -> dict:
 
 
 def _report(summary) -> None:
+    if not summary:  # a training process other than rank 0
+        return
     print(json.dumps(summary))
     log.info("summary: %s", json.dumps(summary))
 
 
-def cmd_train_classifier(args) -> None:
-    from .stages.classifier import run_train_classifier
+@contextlib.contextmanager
+def _training(cfg, section: str, job: str):
+    """A training command's processes and devices. With train.gpus > 1 (and not yet under torchrun) it claims
+    the GPUs, runs the same command as that many torchrun processes and yields False: nothing left to do here.
+    Otherwise it yields True inside the process group (a no-op for one process) holding the device it needs."""
+    from . import distributed
 
+    gpus = cfg["train"]["gpus"]
+    device = cfg[section].get("device", "auto")
+    if distributed.under_torchrun():  # one of the processes: the launcher holds the devices
+        with distributed.process_group(cfg["train"]["backend"]):
+            yield True
+    elif gpus > 1:
+        distributed.check_batch(cfg[section]["batch_size"], section, gpus)
+        with claim_devices(gpus, cfg["devices"], job, device):
+            distributed.launch(sys.argv[1:], gpus)
+        yield False
+    else:
+        with claim_devices(1, cfg["devices"], job, device):
+            yield True
+
+
+def cmd_train_classifier(args) -> None:
     cfg = _config(args)
     io = _paths(args, cfg)
-    _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"]))
+    with _training(cfg, "classifier", "train_classifier") as here:
+        if here:
+            from .stages.classifier import run_train_classifier
+
+            _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"]))
 
 
 def cmd_extract_cams(args) -> None:
-    from .stages.cams import run_extract_cams
-
     cfg = _config(args)
     io = _paths(args, cfg)
-    _report(run_extract_cams(cfg, io["tiles"], io["classifier"], args.out or io["cams"]))
+    step = _step(args)
+    with _on_devices(cfg, step, "cams", "extract_cams"):
+        from .stages.cams import run_extract_cams  # after the claim: CUDA starts with the claimed devices
+
+        _report(run_extract_cams(cfg, io["tiles"], io["classifier"], args.out or io["cams"], step))
 
 
 def cmd_generate_masks(args) -> None:
-    from .stages.masks import run_generate_masks
-
     cfg = _config(args)
     io = _paths(args, cfg)
-    _report(run_generate_masks(cfg, io["tiles"], args.out or io["masks"]))
+    step = _step(args)
+    with _on_devices(cfg, step, "masks", "generate_masks", 1 if cfg["masks"]["generator"] == "sam" else 0):
+        from .stages.masks import run_generate_masks  # after the claim: CUDA starts with the claimed devices
+
+        _report(run_generate_masks(cfg, io["tiles"], args.out or io["masks"], step))
 
 
 def cmd_refine_labels(args) -> None:
-    from .stages.refine import run_refine_labels
-
     cfg = _config(args)
     io = _paths(args, cfg)
     r = cfg["refine"]
-    _report(run_refine_labels(cfg, io["tiles"], io["cams"], io["masks"] if r["mask_voting"] else None,
-                              io["classifier"] if r["affinity"] else None, args.out or io["pseudo_labels"]))
+    with _on_devices(cfg, None, "refine", "refine_labels"):
+        from .stages.refine import run_refine_labels  # after the claim: CUDA starts with the claimed devices
+
+        _report(run_refine_labels(cfg, io["tiles"], io["cams"], io["masks"] if r["mask_voting"] else None,
+                                  io["classifier"] if r["affinity"] else None, args.out or io["pseudo_labels"]))
 
 
 def cmd_train_segmentation(args) -> None:
-    from .stages.segmentation import run_train_segmentation
-
     cfg = _config(args)
     io = _paths(args, cfg)
     supervised = True if args.supervised else None
     default_out = run_dir(cfg) / ("supervised" if args.supervised else "segmentation")
-    _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised,
-                                   None if args.supervised else io["masks"]))
+    with _training(cfg, "segmentation", "train_segmentation") as here:
+        if here:
+            from .stages.segmentation import run_train_segmentation
+
+            _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised,
+                                           None if args.supervised else io["masks"]))
 
 
 def cmd_predict(args) -> None:
-    from .stages.predict import run_predict
-
     cfg = _config(args)
     io = _paths(args, cfg)
     geotiffs = None if args.no_geotiffs else io["geotiffs"]
-    _report(run_predict(cfg, io["tiles"], io["model"], args.out or io["predictions"], geotiffs))
+    step = _step(args)
+    with _on_devices(cfg, step, "predict", "predict"):
+        from .stages.predict import run_predict  # after the claim: CUDA starts with the claimed devices
+
+        _report(run_predict(cfg, io["tiles"], io["model"], args.out or io["predictions"], geotiffs, step))
 
 
 def cmd_evaluate(args) -> None:
@@ -357,6 +424,10 @@ def cmd_config(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        from .distributed import torchrun_argv
+
+        argv = torchrun_argv()
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, getattr(args, "log", None))
     start = time.perf_counter()

@@ -191,20 +191,20 @@ def parse_assignment(text: str) -> dict:
 
 def load_config(
     configfiles: Iterable[str | Path] = (),
-    params: str | Mapping | None = None,
+    params: str | Mapping | Iterable[str | Mapping] | None = None,
     assignments: Iterable[str] = (),
 ) -> dict:
-    """Merge config files, a JSON/mapping of sections (as rules pass them) and KEY=VALUE overrides; validate."""
+    """Merge config files, JSONs/mappings of sections (as rules pass them) and KEY=VALUE overrides; validate."""
     cfg: dict = {}
     for path in configfiles:
         cfg = deep_merge(cfg, read_yaml(path))
-    if params:
-        if isinstance(params, str):
+    for part in ([params] if isinstance(params, (str, Mapping)) else params or []):
+        if isinstance(part, str):
             try:
-                params = json.loads(params)
+                part = json.loads(part)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--params is not valid JSON: {exc}") from None
-        cfg = deep_merge(cfg, params)
+        cfg = deep_merge(cfg, part)
     for text in assignments:
         cfg = deep_merge(cfg, parse_assignment(text))
     return validate_config(cfg)

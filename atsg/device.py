@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import torch
@@ -15,7 +16,9 @@ def select_device(cfg: Mapping, section: str) -> torch.device:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:  # one of several torchrun processes: its own GPU
+        name = f"cuda:{os.environ['LOCAL_RANK']}"
     try:
         device = torch.device(name)
     except RuntimeError:

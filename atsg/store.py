@@ -128,6 +128,9 @@ def open_store(path: str | Path, kind: str) -> zarr.Group:
     found = g.attrs.get("atsg_store")
     if found != kind:
         raise DataError(f"{path}: holds a {found or 'non-atsg'} store, expected a {kind} store")
+    if g.attrs.get("complete") is False:
+        raise DataError(f"{path}: an unfinished sharded {kind} store (shards still running or killed); "
+                        "rerun the stage to finish it")
     n = None
     for name, (dtype, ndim) in SCHEMAS.get(kind, {}).items():
         if name not in g:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from atsg.config import load_config
 
@@ -55,3 +56,33 @@ def run_snakemake(workdir: Path, env: dict, *args: str, timeout: int = 900) -> s
     cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
            str(workdir / "tiny.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
+            "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2,
+            "iterations": 4, "batch_size": 2, "crop_size": 64, "workers": 0, "val_every": 2,
+            "checkpoint_every": 2, "lr_warmup_iterations": 1, "log_every": 2}
+TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
+        "tiling": {"size": 128, "stride": 128}, "split": {"ratios": [1, 1, 1]},
+        "classifier": dict(TINY_VIT), "segmentation": {**TINY_VIT, "decoder_channels": 16},
+        "cams": {"batch_size": 4}, "refine": {"batch_size": 4},
+        "evaluate": {"split": "test", "supervised_baseline": True, "figure_tiles": 2}}
+"""The tiny end-to-end config (over config/config.yaml) of the chain fixture."""
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """The whole workflow run once on TINY: (work folder, environment, results/tiny). Tests that change files
+    work on a copy (copy_chain)."""
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    work = tmp_path_factory.mktemp("chain")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = run_snakemake(work, env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return work, env, work / "results" / "tiny"
+
+
+def tiny_config() -> dict:
+    """The config the chain's jobs ran with (config/config.yaml with TINY over it)."""
+    return load_config([REPO / "config" / "config.yaml"], TINY)

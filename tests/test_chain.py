@@ -14,27 +14,12 @@ import yaml
 
 from atsg.stages.common import file_sha256
 from atsg.store import open_store
-from conftest import job_counts, run_snakemake, scheduled_jobs
+from conftest import TINY, job_counts, run_snakemake, scheduled_jobs
 
-TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-            "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2,
-            "iterations": 4, "batch_size": 2, "crop_size": 64, "workers": 0, "val_every": 2,
-            "checkpoint_every": 2, "lr_warmup_iterations": 1, "log_every": 2}
-TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
-        "tiling": {"size": 128, "stride": 128}, "split": {"ratios": [1, 1, 1]},
-        "classifier": dict(TINY_VIT), "segmentation": {**TINY_VIT, "decoder_channels": 16},
-        "cams": {"batch_size": 4}, "refine": {"batch_size": 4},
-        "evaluate": {"split": "test", "supervised_baseline": True, "figure_tiles": 2}}
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    work = tmp_path_factory.mktemp("chain")
-    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = run_snakemake(work, env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return work, env, work / "results" / "tiny"
+# A sharded stage is three rules: the empty store, one job per shard, the finalising step.
+MASKS = {"generate_masks_prepare", "generate_masks_shard", "generate_masks"}
+CAMS = {"extract_cams_prepare", "extract_cams_shard", "extract_cams"}
+PREDICT = {"predict_prepare", "predict_shard", "predict"}
 
 
 def test_stores_have_the_schema_shapes(chain):
@@ -116,14 +101,19 @@ def test_rerun_after_the_chain_schedules_nothing(chain):
 def test_refine_change_reruns_refine_and_what_follows_only(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n", "--config", "refine={par_iterations: 3, batch_size: 4}")
-    assert scheduled_jobs(result) == {"refine_labels", "train_segmentation", "predict", "evaluate", "all"}
+    assert scheduled_jobs(result) == {"refine_labels", "train_segmentation", *PREDICT, "evaluate", "all"}
 
 
 def test_masks_change_does_not_rerun_classifier_or_cams(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n", "--config", "masks={generator: slic}")
-    assert scheduled_jobs(result) == {"generate_masks", "refine_labels", "train_segmentation", "predict", "evaluate",
-                                  "all"}
+    assert scheduled_jobs(result) == {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate", "all"}
+
+
+def test_forcerun_generate_masks_reruns_masks_and_what_follows_only(chain):
+    work, env, _ = chain
+    result = run_snakemake(work, env, "-n", "--forcerun", "generate_masks")
+    assert scheduled_jobs(result) == {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate", "all"}
 
 
 def test_weak_loss_change_retrains_the_weak_model_not_the_supervised_bound(chain):
@@ -131,7 +121,7 @@ def test_weak_loss_change_retrains_the_weak_model_not_the_supervised_bound(chain
     seg = {**TINY["segmentation"], "object_loss": {"weight": 0.5}}
     flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
     result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
-    assert scheduled_jobs(result) == {"train_segmentation", "predict", "evaluate", "all"}
+    assert scheduled_jobs(result) == {"train_segmentation", *PREDICT, "evaluate", "all"}
 
 
 def test_snakemake_report_builds(chain):
@@ -148,9 +138,9 @@ def test_ablation_schedules_only_what_each_variant_changes(chain):
     # 4 classifier variants (CTC, PTC, linking off, classifier seed) rerun from the classifier on; 2 refinement
     # variants from the pseudo-labels on; 5 loss and seed variants retrain the segmentation model (the
     # segmentation seed also the supervised bound). Tiles and masks are the run's.
-    assert job_counts(result) == {"train_classifier": 4, "extract_cams": 4, "refine_labels": 6,
-                                  "train_segmentation": 11, "predict": 11, "evaluate": 11, "ablation": 1,
-                                  "train_supervised": 1, "predict_supervised": 1}
+    assert job_counts(result) == {"train_classifier": 4, **dict.fromkeys(CAMS, 4), "refine_labels": 6,
+                                  "train_segmentation": 11, **dict.fromkeys(PREDICT, 11), "evaluate": 11,
+                                  "ablation": 1, "train_supervised": 1, "predict_supervised": 1}
 
 
 def test_ablation_table_from_shared_artifacts(chain):
@@ -159,8 +149,8 @@ def test_ablation_table_from_shared_artifacts(chain):
                "same: {description: nothing, set: {refine: {mask_voting: true}}}}"
     result = run_snakemake(work, env, "ablation", "--config", f"ablation={{splits: [test], variants: {variants}}}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert job_counts(result) == {"refine_labels": 1, "train_segmentation": 1, "predict": 1, "evaluate": 1,
-                                  "ablation": 1}  # "same" changes nothing: it is the run's own row again
+    assert job_counts(result) == {"refine_labels": 1, "train_segmentation": 1, **dict.fromkeys(PREDICT, 1),
+                                  "evaluate": 1, "ablation": 1}  # "same" changes nothing: it is the run's own row
     assert not (run / "ablations" / "no_voting" / "cams.zarr").exists()
     assert (run / "ablations" / "no_voting" / "pseudo_labels.zarr").exists()
     assert open_store(run / "ablations" / "no_voting" / "pseudo_labels.zarr",
@@ -200,7 +190,7 @@ def test_paper_mode_trains_one_network_and_predicts_with_it(paper):
     counts = job_counts(result)
     assert "train_segmentation" not in counts and "train_supervised" not in counts
     assert counts["train_classifier_joint"] == 1 and "train_classifier" not in counts
-    assert counts["generate_masks"] == 1
+    assert all(counts[rule] == 1 for rule in MASKS)
     metrics = json.loads((run / "classifier" / "metrics.json").read_text())
     assert metrics["joint_segmentation"] is True and metrics["select_metric"] == "seg_miou"
     assert all("seg_miou" in h and "cam_miou" in h for h in metrics["history"])
@@ -219,8 +209,7 @@ def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(pa
     seg = {**TINY["segmentation"], "loss_warmup_iterations": 2, "seg_weight": 0.2}
     flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
     result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
-    assert scheduled_jobs(result) == {"train_classifier_joint", "extract_cams", "refine_labels", "predict",
-                                      "evaluate", "all"}
+    assert scheduled_jobs(result) == {"train_classifier_joint", *CAMS, "refine_labels", *PREDICT, "evaluate", "all"}
 
 
 def test_atsg_ablate_runs_the_ablation_target(chain):

@@ -68,3 +68,25 @@ def test_atsg_info_describes_the_store(tiled):
                          capture_output=True, text=True, check=True).stdout
     assert "images" in out and "shape=(12, 3, 128, 128)" in out and "chunks=(1, 3, 128, 128)" in out
     assert "classes:" in out and "tiles store" in out
+
+
+def test_every_rule_runs_in_the_environment_of_its_kind():
+    """`--sdm conda`: GPU rules (those asking for a gpu resource) use envs/gpu.yaml, the others envs/cpu.yaml;
+    both install this checkout with the tested pins."""
+    rules = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            name = block.split(":")[0]
+            env = re.search(r"conda:\s+(\w+)", block)
+            rules[name] = (env.group(1) if env else None, "gpu=" in block)
+    assert len(rules) == 19  # every rule but `all`
+    for name, (env, gpu) in rules.items():
+        assert env == ("GPU_ENV" if gpu else "CPU_ENV"), name
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    for kind in ("gpu", "cpu"):
+        assert f'"../../envs/{kind}.yaml"' in common
+        spec = yaml.safe_load((REPO / "envs" / f"{kind}.yaml").read_text())
+        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+        assert "-c ../constraints.txt" in pip and "-e .." in pip
+    assert any("download.pytorch.org/whl/cpu" in line for line in yaml.safe_load(
+        (REPO / "envs" / "cpu.yaml").read_text())["dependencies"][-1]["pip"])

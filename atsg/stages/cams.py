@@ -1,4 +1,8 @@
-"""Stage extract_cams: tiles.zarr + classifier -> cams.zarr (multi-scale, flip, both heads, float16)."""
+"""Stage extract_cams: tiles.zarr + classifier -> cams.zarr (multi-scale, flip, both heads, float16).
+
+Sharded: a unit is one batch of consecutive tiles (``cams.batch_size``), so every tile is computed in the
+same batch whether the stage runs as one job or as many.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +15,49 @@ import torch
 
 from ..cam import multiscale_cams
 from ..device import select_device
-from ..store import atomic_store, base_attrs, create_tile_arrays
+from ..shards import ShardedStage, Step, run_sharded
+from ..store import base_attrs, create_tile_arrays
 from .classifier import load_classifier
-from .common import Tiles, batches, file_sha256, read_tiles
+from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
 
 log = logging.getLogger(__name__)
 
 
-def run_extract_cams(cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path) -> dict:
-    c = cfg["cams"]
-    tiles = Tiles.open(tiles_path)
-    device = select_device(c, "cams")
-    model, _ = load_classifier(classifier_path, tiles, device)
-    h, w = tiles.size
-    size = (max(1, h // c["output_stride"]), max(1, w // c["output_stride"]))
-    shape = (tiles.n, tiles.n_targets, *size)
-    attrs = {**base_attrs("cams", {"cams": dict(c)}), "scales": list(c["scales"]), "flip": c["flip"],
-             "classifier_sha256": file_sha256(classifier_path), "classes": tiles.classes,
-             "target_classes": list(tiles.attrs["target_classes"]), "tile_size": list(tiles.size)}
-    g_tiles = tiles.group
-    with atomic_store(out) as tmp:
-        g = create_tile_arrays(tmp, "cams", {"cams": shape, "cams_aux": shape}, {},
-                               {"cams": ("tile", "class", "y", "x"), "cams_aux": ("tile", "class", "y", "x")}, attrs)
-        for idx in batches(np.arange(tiles.n), c["batch_size"], "extract_cams"):
-            images = torch.from_numpy(read_tiles(g_tiles["images"], idx)).to(device)
-            cam, cam_aux = multiscale_cams(model, images, c["scales"], c["flip"], size)
+class ExtractCams(ShardedStage):
+    kind = "cams"
+
+    def __init__(self, cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path):
+        self.c, self.classifier_path, self.out = cfg["cams"], Path(classifier_path), Path(out)
+        self.tiles = Tiles.open(tiles_path)
+        h, w = self.tiles.size
+        stride = self.c["output_stride"]
+        self.size = (max(1, h // stride), max(1, w // stride))
+
+    def units(self) -> list[np.ndarray]:
+        return consecutive_units(self.tiles.n, self.c["batch_size"])
+
+    def create(self, path: Path) -> None:
+        c, tiles = self.c, self.tiles
+        shape = (tiles.n, tiles.n_targets, *self.size)
+        attrs = {**base_attrs("cams", {"cams": dict(c)}), "scales": list(c["scales"]), "flip": c["flip"],
+                 "classifier_sha256": file_sha256(self.classifier_path), "classes": tiles.classes,
+                 "target_classes": list(tiles.attrs["target_classes"]), "tile_size": list(tiles.size)}
+        dims = ("tile", "class", "y", "x")
+        create_tile_arrays(path, "cams", {"cams": shape, "cams_aux": shape}, {}, {"cams": dims, "cams_aux": dims},
+                           attrs)
+
+    def fill(self, group, units: list[np.ndarray], folders) -> dict:
+        device = select_device(self.c, "cams")
+        model, _ = load_classifier(self.classifier_path, self.tiles, device)
+        images = self.tiles.group["images"]
+        for idx in unit_progress(units, "extract_cams"):
+            batch = torch.from_numpy(read_tiles(images, idx)).to(device)
+            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size)
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
-            g["cams"][sl] = cam.cpu().numpy().astype(np.float16)
-            g["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)
-    return {"tiles": tiles.n, "shape": list(shape), "device": str(device)}
+            group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
+            group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)
+        return {"tiles": int(sum(len(u) for u in units)), "device": str(device)}
+
+
+def run_extract_cams(cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path, step: Step = Step()) -> dict:
+    return run_sharded(ExtractCams(cfg, tiles_path, classifier_path, out), step)

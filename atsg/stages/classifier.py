@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
+from ..distributed import is_main
 from ..evaluate.metrics import ConfusionAccumulator
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
@@ -117,6 +118,8 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
     engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(*settings), c["select_metric"],
                     "train_classifier")
     result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls", masks_path=masks_path), objective, validation)
+    if not is_main():
+        return {}
     save_model_file(out_dir / "model.pt", model.classifier_state(result.best_state), "classifier", c,
                     classes=tiles.classes, in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
     if joint:

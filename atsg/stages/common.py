@@ -151,6 +151,20 @@ def batches(indices: Sequence[int], size: int, desc: str) -> Iterator[np.ndarray
     bar.close()
 
 
+def consecutive_units(n: int, size: int) -> list[np.ndarray]:
+    """Tiles 0..n-1 in runs of ``size`` consecutive indices (the units of a sharded stage)."""
+    return [np.arange(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def unit_progress(units: Sequence[np.ndarray], desc: str) -> Iterator[np.ndarray]:
+    """The units of one shard with a progress bar counting tiles."""
+    bar = tqdm(total=int(sum(len(u) for u in units)), desc=desc, unit="tile", mininterval=5, dynamic_ncols=True)
+    for unit in units:
+        yield unit
+        bar.update(len(unit))
+    bar.close()
+
+
 def read_tiles(array, idx: np.ndarray) -> np.ndarray:
     """Rows ``idx`` (sorted) of a zarr array, reading contiguous runs as slices."""
     idx = np.asarray(idx)

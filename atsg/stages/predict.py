@@ -21,7 +21,8 @@ from rasterio.transform import Affine
 
 from ..device import select_device
 from ..inference import predict_probs
-from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays
+from ..shards import ShardedStage, Step, run_sharded
+from ..store import IGNORE, base_attrs, create_tile_arrays
 from .common import Tiles, batches, file_sha256, read_tiles
 from .segmentation import load_segmenter
 
@@ -51,38 +52,54 @@ def write_scene_geotiff(path: Path, labels: np.ndarray, scene: Mapping, palette)
                 dst.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(palette)})
 
 
-def run_predict(cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None) -> dict:
-    p = cfg["predict"]
-    tiles = Tiles.open(tiles_path)
-    device = select_device(p, "predict")
-    model, _ = load_segmenter(model_path, tiles, device)
-    n_cls = len(tiles.classes)
-    shape = (tiles.n, *tiles.size)
-    arrays = {"labels": shape}
-    if p["scores"]:
-        arrays["scores"] = shape
-    attrs = {**base_attrs("predictions", {"predict": dict(p)}), "classes": tiles.classes,
-             "model_sha256": file_sha256(model_path), "palette": tiles.attrs.get("palette")}
-    window = blend_window(tiles.size[0], p["blend"])
-    g_tiles = tiles.group
-    windows = tiles.attrs["tiles"]["window"]
-    written = []
-    with atomic_store(out) as tmp, _maybe_atomic(geotiff_dir) as tif_dir:
-        g = create_tile_arrays(tmp, "predictions", arrays, {"labels": IGNORE},
-                               {k: ("tile", "y", "x") for k in arrays}, attrs)
-        for scene in tiles.attrs["scenes"]:
+class Predict(ShardedStage):
+    """A unit is one source scene: its tiles' predictions and its GeoTIFF (blended across tile overlaps)."""
+
+    kind = "predictions"
+
+    def __init__(self, cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None):
+        self.p, self.model_path, self.out = cfg["predict"], Path(model_path), Path(out)
+        self.tiles = Tiles.open(tiles_path)
+        self.geotiffs = geotiff_dir is not None and self.p["geotiff"]
+        self.folders = [Path(geotiff_dir)] if geotiff_dir is not None else []
+
+    def units(self) -> list[dict]:
+        return list(self.tiles.attrs["scenes"])
+
+    def _arrays(self) -> dict:
+        shape = (self.tiles.n, *self.tiles.size)
+        return {"labels": shape, **({"scores": shape} if self.p["scores"] else {})}
+
+    def create(self, path: Path) -> None:
+        tiles = self.tiles
+        arrays = self._arrays()
+        attrs = {**base_attrs("predictions", {"predict": dict(self.p)}), "classes": tiles.classes,
+                 "model_sha256": file_sha256(self.model_path), "palette": tiles.attrs.get("palette")}
+        create_tile_arrays(path, "predictions", arrays, {"labels": IGNORE}, {k: ("tile", "y", "x") for k in arrays},
+                           attrs)
+
+    def fill(self, group, units: list[dict], folders: list[Path]) -> dict:
+        p, tiles = self.p, self.tiles
+        device = select_device(p, "predict")
+        model, _ = load_segmenter(self.model_path, tiles, device)
+        n_cls = len(tiles.classes)
+        window = blend_window(tiles.size[0], p["blend"])
+        windows = tiles.attrs["tiles"]["window"]
+        images = tiles.group["images"]
+        written = []
+        for scene in units:
             first, count = scene["first_tile"], scene["n_tiles"]
             acc = weight = None
-            if tif_dir is not None and p["geotiff"]:
+            if self.geotiffs:
                 acc = np.zeros((n_cls, scene["height"], scene["width"]), np.float32)
                 weight = np.zeros((scene["height"], scene["width"]), np.float32)
             for idx in batches(np.arange(first, first + count), p["batch_size"], f"predict {scene['id']}"):
-                images = torch.from_numpy(read_tiles(g_tiles["images"], idx)).to(device)
-                probs = predict_probs(model, images, p["scales"], p["flip"]).cpu().numpy()
+                batch = torch.from_numpy(read_tiles(images, idx)).to(device)
+                probs = predict_probs(model, batch, p["scales"], p["flip"]).cpu().numpy()
                 sl = slice(int(idx[0]), int(idx[-1]) + 1)
-                g["labels"][sl] = probs.argmax(1).astype(np.uint8)
+                group["labels"][sl] = probs.argmax(1).astype(np.uint8)
                 if p["scores"]:
-                    g["scores"][sl] = probs.max(1).astype(np.float16)
+                    group["scores"][sl] = probs.max(1).astype(np.float16)
                 if acc is not None:
                     for k, i in enumerate(idx):
                         row, col, th, tw = windows[int(i)]
@@ -92,25 +109,12 @@ def run_predict(cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geo
             if acc is not None:
                 labels = acc.argmax(0).astype(np.uint8)
                 labels[weight == 0] = IGNORE
-                path = tif_dir / f"{scene['id']}.tif"
-                write_scene_geotiff(path, labels, scene, tiles.attrs.get("palette"))
-                written.append(path.name)
-    return {"tiles": tiles.n, "geotiffs": len(written), "device": str(device)}
+                write_scene_geotiff(folders[0] / f"{scene['id']}.tif", labels, scene, tiles.attrs.get("palette"))
+                written.append(scene["id"])
+        return {"scenes": len(units), "tiles": int(sum(s["n_tiles"] for s in units)), "geotiffs": len(written),
+                "device": str(device)}
 
 
-class _maybe_atomic:
-    """atomic_store for the GeoTIFF folder when one is written, else a no-op yielding None."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.ctx = atomic_store(path) if path is not None else None
-
-    def __enter__(self):
-        if self.ctx is None:
-            return None
-        tmp = self.ctx.__enter__()
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc) if self.ctx is not None else False
+def run_predict(cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None,
+                step: Step = Step()) -> dict:
+    return run_sharded(Predict(cfg, tiles_path, model_path, out, geotiff_dir), step)

@@ -13,6 +13,7 @@ import torch
 
 from ..config import supervised_section
 from ..device import select_device
+from ..distributed import is_main
 from ..errors import DataError
 from ..evaluate.metrics import ConfusionAccumulator
 from ..inference import predict_probs
@@ -79,10 +80,12 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
         data_id.append(store_identity(masks_path))
     settings = supervised_section(c) if supervised else c
     engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(settings, supervised, data_id), "miou",
-                    name)
+                    name, "segmentation")
     samples = TrainSamples(tiles.path, train_idx, c, "truth" if supervised else "pseudo",
                            None if supervised else labels_path, masks_path)
     result = engine.fit(samples, objective, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
+    if not is_main():
+        return {}
     # the foreground decoder only trains (joint loss): the model file holds what inference uses
     state = {k: v for k, v in result.best_state.items() if not k.startswith("foreground.")}
     save_model_file(out_dir / "model.pt", state, "segmentation", c, classes=tiles.classes,

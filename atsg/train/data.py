@@ -107,13 +107,21 @@ class TrainSamples(Dataset):
 
 
 class RangeSampler(torch.utils.data.Sampler):
-    """Sample counters start..stop (start > 0 after a resume)."""
+    """Sample counters of steps ``start``..``stop`` (start > 0 after a resume), ``batch`` per step.
 
-    def __init__(self, start: int, stop: int):
-        self.start, self.stop = start, stop
+    With ``world`` processes, process ``rank`` takes its fixed share of each step: counters
+    step * batch + rank * batch / world + (0 .. batch / world - 1). All processes together draw exactly
+    the samples one process would have drawn.
+    """
+
+    def __init__(self, start: int, stop: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+        self.share = batch // world
 
     def __iter__(self):
-        return iter(range(self.start, self.stop))
+        for step in range(self.start, self.stop):
+            first = step * self.batch + self.rank * self.share
+            yield from range(first, first + self.share)
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return (self.stop - self.start) * self.share

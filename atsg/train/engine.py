@@ -4,6 +4,10 @@ AdamW with a head learning-rate multiplier, linear warm-up then poly decay,
 gradient clipping, mixed precision on CUDA, seeded batches and dropout,
 resumable checkpoints every N steps, validation every N steps keeping the best
 weights by a validation score (computed on the val split by the stage).
+
+Under torchrun (train.gpus > 1) the model runs inside DistributedDataParallel:
+every process takes an equal, fixed share of each step's samples, gradients are
+averaged across processes, and rank 0 alone validates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..device import autocast
 from .data import RangeSampler
 
@@ -49,6 +55,18 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class _Step(nn.Module):
+    """One training step's forward (model + objective) as a module, so DistributedDataParallel sees every
+    parameter the objective uses, however it calls the model."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict, step: int):
+        return self.loss_fn(self.model, batch, step)
+
+
 @dataclass
 class FitResult:
     best_state: dict
@@ -61,8 +79,8 @@ class FitResult:
 
 class Engine:
     def __init__(self, model: nn.Module, cfg: Mapping, device: torch.device, workdir: Path, fingerprint: str,
-                 select: str, name: str):
-        self.model, self.cfg, self.device = model.to(device), cfg, device
+                 select: str, name: str, section: str = "classifier"):
+        self.model, self.cfg, self.device, self.section = model.to(device), cfg, device, section
         self.workdir, self.fingerprint, self.select, self.name = Path(workdir), fingerprint, select, name
         head_ids = {id(p) for p in model.head_parameters()}
         backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
@@ -123,18 +141,30 @@ class Engine:
                     "state": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}}
         return best
 
+    def _wrap(self, loss_fn: LossFn) -> nn.Module:
+        step = _Step(self.model, loss_fn)
+        if distributed.world_size() == 1:
+            return step
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # some parameters sit out some steps (losses that start after a warm-up, switched-off heads)
+        return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+
     def fit(self, samples, loss_fn: LossFn, validate: ValidateFn) -> FitResult:
         cfg = self.cfg
         iters, batch = cfg["iterations"], cfg["batch_size"]
+        world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+        share = distributed.check_batch(batch, self.section, world)
         start, best, history = self._resume()
         resumed_from = start
-        loader = DataLoader(samples, batch_size=batch, sampler=RangeSampler(start * batch, iters * batch),
+        loader = DataLoader(samples, batch_size=share, sampler=RangeSampler(start, iters, batch, rank, world),
                             num_workers=cfg["workers"], drop_last=True, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
+        forward = self._wrap(loss_fn)
         self.model.train()
         t0 = time.perf_counter()
         running: dict[str, float] = {}
-        bar = tqdm(total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True)
+        bar = tqdm(total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True,
+                   disable=not main)
         step = start
         for batch_data in loader:
             lr = self._set_lr(step)
@@ -142,7 +172,7 @@ class Engine:
             batch_data = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                           for k, v in batch_data.items()}
             with autocast(self.device, self.amp):
-                loss, parts = loss_fn(self.model, batch_data, step)
+                loss, parts = forward(batch_data, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{self.name}: loss is {loss.item()} at step {step}; lower the learning rate")
             self.opt.zero_grad(set_to_none=True)
@@ -156,19 +186,19 @@ class Engine:
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v
             bar.update(1)
-            if step % cfg["log_every"] == 0 or step == iters:
+            if main and (step % cfg["log_every"] == 0 or step == iters):
                 n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
                 means = {k: v / n for k, v in running.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
                 log.info("%s: step %d/%d lr %.2e %s", self.name, step, iters, lr,
                          " ".join(f"{k}={v:.4f}" for k, v in means.items()))
                 running = {}
-            if step % cfg["val_every"] == 0 or step == iters:
+            if main and (step % cfg["val_every"] == 0 or step == iters):
                 best = self._validate(step, validate, best, history)
-            if step % cfg["checkpoint_every"] == 0 or step == iters:
+            if main and (step % cfg["checkpoint_every"] == 0 or step == iters):
                 self._save(step, best, history)
         bar.close()
-        if best["state"] is None:  # resumed after the last step: validate once to pick the weights
+        if main and best["state"] is None:  # resumed after the last step: validate once to pick the weights
             best = self._validate(step, validate, best, history)
         seconds = time.perf_counter() - t0
         return FitResult(best_state=best["state"], best_score=best["score"], best_step=best["step"],

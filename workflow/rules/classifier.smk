@@ -27,7 +27,7 @@ def roots_where(paper_mode):
 
 
 CLASSIFIER_SHELL = (
-    "atsg train_classifier --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} {params.masks} "
+    "atsg train_classifier --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} --tiles {input.tiles:q} {params.masks} "
     "--out {params.out:q} --log {log:q}"
 )
 
@@ -46,13 +46,13 @@ rule train_classifier:
         masks="",
     threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
     log:
         "{root}/logs/train_classifier.log",
     benchmark:
         "{root}/benchmarks/train_classifier.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        GPU_ENV
     shell:
         CLASSIFIER_SHELL
 
@@ -72,12 +72,12 @@ rule train_classifier_joint:
         masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
     threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
     log:
         "{root}/logs/train_classifier.log",
     benchmark:
         "{root}/benchmarks/train_classifier.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        GPU_ENV
     shell:
         CLASSIFIER_SHELL

@@ -9,6 +9,7 @@ from pathlib import Path
 from atsg.ablation import artifact_roots, variant_configs
 from atsg.artifacts import joint, needs_masks
 from atsg.config import dataset_root, run_dir, section_json, supervised_json
+from atsg.shards import partial_path
 
 RUN = run_dir(config)
 LOGS = RUN / "logs"
@@ -18,6 +19,14 @@ SYNTHETIC = config["dataset"]["preset"] == "synthetic"
 TRAIN_THREADS = 8
 STAGE_THREADS = 4
 
+# Execution settings, not stage settings: passed on the command line, never as params, so changing them
+# reruns nothing. Every GPU job reads `devices` (its local GPU claim) and `train` (its process count).
+RUNTIME = section_json(config, "devices", "train")
+SHARDS = config["shards"]
+TRAIN_GPUS = config["train"]["gpus"]  # processes (one GPU each) of every training job
+GPU_ENV = "../../envs/gpu.yaml"
+CPU_ENV = "../../envs/cpu.yaml"
+
 VARIANTS = variant_configs(config)  # a bad ablation variant stops here with one line
 ROOTS = artifact_roots(config, VARIANTS)
 VARIANT_ROOTS = {str(RUN): None, **{str(RUN / "ablations" / name): name for name in VARIANTS}}
@@ -26,6 +35,7 @@ CONFIGS = {str(RUN): config, **{str(RUN / "ablations" / name): cfg for name, cfg
 
 wildcard_constraints:
     root="|".join(re.escape(root) for root in CONFIGS),
+    shard=r"\d+",
 
 
 def cfg_of(wildcards):
@@ -59,3 +69,18 @@ def out_dir(name):
 def scenes_input(wildcards):
     """The demo scenes when the dataset is synthetic; real data lies outside the workflow."""
     return [RUN / "scenes"] if SYNTHETIC else []
+
+
+def partial(path):
+    """The hidden name a sharded store (or folder) is built under until its stage finalises it."""
+    return str(partial_path(path))
+
+
+def shard_markers(stage):
+    """Input of a finalising rule: the marker of each of the stage's `shards` jobs."""
+    return lambda wildcards: [f"{wildcards.root}/shards/{stage}/{k}.json" for k in range(SHARDS[stage])]
+
+
+def shard_of(stage):
+    """`K/S` of a shard job."""
+    return lambda wildcards: f"{wildcards.shard}/{SHARDS[stage]}"

@@ -43,7 +43,7 @@ rule evaluate:
     benchmark:
         "{root}/benchmarks/evaluate.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        CPU_ENV
     shell:
         "atsg evaluate --params {params.cfg:q} --tiles {input.tiles:q} --cams {input.cams:q} "
         "--pseudo-labels {input.pseudo:q} --predictions {input.predictions:q} {params.supervised} "
@@ -68,6 +68,6 @@ rule ablation:
     log:
         LOGS / "ablation.log",
     conda:
-        "../../envs/atsg.yaml"
+        CPU_ENV
     shell:
         "atsg ablation_table --params {params.cfg:q} {params.metrics} --out {RUN}/eval --log {log:q}"

@@ -1,22 +1,67 @@
-# Class-agnostic masks: tiles.zarr -> masks.zarr (object and boundary maps)
+# Class-agnostic masks: tiles.zarr -> masks.zarr (object and boundary maps), in `shards.generate_masks` jobs:
+# generate_masks_prepare, generate_masks_shard (one GPU each with SAM), generate_masks (finalise).
+
+
+def masks_gpus(wildcards):
+    return 1 if cfg_of(wildcards)["masks"]["generator"] == "sam" else 0
+
+
+MASKS_ARGS = "--params {params.cfg:q} --tiles {input.tiles:q} --out {params.out:q}"
+
+
+rule generate_masks_prepare:
+    input:
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+    output:
+        temp(directory(partial("{root}/masks.zarr"))),
+    params:
+        cfg=stage_params("masks"),
+        out="{root}/masks.zarr",
+    log:
+        "{root}/logs/generate_masks_prepare.log",
+    conda:
+        CPU_ENV
+    shell:
+        "atsg generate_masks --prepare " + MASKS_ARGS + " --log {log:q}"
+
+
+rule generate_masks_shard:
+    input:
+        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        partial=partial("{root}/masks.zarr"),
+    output:
+        temp("{root}/shards/generate_masks/{shard}.json"),
+    params:
+        cfg=stage_params("masks"),
+        out="{root}/masks.zarr",
+        shard=shard_of("generate_masks"),
+    threads: 1
+    resources:
+        gpu=masks_gpus,
+    log:
+        "{root}/logs/generate_masks.shard{shard}.log",
+    benchmark:
+        "{root}/benchmarks/generate_masks.shard{shard}.tsv"
+    conda:
+        GPU_ENV
+    shell:
+        "atsg generate_masks --shard {params.shard} --marker {output:q} " + MASKS_ARGS + " --params {RUNTIME:q} "
+        "--threads {threads} --log {log:q}"
 
 
 rule generate_masks:
     input:
         tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        partial=partial("{root}/masks.zarr"),
+        markers=shard_markers("generate_masks"),
     output:
         directory("{root}/masks.zarr"),
     params:
         cfg=stage_params("masks"),
-    threads: 1
-    resources:
-        gpu=lambda wildcards: 1 if cfg_of(wildcards)["masks"]["generator"] == "sam" else 0,
+        out="{root}/masks.zarr",
     log:
         "{root}/logs/generate_masks.log",
-    benchmark:
-        "{root}/benchmarks/generate_masks.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        CPU_ENV
     shell:
-        "atsg generate_masks --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} "
-        "--out {output:q} --log {log:q}"
+        "atsg generate_masks --finalise --markers {input.markers:q} " + MASKS_ARGS + " --log {log:q}"

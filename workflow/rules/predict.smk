@@ -1,4 +1,5 @@
-# Prediction: tiles + segmentation model -> predictions.zarr + predictions/{scene}.tif
+# Prediction: tiles + segmentation model -> predictions.zarr + predictions/{scene}.tif, in `shards.predict`
+# jobs (a shard takes whole scenes): predict_prepare, predict_shard (one GPU each), predict (finalise).
 
 
 def weak_model(wildcards):
@@ -8,27 +9,79 @@ def weak_model(wildcards):
     return artifact(wildcards, "segmentation", "segmentation", "model.pt")
 
 
+def predict_inputs(wildcards):
+    return {"tiles": artifact(wildcards, "tiles", "tiles.zarr"), "model": weak_model(wildcards)}
+
+
+PREDICT_ARGS = (
+    "--params {params.cfg:q} --tiles {input.tiles:q} --model {input.model:q} --out {params.out:q} "
+    "--geotiffs {params.geotiffs:q}"
+)
+
+
+rule predict_prepare:
+    input:
+        unpack(predict_inputs),
+    output:
+        store=temp(directory(partial("{root}/predictions.zarr"))),
+        geotiffs=temp(directory(partial("{root}/predictions"))),
+    params:
+        cfg=stage_params("predict"),
+        out="{root}/predictions.zarr",
+        geotiffs="{root}/predictions",
+    log:
+        "{root}/logs/predict_prepare.log",
+    conda:
+        CPU_ENV
+    shell:
+        "atsg predict --prepare " + PREDICT_ARGS + " --log {log:q}"
+
+
+rule predict_shard:
+    input:
+        unpack(predict_inputs),
+        store=partial("{root}/predictions.zarr"),
+        geotiffs=partial("{root}/predictions"),
+    output:
+        temp("{root}/shards/predict/{shard}.json"),
+    params:
+        cfg=stage_params("predict"),
+        out="{root}/predictions.zarr",
+        geotiffs="{root}/predictions",
+        shard=shard_of("predict"),
+    threads: STAGE_THREADS
+    resources:
+        gpu=1,
+    log:
+        "{root}/logs/predict.shard{shard}.log",
+    benchmark:
+        "{root}/benchmarks/predict.shard{shard}.tsv"
+    conda:
+        GPU_ENV
+    shell:
+        "atsg predict --shard {params.shard} --marker {output:q} " + PREDICT_ARGS + " --params {RUNTIME:q} "
+        "--threads {threads} --log {log:q}"
+
+
 rule predict:
     input:
-        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
-        model=weak_model,
+        unpack(predict_inputs),
+        store=partial("{root}/predictions.zarr"),
+        geotiffs=partial("{root}/predictions"),
+        markers=shard_markers("predict"),
     output:
         store=directory("{root}/predictions.zarr"),
         geotiffs=directory("{root}/predictions"),
     params:
         cfg=stage_params("predict"),
-    threads: STAGE_THREADS
-    resources:
-        gpu=1,
+        out="{root}/predictions.zarr",
+        geotiffs="{root}/predictions",
     log:
         "{root}/logs/predict.log",
-    benchmark:
-        "{root}/benchmarks/predict.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        CPU_ENV
     shell:
-        "atsg predict --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} --model {input.model:q} "
-        "--out {output.store:q} --geotiffs {output.geotiffs:q} --log {log:q}"
+        "atsg predict --finalise --markers {input.markers:q} " + PREDICT_ARGS + " --log {log:q}"
 
 
 rule predict_supervised:
@@ -47,7 +100,7 @@ rule predict_supervised:
     benchmark:
         "{root}/benchmarks/predict_supervised.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        GPU_ENV
     shell:
-        "atsg predict --no-geotiffs --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} "
-        "--model {input.model:q} --out {output:q} --log {log:q}"
+        "atsg predict --no-geotiffs --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} "
+        "--tiles {input.tiles:q} --model {input.model:q} --out {output:q} --log {log:q}"

@@ -29,7 +29,7 @@ rule refine_labels:
     benchmark:
         "{root}/benchmarks/refine_labels.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        GPU_ENV
     shell:
-        "atsg refine_labels --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} "
+        "atsg refine_labels --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} --tiles {input.tiles:q} "
         "--cams {input.cams:q} {params.extra} --out {output:q} --log {log:q}"

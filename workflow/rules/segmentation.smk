@@ -23,15 +23,15 @@ rule train_segmentation:
         masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
     threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
     log:
         "{root}/logs/train_segmentation.log",
     benchmark:
         "{root}/benchmarks/train_segmentation.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        GPU_ENV
     shell:
-        "atsg train_segmentation --params {params.cfg:q} --threads {threads} --tiles {input.tiles:q} "
+        "atsg train_segmentation --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} --tiles {input.tiles:q} "
         "--labels {input.labels:q} {params.masks} --out {params.out:q} --log {log:q}"
 
 
@@ -46,13 +46,13 @@ rule train_supervised:
         out=out_dir("supervised"),
     threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
     log:
         "{root}/logs/train_supervised.log",
     benchmark:
         "{root}/benchmarks/train_supervised.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        GPU_ENV
     shell:
-        "atsg train_segmentation --supervised --params {params.cfg:q} --threads {threads} "
+        "atsg train_segmentation --supervised --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} "
         "--tiles {input.tiles:q} --out {params.out:q} --log {log:q}"

@@ -11,7 +11,7 @@ rule synth:
     benchmark:
         BENCH / "synth.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        CPU_ENV
     shell:
         "atsg synth --params {params.cfg:q} --out {output:q} --log {log:q}"
 
@@ -29,6 +29,6 @@ rule tile:
     benchmark:
         BENCH / "tile.tsv"
     conda:
-        "../../envs/atsg.yaml"
+        CPU_ENV
     shell:
         "atsg tile --params {params.cfg:q} --root {params.root:q} --out {output:q} --log {log:q}"
