@@ -62,8 +62,10 @@ def install() -> None:
     if all(Path(b).exists() for b in BINARIES):
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env, check=True,
-                   capture_output=True, timeout=600)
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+    if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:  # stale package lists
+        subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True, timeout=600)
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
 
 
 class Cluster:

@@ -167,15 +167,32 @@ LONGER = ["--set", "classifier.iterations=40", "--set", "classifier.checkpoint_e
           "--set", "segmentation.checkpoint_every=10", "--set", "segmentation.val_every=20"]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(chain, tmp_path_factory):
+    """stage -> (its arguments, the folder of its uninterrupted run), each trained once."""
+    work, env, run = chain
+    runs = {}
+
+    def get(stage):
+        if stage not in runs:
+            base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml", *LONGER,
+                    "--threads", 2, "--tiles", run / "tiles.zarr"]
+            if stage == "train_segmentation":
+                base += ["--labels", run / "pseudo_labels.zarr", "--masks", run / "masks.zarr"]
+            full = tmp_path_factory.mktemp(stage)
+            subprocess.run(_atsg(stage, *base, "--out", full), env=env, check=True, capture_output=True)
+            runs[stage] = base, full
+        return runs[stage]
+
+    return get
+
+
 @pytest.mark.parametrize("stage,kill_at", [("train_classifier", 0), ("train_classifier", 20),
                                            ("train_segmentation", 10)])
-def test_a_killed_training_job_resumes_and_ends_as_an_uninterrupted_run(chain, tmp_path, stage, kill_at):
-    work, env, run = chain
-    base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml", *LONGER,
-            "--threads", 2, "--tiles", run / "tiles.zarr"]
-    if stage == "train_segmentation":
-        base += ["--labels", run / "pseudo_labels.zarr", "--masks", run / "masks.zarr"]
-    subprocess.run(_atsg(stage, *base, "--out", tmp_path / "full"), env=env, check=True, capture_output=True)
+def test_a_killed_training_job_resumes_and_ends_as_an_uninterrupted_run(chain, uninterrupted, tmp_path, stage,
+                                                                        kill_at):
+    _, env, _ = chain
+    base, full_dir = uninterrupted(stage)
     out = tmp_path / "killed"
     last = out / "checkpoints" / "last.pt"
     log = out / "log.txt"
@@ -185,10 +202,10 @@ def test_a_killed_training_job_resumes_and_ends_as_an_uninterrupted_run(chain, t
     assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
     subprocess.run(_atsg(stage, *base, "--out", out), env=env, check=True, capture_output=True)
     resumed = json.loads((out / "metrics.json").read_text())
-    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    full = json.loads((full_dir / "metrics.json").read_text())
     assert resumed["resumed_from"] >= kill_at and resumed["resumed_from"] % 10 == 0
     assert resumed["best_step"] == full["best_step"] and resumed["best_score"] == pytest.approx(full["best_score"])
-    a, b = _weights(out / "model.pt"), _weights(tmp_path / "full" / "model.pt")
+    a, b = _weights(out / "model.pt"), _weights(full_dir / "model.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

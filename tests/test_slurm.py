@@ -35,9 +35,9 @@ def small_profile(folder: Path) -> Path:
     small = {"runtime": 10, "mem_mb": 1000, "cpus_per_task": 1}
     profile["default-resources"] = {**profile["default-resources"], **small}
     profile["set-resources"] = {rule: {**res, **small} for rule, res in profile["set-resources"].items()}
-    # polled every second: the CI node has nothing else to do (real clusters want the profile's pace)
-    profile.update({"slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 1,
-                    "latency-wait": 5})
+    # The plugin checks a job `init` s after submitting it, then 10 s later each time more: checks at 7, 24, 58 s
+    # catch the tiny jobs (10-21 s on the CI node) at the second look.
+    profile.update({"slurm-init-seconds-before-status-checks": 7, "latency-wait": 5})
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
@@ -56,6 +56,7 @@ def test_tiny_workflow_runs_on_slurm_through_the_profile(tmp_path, cli_env):
                                  str(work / "tiny.yaml"), "--profile", str(profile)], env=env, capture_output=True,
                                 text=True, timeout=1200)
         jobs = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True).stdout
+    (work / "slurm_jobs.txt").write_text(jobs)  # for a look after a failure
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-5000:]
     run = work / "results" / "tiny"

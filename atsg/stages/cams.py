@@ -11,13 +11,9 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import torch
 
-from ..cam import multiscale_cams
-from ..device import select_device
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
-from .classifier import load_classifier
 from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
 
 log = logging.getLogger(__name__)
@@ -47,6 +43,12 @@ class ExtractCams(ShardedStage):
                            attrs)
 
     def fill(self, group, units: list[np.ndarray], folders) -> dict:
+        import torch
+
+        from ..cam import multiscale_cams
+        from ..device import select_device
+        from .classifier import load_classifier
+
         device = select_device(self.c, "cams")
         model, _ = load_classifier(self.classifier_path, self.tiles, device)
         images = self.tiles.group["images"]

@@ -1,4 +1,8 @@
-"""What every stage needs: the tile store, model files, fingerprints, batched tile loops."""
+"""What every stage needs: the tile store, model files, fingerprints, batched tile loops.
+
+torch is imported where a model or tensor is made, so that the bookkeeping steps of sharded stages
+(preparing and finalising stores) start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,10 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-import torch
 import zarr
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..cam import fuse_heads
 from ..errors import DataError
 from ..store import SPLITS, open_store
 
@@ -104,6 +106,8 @@ def load_model_file(path: str | Path, kind: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no {kind} model; run the stage that trains it first")
+    import torch
+
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -175,6 +179,10 @@ def read_tiles(array, idx: np.ndarray) -> np.ndarray:
 
 def read_cams(cams, idx: np.ndarray, aux_weight: float) -> torch.Tensor:
     """CAMs (float32) of tiles ``idx`` from cams.zarr, the auxiliary head mixed in by ``aux_weight``."""
+    import torch
+
+    from ..cam import fuse_heads
+
     cam = torch.from_numpy(read_tiles(cams["cams"], idx).astype(np.float32))
     aux = torch.from_numpy(read_tiles(cams["cams_aux"], idx).astype(np.float32)) if aux_weight else None
     return fuse_heads(cam, aux, aux_weight)

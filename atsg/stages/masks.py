@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import torch
 
-from ..device import select_device
-from ..masks.generate import build_generator
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
 from .common import Tiles, consecutive_units, file_sha256, unit_progress
@@ -43,6 +40,11 @@ class GenerateMasks(ShardedStage):
                            {"objects": ("tile", "y", "x"), "boundaries": ("tile", "y", "x")}, attrs)
 
     def fill(self, group, units: list[np.ndarray], folders) -> dict:
+        import torch
+
+        from ..device import select_device
+        from ..masks.generate import build_generator
+
         m = self.m
         device = select_device(m, "masks") if m["generator"] == "sam" else torch.device("cpu")
         generator = build_generator(m, device)

@@ -15,16 +15,12 @@ from typing import Mapping
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
-from ..device import select_device
-from ..inference import predict_probs
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import IGNORE, base_attrs, create_tile_arrays
 from .common import Tiles, batches, file_sha256, read_tiles
-from .segmentation import load_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +75,12 @@ class Predict(ShardedStage):
                            attrs)
 
     def fill(self, group, units: list[dict], folders: list[Path]) -> dict:
+        import torch
+
+        from ..device import select_device
+        from ..inference import predict_probs
+        from .segmentation import load_segmenter
+
         p, tiles = self.p, self.tiles
         device = select_device(p, "predict")
         model, _ = load_segmenter(self.model_path, tiles, device)
