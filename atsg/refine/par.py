@@ -5,7 +5,9 @@ affinity softmax(-(|I_i - I_j| / std / w_rgb)^2) averaged over channels, plus
 w_pos * softmax of the (constant) distance term, iterated. The published code
 builds the neighbours with one convolution per dilation and repeats the centre
 image and the position grid to the neighbour count; here neighbours are strided
-views of one replicate-padded tensor and everything else broadcasts.
+views of one replicate-padded tensor, and the affinity and every propagation step
+are accumulated view by view, so memory stays at the affinity tensor itself
+(benchmarks/par.py measures both ways).
 """
 
 from __future__ import annotations
@@ -39,13 +41,39 @@ class PAR(nn.Module):
         pos = -(dist / (dist.std() + 1e-8) / w_rgb) ** 2
         self.register_buffer("pos_aff", F.softmax(pos, 0).view(1, 1, -1, 1, 1), persistent=False)
 
+    def _views(self, x: torch.Tensor):
+        """The neighbour views of ``x`` (B, C, H, W), one per (dilation, offset), without copying."""
+        h, w = x.shape[-2:]
+        pad = max(self.dilations)
+        padded = F.pad(x, (pad,) * 4, mode="replicate")
+        for d in self.dilations:
+            for dy, dx in _OFFSETS:
+                yield padded[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
+
     def affinity(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 8 * len(dilations), H, W) propagation weights of an image (B, C, H, W)."""
-        nb = neighbours(image, self.dilations)
-        diff = (nb - image.unsqueeze(2)).abs()
-        std = nb.std(2, keepdim=True)
-        aff = (-(diff / (std + 1e-8) / self.w_rgb) ** 2).mean(1, keepdim=True)
-        return F.softmax(aff, 2) + self.w_pos * self.pos_aff
+        """(B, 1, 8 * len(dilations), H, W) propagation weights of an image (B, C, H, W).
+
+        The neighbours' standard deviation (two passes: mean, then squared deviations) and each neighbour's
+        colour term are accumulated view by view, so no (B, C, 8D, H, W) tensor is ever made; the only
+        large tensor is the result.
+        """
+        n = 8 * len(self.dilations)
+        mean = torch.zeros_like(image)
+        for view in self._views(image):
+            mean += view
+        mean /= n
+        var = torch.zeros_like(image)
+        for view in self._views(image):
+            var.addcmul_(view - mean, view - mean)
+        scale = (var / (n - 1)).sqrt_().add_(1e-8).mul_(self.w_rgb)  # unbiased std, as torch.std
+        b, _, h, w = image.shape
+        aff = image.new_empty(b, 1, n, h, w)
+        for k, view in enumerate(self._views(image)):
+            term = (view - image).abs_().div_(scale).square_()
+            torch.mean(term, 1, keepdim=True, out=aff[:, :, k])
+        aff.neg_()
+        aff = torch.softmax(aff, 2)
+        return aff.add_(self.w_pos * self.pos_aff)
 
     def constant_response(self, value: float) -> float:
         """What PAR makes of a constant map: the weights of every pixel sum to 1 + w_pos, and PAR is linear.
@@ -58,16 +86,9 @@ class PAR(nn.Module):
         """Refine ``maps`` (B, K, h, w) on ``image`` (B, C, H, W); returns maps at the image size."""
         maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=True)
         aff = self.affinity(image)
-        h, w = maps.shape[-2:]
-        pad = max(self.dilations)
         for _ in range(self.iterations):
-            padded = F.pad(maps, (pad,) * 4, mode="replicate")
             out = torch.zeros_like(maps)
-            k = 0
-            for d in self.dilations:  # accumulate neighbour by neighbour: no (B, K, 8D, H, W) tensor
-                for dy, dx in _OFFSETS:
-                    view = padded[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
-                    out.addcmul_(view, aff[:, :, k])
-                    k += 1
+            for k, view in enumerate(self._views(maps)):  # neighbour by neighbour: no (B, K, 8D, H, W) tensor
+                out.addcmul_(view, aff[:, :, k])
             maps = out
         return maps
