@@ -22,14 +22,19 @@ from torch import nn
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def neighbours(x: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, 8 * len(dilations), H, W): values of the 8 neighbours at each dilation."""
+def views(x: torch.Tensor, dilations: Sequence[int]):
+    """The neighbour views of ``x`` (B, C, H, W), one per (dilation, offset), of one replicate-padded copy."""
     h, w = x.shape[-2:]
     pad = max(dilations)
-    xp = F.pad(x, (pad,) * 4, mode="replicate")
-    views = [xp[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
-             for d in dilations for dy, dx in _OFFSETS]
-    return torch.stack(views, 2)
+    padded = F.pad(x, (pad,) * 4, mode="replicate")
+    for d in dilations:
+        for dy, dx in _OFFSETS:
+            yield padded[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
+
+
+def neighbours(x: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 8 * len(dilations), H, W): values of the 8 neighbours at each dilation."""
+    return torch.stack(list(views(x, dilations)), 2)
 
 
 class PAR(nn.Module):
@@ -41,15 +46,6 @@ class PAR(nn.Module):
         pos = -(dist / (dist.std() + 1e-8) / w_rgb) ** 2
         self.register_buffer("pos_aff", F.softmax(pos, 0).view(1, 1, -1, 1, 1), persistent=False)
 
-    def _views(self, x: torch.Tensor):
-        """The neighbour views of ``x`` (B, C, H, W), one per (dilation, offset), without copying."""
-        h, w = x.shape[-2:]
-        pad = max(self.dilations)
-        padded = F.pad(x, (pad,) * 4, mode="replicate")
-        for d in self.dilations:
-            for dy, dx in _OFFSETS:
-                yield padded[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
-
     def affinity(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 1, 8 * len(dilations), H, W) propagation weights of an image (B, C, H, W).
 
@@ -59,16 +55,16 @@ class PAR(nn.Module):
         """
         n = 8 * len(self.dilations)
         mean = torch.zeros_like(image)
-        for view in self._views(image):
+        for view in views(image, self.dilations):
             mean += view
         mean /= n
         var = torch.zeros_like(image)
-        for view in self._views(image):
+        for view in views(image, self.dilations):
             var.addcmul_(view - mean, view - mean)
         scale = (var / (n - 1)).sqrt_().add_(1e-8).mul_(self.w_rgb)  # unbiased std, as torch.std
         b, _, h, w = image.shape
         aff = image.new_empty(b, 1, n, h, w)
-        for k, view in enumerate(self._views(image)):
+        for k, view in enumerate(views(image, self.dilations)):
             term = (view - image).abs_().div_(scale).square_()
             torch.mean(term, 1, keepdim=True, out=aff[:, :, k])
         aff.neg_()
@@ -88,7 +84,7 @@ class PAR(nn.Module):
         aff = self.affinity(image)
         for _ in range(self.iterations):
             out = torch.zeros_like(maps)
-            for k, view in enumerate(self._views(maps)):  # neighbour by neighbour: no (B, K, 8D, H, W) tensor
+            for k, view in enumerate(views(maps, self.dilations)):  # neighbour by neighbour: no (B, K, 8D, H, W) tensor
                 out.addcmul_(view, aff[:, :, k])
             maps = out
         return maps

@@ -147,12 +147,7 @@ def open_masks(path: str | Path | None, tiles: Tiles, purpose: str):
 def batches(indices: Sequence[int], size: int, desc: str) -> Iterator[np.ndarray]:
     """Consecutive index batches with a progress bar."""
     indices = np.asarray(indices)
-    bar = tqdm(total=len(indices), desc=desc, unit="tile", mininterval=5, dynamic_ncols=True)
-    for start in range(0, len(indices), size):
-        chunk = indices[start:start + size]
-        yield chunk
-        bar.update(len(chunk))
-    bar.close()
+    return unit_progress([indices[start:start + size] for start in range(0, len(indices), size)], desc)
 
 
 def consecutive_units(n: int, size: int) -> list[np.ndarray]:
