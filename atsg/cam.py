@@ -33,12 +33,13 @@ def fuse_heads(cam: torch.Tensor, cam_aux: torch.Tensor | None, aux_weight: floa
 
 @torch.no_grad()
 def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: bool,
-                    out_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+                    out_size: tuple[int, int], clock=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch.
 
     For each scale the batch and its horizontal flip go through the model in one
     forward pass; the two are merged by element-wise max, the scales are summed at
-    ``out_size``, and each class is min-max normalised per tile.
+    ``out_size``, and each class is min-max normalised per tile. ``clock`` (a ``timing.ModelClock``)
+    times the forward passes.
     """
     b = images.shape[0]
     h, w = images.shape[-2:]
@@ -47,7 +48,7 @@ def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: 
         x = _resize(images.float(), (max(1, round(h * s)), max(1, round(w * s))))
         if flip:
             x = torch.cat([x, x.flip(-1)], 0)
-        cam, cam_aux, _ = model.cams(x)
+        cam, cam_aux, _ = clock(model.cams, x) if clock is not None else model.cams(x)
         hs, ws = x.shape[-2:]
         pieces = []
         for c in (cam, cam_aux):

@@ -7,11 +7,22 @@ import sys
 from conftest import REPO
 
 
-def test_par_benchmark_runs_and_both_ways_agree():
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "par.py"), "--quick"], capture_output=True,
-                         text=True, check=True, timeout=300).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["stage"] == "PAR" and result["size"] == 64
-    assert result["max_abs_difference"] < 1e-4
-    for way in ("published", "atsg"):
-        assert result[way]["seconds"] > 0 and result[way]["peak_mb"] >= 0
+def test_all_benchmarks_run_and_both_ways_agree():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick"], capture_output=True,
+                         text=True, check=True, timeout=600).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 5
+    results = json.loads(lines[-1])
+
+    par = results["par"]
+    assert par["size"] == 64 and par["max_abs_difference"] < 1e-4
+    assert par["published"]["seconds"] > 0 and par["atsg"]["peak_mb"] >= 0
+
+    maps, sam = results["masks"]["maps"], results["masks"]["sam"]
+    assert maps["equal"] and maps["masks_per_tile"] == 150
+    assert sam["equal"] and sam["model"] == "vit_tiny" and 0 < sam["sam_model_s"] <= sam["stage_s"]
+    assert sam["scene"]["tiles"] == 16
+
+    cams = results["cams"]
+    assert cams["tiles"] == 4 and 0 < cams["model_s"] <= cams["atsg_s"]
+    assert cams["max_abs_difference"] < 0.2

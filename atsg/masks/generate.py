@@ -1,8 +1,9 @@
-"""Class-agnostic mask generators: SAM's automatic mask generator or scikit-image superpixels.
+"""Class-agnostic mask generators: SAM's automatic masks or scikit-image superpixels.
 
-Each maps a tile to its object and boundary maps (METHOD.md): SAM through
-``maps.object_and_boundary_maps`` on its masks, superpixels through the
-equivalent vectorised ``maps.partition_maps``.
+Each maps tiles to their object and boundary maps (METHOD.md): SAM masks through
+``maps.object_and_boundary_maps``, superpixels through the equivalent
+``maps.partition_maps``. SAM can also run once per scene window at native
+resolution (``masks.scene_windows``), each tile taking the window's masks cut to it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from skimage.segmentation import felzenszwalb, slic
 
 from ..errors import ConfigError
 from .maps import object_and_boundary_maps, partition_maps
+from .windows import Window, cut, paste
+
+Maps = tuple[np.ndarray, np.ndarray]
 
 
 def _rgb(image_chw: np.ndarray) -> np.ndarray:
@@ -25,8 +29,12 @@ def _rgb(image_chw: np.ndarray) -> np.ndarray:
 
 
 class SuperpixelGenerator:
-    def __init__(self, name: str, params: Mapping):
-        self.name, self.params = name, dict(params)
+    model_seconds = None
+
+    def __init__(self, cfg: Mapping):
+        name = cfg["generator"]
+        self.name, self.params = name, dict(cfg[name])
+        self.min_area, self.max_objects = cfg["min_area"], cfg["max_objects"]
         fn = {"felzenszwalb": felzenszwalb, "slic": slic}[name]
         try:
             fn(np.zeros((8, 8, 3), np.uint8), **self.params)
@@ -34,33 +42,67 @@ class SuperpixelGenerator:
             raise ConfigError(f"config key masks.{name}: {exc}") from None
         self.fn = fn
 
-    def __call__(self, image_chw: np.ndarray, min_area: int, max_objects: int) -> tuple[np.ndarray, np.ndarray]:
-        """(objects, boundaries) of one tile."""
-        return partition_maps(self.fn(_rgb(image_chw), **self.params), min_area, max_objects)
+    def maps(self, images: np.ndarray) -> list[Maps]:
+        """(objects, boundaries) of each of (B, bands, H, W) tiles."""
+        return [partition_maps(self.fn(_rgb(image), **self.params), self.min_area, self.max_objects)
+                for image in images]
 
 
 class SamGenerator:
-    """The official segment_anything automatic mask generator with the METHOD.md settings."""
+    """SAM with the METHOD.md settings: ``GridMaskGenerator`` (the official generator's masks without its
+    overhead), or the official ``SamAutomaticMaskGenerator`` itself when crop layers are asked for."""
 
-    def __init__(self, cfg: Mapping, device):
-        from segment_anything import SamAutomaticMaskGenerator
-
+    def __init__(self, cfg: Mapping, device, timed: bool = False):
         from ..models.sam import load_sam
+        from .sam_auto import GridMaskGenerator
 
+        self.min_area, self.max_objects = cfg["min_area"], cfg["max_objects"]
         self.sam = load_sam(cfg["sam_model_type"], cfg["sam_checkpoint"], device)
-        self.generator = SamAutomaticMaskGenerator(
-            self.sam, points_per_side=cfg["points_per_side"], points_per_batch=cfg["points_per_batch"],
-            pred_iou_thresh=cfg["pred_iou_thresh"], stability_score_thresh=cfg["stability_score_thresh"],
-            box_nms_thresh=cfg["box_nms_thresh"], crop_n_layers=cfg["crop_n_layers"],
-            crop_nms_thresh=cfg["crop_nms_thresh"], output_mode="binary_mask")
+        self.grid = self.official = None
+        if cfg["crop_n_layers"] == 0:
+            self.grid = GridMaskGenerator(self.sam, cfg, timed)
+        elif cfg["scene_windows"]:
+            raise ConfigError("config key masks.scene_windows: scene windows need masks.crop_n_layers: 0")
+        else:
+            from segment_anything import SamAutomaticMaskGenerator
 
-    def __call__(self, image_chw: np.ndarray, min_area: int, max_objects: int) -> tuple[np.ndarray, np.ndarray]:
-        """(objects, boundaries) of one tile."""
-        masks = [r["segmentation"] for r in self.generator.generate(_rgb(image_chw))]
-        return object_and_boundary_maps(masks, image_chw.shape[-2:], min_area, max_objects)
+            self.official = SamAutomaticMaskGenerator(
+                self.sam, points_per_side=cfg["points_per_side"], points_per_batch=cfg["points_per_batch"],
+                pred_iou_thresh=cfg["pred_iou_thresh"], stability_score_thresh=cfg["stability_score_thresh"],
+                stability_score_offset=cfg["stability_score_offset"], box_nms_thresh=cfg["box_nms_thresh"],
+                crop_n_layers=cfg["crop_n_layers"], crop_nms_thresh=cfg["crop_nms_thresh"],
+                output_mode="binary_mask")
+
+    @property
+    def model_seconds(self) -> float | None:
+        """Seconds inside the SAM modules so far (when timed; None for the official generator)."""
+        return self.grid.model_seconds if self.grid is not None and self.grid.timed else None
+
+    def mask_stacks(self, images: list[np.ndarray], native: bool = False) -> list[np.ndarray]:
+        """(K, H, W) bool masks of each (H, W, 3) uint8 image, in the official generator's order."""
+        if self.grid is not None:
+            return self.grid.generate(images, native)
+        out = []
+        for image in images:
+            masks = [r["segmentation"] for r in self.official.generate(image)]
+            out.append(np.stack(masks) if masks else np.zeros((0, *image.shape[:2]), bool))
+        return out
+
+    def maps(self, images: np.ndarray) -> list[Maps]:
+        """(objects, boundaries) of each of (B, bands, H, W) tiles, each tile resized to SAM's input."""
+        stacks = self.mask_stacks([_rgb(image) for image in images])
+        return [object_and_boundary_maps(m, images.shape[-2:], self.min_area, self.max_objects) for m in stacks]
+
+    def window_maps(self, window: Window, images: np.ndarray) -> list[Maps]:
+        """(objects, boundaries) of each tile of ``window`` from (n, bands, h, w) tile images, with SAM run
+        once on the window at native resolution."""
+        (stack,) = self.mask_stacks([_rgb(paste(window, images))], native=True)
+        size = images.shape[-2:]
+        return [object_and_boundary_maps(cut(stack, offset, size), size, self.min_area, self.max_objects)
+                for offset in window.offsets]
 
 
-def build_generator(cfg: Mapping, device):
+def build_generator(cfg: Mapping, device, timed: bool = False):
     if cfg["generator"] == "sam":
-        return SamGenerator(cfg, device)
-    return SuperpixelGenerator(cfg["generator"], cfg[cfg["generator"]])
+        return SamGenerator(cfg, device, timed)
+    return SuperpixelGenerator(cfg)

@@ -7,6 +7,7 @@ same batch whether the stage runs as one job or as many.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
+from ..timing import ModelClock
 from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,8 @@ log = logging.getLogger(__name__)
 class ExtractCams(ShardedStage):
     kind = "cams"
 
-    def __init__(self, cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path):
-        self.c, self.classifier_path, self.out = cfg["cams"], Path(classifier_path), Path(out)
+    def __init__(self, cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path, timed: bool = False):
+        self.c, self.classifier_path, self.out, self.timed = cfg["cams"], Path(classifier_path), Path(out), timed
         self.tiles = Tiles.open(tiles_path)
         h, w = self.tiles.size
         stride = self.c["output_stride"]
@@ -52,13 +54,19 @@ class ExtractCams(ShardedStage):
         device = select_device(self.c, "cams")
         model, _ = load_classifier(self.classifier_path, self.tiles, device)
         images = self.tiles.group["images"]
+        clock = ModelClock(device, self.timed)
+        start = time.perf_counter()
         for idx in unit_progress(units, "extract_cams"):
             batch = torch.from_numpy(read_tiles(images, idx)).to(device)
-            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size)
+            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size, clock)
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
             group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)
-        return {"tiles": int(sum(len(u) for u in units)), "device": str(device)}
+        summary = {"tiles": int(sum(len(u) for u in units)), "device": str(device),
+                   "seconds": time.perf_counter() - start}
+        if self.timed:
+            summary["model_seconds"] = clock.seconds
+        return summary
 
 
 def run_extract_cams(cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path, step: Step = Step()) -> dict:

@@ -1,32 +1,52 @@
 """Stage generate_masks: tiles.zarr -> masks.zarr (objects uint16, boundaries uint8).
 
-Sharded: a unit is one tile.
+Sharded: a unit is a batch of ``masks.batch_size`` consecutive tiles (SAM encodes them in one call), or,
+with ``masks.scene_windows``, the tiles of one scene window (SAM runs once on the window).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
-from .common import Tiles, consecutive_units, file_sha256, unit_progress
+from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
 
-SAM_KEYS = ("sam_model_type", "points_per_side", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
-            "crop_n_layers", "crop_nms_thresh")
+SAM_KEYS = ("sam_model_type", "points_per_side", "pred_iou_thresh", "stability_score_thresh",
+            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "scene_windows",
+            "encoder_precision")
 
 
 class GenerateMasks(ShardedStage):
     kind = "masks"
 
-    def __init__(self, cfg: Mapping, tiles_path: Path, out: Path):
-        self.m, self.out = cfg["masks"], Path(out)
+    def __init__(self, cfg: Mapping, tiles_path: Path, out: Path, timed: bool = False):
+        self.m, self.out, self.timed = cfg["masks"], Path(out), timed
         self.tiles = Tiles.open(tiles_path)
+        self._windows = None
+
+    def windows(self) -> dict:
+        """Scene windows by their first tile (scene-window mode only)."""
+        if self._windows is None:
+            from ..masks.windows import plan_windows
+            from ..models.sam import ARCHITECTURES
+
+            if self.m["generator"] != "sam":
+                raise ConfigError("config key masks.scene_windows: scene windows are for masks.generator: sam")
+            size = ARCHITECTURES[self.m["sam_model_type"]]["image"]
+            t = self.tiles.attrs["tiles"]
+            self._windows = {int(w.tiles[0]): w for w in plan_windows(t["scene"], t["window"], size)}
+        return self._windows
 
     def units(self) -> list[np.ndarray]:
-        return consecutive_units(self.tiles.n, 1)
+        if self.m["scene_windows"]:
+            return [w.tiles for w in self.windows().values()]
+        return consecutive_units(self.tiles.n, self.m["batch_size"])
 
     def create(self, path: Path) -> None:
         m = self.m
@@ -47,16 +67,26 @@ class GenerateMasks(ShardedStage):
 
         m = self.m
         device = select_device(m, "masks") if m["generator"] == "sam" else torch.device("cpu")
-        generator = build_generator(m, device)
+        generator = build_generator(m, device, self.timed)
         images = self.tiles.group["images"]
         counts = []
-        for (i,) in unit_progress(units, f"generate_masks ({m['generator']})"):
-            objects, boundaries = generator(images[int(i)], m["min_area"], m["max_objects"])
-            group["objects"][int(i)] = objects
-            group["boundaries"][int(i)] = boundaries
-            counts.append(int(objects.max()))
-        return {"tiles": len(counts), "generator": m["generator"], "device": str(device),
-                "mean_objects": float(np.mean(counts)) if counts else 0.0}
+        start = time.perf_counter()
+        for idx in unit_progress(units, f"generate_masks ({m['generator']})"):
+            tiles = read_tiles(images, idx)
+            if m["scene_windows"]:
+                maps = generator.window_maps(self.windows()[int(idx[0])], tiles)
+            else:
+                maps = generator.maps(tiles)
+            for i, (objects, boundaries) in zip(idx, maps):
+                group["objects"][int(i)] = objects
+                group["boundaries"][int(i)] = boundaries
+                counts.append(int(objects.max()))
+        summary = {"tiles": len(counts), "generator": m["generator"], "device": str(device),
+                   "mean_objects": float(np.mean(counts)) if counts else 0.0,
+                   "seconds": time.perf_counter() - start}
+        if generator.model_seconds is not None:
+            summary["sam_model_seconds"] = generator.model_seconds
+        return summary
 
 
 def run_generate_masks(cfg: Mapping, tiles_path: Path, out: Path, step: Step = Step()) -> dict:

@@ -1,0 +1,74 @@
+"""Run every stage benchmark and print one table (the one in benchmarks/README.md).
+
+    python benchmarks/run_all.py            # the sizes of the README table (about 25 min on 2 CPU cores)
+    python benchmarks/run_all.py --quick    # tiny sizes, about a minute: checks that everything runs
+
+Each benchmark is its own script (see its docstring); this runs them one after
+another in fresh processes and reads the JSON line each prints last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("par", "masks", "cams")
+
+
+def run(name: str, quick: bool) -> dict:
+    cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    print(out.rstrip(), file=sys.stderr)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def rows(results: dict) -> list[list[str]]:
+    out = []
+    if "par" in results:
+        r = results["par"]
+        out.append([f"PAR, {r['size']} px x {r['batch']}, {r['classes']} maps",
+                    f"{r['published']['seconds']:.2f} s, +{r['published']['peak_mb']:.0f} MB",
+                    f"{r['atsg']['seconds']:.2f} s, +{r['atsg']['peak_mb']:.0f} MB",
+                    f"{r['speedup']:.1f}x, {r['memory_ratio']:.1f}x less memory",
+                    f"max diff {r['max_abs_difference']:.1e}"])
+    if "masks" in results:
+        m, s = results["masks"]["maps"], results["masks"]["sam"]
+        out.append([f"object/boundary maps, {m['masks_per_tile']} masks per {m['size']} px tile",
+                    f"{m['published_s_per_tile'] * 1e3:.1f} ms/tile", f"{m['atsg_s_per_tile'] * 1e3:.2f} ms/tile",
+                    f"{m['speedup']:.1f}x", "equal" if m["equal"] else "DIFFERENT"])
+        out.append([f"mask stage, SAM {s['model']}, {s['tile']} px tiles",
+                    f"{s['published_s_per_tile']:.2f} s/tile", f"{s['atsg_s_per_tile']:.2f} s/tile",
+                    f"{s['speedup']:.2f}x; stage = {s['overhead']:.3f}x its SAM calls",
+                    "equal maps" if s["equal"] else "DIFFERENT"])
+        sc = s["scene"]
+        out.append([f"scene windows, SAM {s['model']}", f"{sc['per_tile_tiles_per_s']:.3f} tiles/s (per tile)",
+                    f"{sc['tiles_per_s']:.3f} tiles/s", f"{sc['ratio']:.1f}x",
+                    f"{sc['mean_objects']:.1f} vs {sc['per_tile_mean_objects']:.1f} objects/tile"])
+    if "cams" in results:
+        c = results["cams"]
+        out.append([f"CAM extraction, {c['backbone']}, {c['tiles']} x {c['tile']} px", f"{c['published_s']:.2f} s",
+                    f"{c['atsg_s']:.2f} s", f"{c['speedup']:.2f}x; stage = {c['overhead']:.3f}x its forwards",
+                    f"max diff {c['max_abs_difference']:.3f}"])
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds per benchmark)")
+    p.add_argument("--only", nargs="+", choices=SCRIPTS, default=list(SCRIPTS))
+    args = p.parse_args(argv)
+    results = {name: run(name, args.quick) for name in args.only}
+    print("| step | published | atsg | ratio | agreement |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for row in rows(results):
+        print("| " + " | ".join(row) + " |")
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
