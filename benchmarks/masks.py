@@ -112,19 +112,10 @@ def iou_threshold(sam, m: dict, image: np.ndarray, keep: float) -> float:
     """The predicted-IoU threshold that lets ``keep`` of one tile's candidate masks through."""
     from atsg.masks.sam_auto import GridMaskGenerator
 
-    gen = GridMaskGenerator(sam, {**m, "pred_iou_thresh": 0.0})
-    features, _ = gen.embed([image])
-    points = gen.transform.apply_coords(gen.grid * np.array(image.shape[:2])[None, ::-1], image.shape[:2])
-    ious = []
-    for start in range(0, len(points), m["points_per_batch"]):
-        coords = torch.as_tensor(points[start:start + m["points_per_batch"]], dtype=torch.float32)
-        with torch.no_grad():
-            sparse, dense = sam.prompt_encoder(
-                points=(coords[:, None], torch.ones(len(coords), 1, dtype=torch.int)), boxes=None, masks=None)
-            ious.append(sam.mask_decoder(image_embeddings=features, image_pe=sam.prompt_encoder.get_dense_pe(),
-                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                         multimask_output=True)[1].flatten())
-    iou = torch.cat(ious)
+    gen = GridMaskGenerator(sam, m)
+    features, input_size = gen.embed([image])
+    with torch.no_grad():
+        iou = torch.cat([iou for _, iou in gen.candidates(features, input_size, image.shape[:2])])
     return float(torch.quantile(iou.flatten(), 1 - keep))
 
 

@@ -68,18 +68,16 @@ class GridMaskGenerator:
         return features.float(), input_size
 
     @torch.no_grad()
-    def masks(self, features: torch.Tensor, input_size: tuple[int, int],
-              original_size: tuple[int, int]) -> torch.Tensor:
-        """(K, H, W) bool masks of one image, in the order the official generator returns them.
+    def candidates(self, features: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]):
+        """(low-resolution logits (n, h, w), predicted IoUs (n,)) of every candidate mask of one image, one batch
+        of ``points_per_batch`` prompts (3 candidates each) at a time.
 
         The prompt grid spans the original image; its points are scaled as the image was (not at all
         when ``input_size`` is the original size).
         """
-        c = self.cfg
-        sam, threshold = self.sam, self.sam.mask_threshold
+        sam = self.sam
         points = self.grid * np.array(original_size)[None, ::-1]
-        kept, scores, boxes = [], [], []
-        for (batch,) in batch_iterator(c["points_per_batch"], points):
+        for (batch,) in batch_iterator(self.cfg["points_per_batch"], points):
             if tuple(input_size) != tuple(original_size):
                 batch = self.transform.apply_coords(batch, original_size)
             coords = torch.as_tensor(batch, device=self.device)
@@ -89,7 +87,16 @@ class GridMaskGenerator:
             low, iou = self._model(sam.mask_decoder, image_embeddings=features,
                                    image_pe=sam.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
                                    dense_prompt_embeddings=dense, multimask_output=True)
-            low, iou = low.flatten(0, 1), iou.flatten(0, 1)
+            yield low.flatten(0, 1), iou.flatten(0, 1)
+
+    @torch.no_grad()
+    def masks(self, features: torch.Tensor, input_size: tuple[int, int],
+              original_size: tuple[int, int]) -> torch.Tensor:
+        """(K, H, W) bool masks of one image, in the order the official generator returns them."""
+        c = self.cfg
+        sam, threshold = self.sam, self.sam.mask_threshold
+        kept, scores, boxes = [], [], []
+        for low, iou in self.candidates(features, input_size, original_size):
             if c["pred_iou_thresh"] > 0.0:
                 keep = iou > c["pred_iou_thresh"]
                 low, iou = low[keep], iou[keep]
