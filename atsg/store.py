@@ -17,6 +17,7 @@ from typing import Iterator, Mapping
 
 import warnings
 
+import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
@@ -44,6 +45,10 @@ SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
 }
 
 _TMP_MARK = ".tmp-"
+
+CHUNK_KEYS = {"name": "default", "separator": "."}
+"""Chunk files named ``c.<tile>.0.0.0`` side by side in the array's folder: zarr's nested default
+(``c/<tile>/0/0/0``) makes three folders per tile, 12 KB of directory blocks for each tile of each array."""
 
 # Snakemake drops a .snakemake_timestamp file into directory outputs; zarr would warn about it on every open.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
@@ -83,19 +88,32 @@ def atomic_store(path: str | Path) -> Iterator[Path]:
 
 
 def create_array(group: zarr.Group, name: str, shape: tuple, chunks: tuple, dtype: str,
-                 fill_value, dims: tuple[str, ...], level: int) -> zarr.Array:
+                 fill_value, dims: tuple[str, ...], level: int, serializer="auto") -> zarr.Array:
     return group.create_array(
         name=name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
-        compressors=ZstdCodec(level=level), dimension_names=dims,
+        compressors=ZstdCodec(level=level), dimension_names=dims, serializer=serializer,
+        chunk_key_encoding=CHUNK_KEYS,
     )
 
 
+def image_serializer(size: int, n_bands: int, codec: str, levels: int, reference_band: int | None):
+    """The array-to-bytes codec of ``tiles.zarr/images``: "zstd" stores raw pixels (zarr's default),
+    "wavelet" the lossless wavelet of :mod:`atsg.imagecodec` (as many levels as the tile size allows)."""
+    if codec == "zstd":
+        return "auto"
+    from .imagecodec import Wavelet53Codec, max_levels
+
+    return Wavelet53Codec(levels=max_levels(size, size, levels),
+                          reference_band=reference_band if n_bands > 1 else None)
+
+
 def create_tile_store(path: Path, n_tiles: int, n_bands: int, size: int, n_targets: int,
-                      level: int) -> zarr.Group:
-    """An empty ``tiles.zarr`` with the arrays of the schema (labels start as IGNORE)."""
+                      level: int, serializer="auto") -> zarr.Group:
+    """An empty ``tiles.zarr`` with the arrays of the schema (labels start as IGNORE); ``serializer``
+    encodes the images (see :func:`image_serializer`)."""
     g = zarr.open_group(str(path), mode="w")
     create_array(g, "images", (n_tiles, n_bands, size, size), (1, n_bands, size, size), "uint8", 0,
-                 ("tile", "band", "y", "x"), level)
+                 ("tile", "band", "y", "x"), level, serializer)
     create_array(g, "labels", (n_tiles, size, size), (1, size, size), "uint8", IGNORE,
                  ("tile", "y", "x"), level)
     create_array(g, "cls_labels", (n_tiles, n_targets), (max(n_tiles, 1), max(n_targets, 1)), "uint8", 0,
@@ -114,6 +132,57 @@ def create_tile_arrays(path: Path, kind: str, shapes: Mapping[str, tuple], fill:
         create_array(g, name, tuple(shape), (1, *shape[1:]), dtype, fill.get(name, 0), dims[name], level)
     g.attrs.update(dict(attrs))
     return g
+
+
+class TileReader:
+    """Whole-tile reads of an array with one tile per chunk, for loaders that fetch one random tile at a time.
+
+    ``reader[i]`` equals ``array[i]``. On a local store it reads the chunk file and runs the array's own codec
+    chain in the calling thread: zarr's general read path hands every chunk read through its event loop and
+    thread pool, which costs more than decoding a small tile. Other stores (and codecs without a synchronous
+    decoder) take zarr's path.
+    """
+
+    def __init__(self, array: zarr.Array):
+        from zarr.core.array_spec import ArrayConfig
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.storage import LocalStore
+
+        self.array = array
+        md = array.metadata
+        whole_tiles = array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
+        codecs = list(getattr(md, "codecs", ()))
+        self.fast = (isinstance(array.store, LocalStore) and whole_tiles and len(codecs) >= 1
+                     and all(hasattr(c, "_decode_sync") for c in codecs))
+        if self.fast:
+            from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
+
+            self.fast = isinstance(codecs[0], ArrayBytesCodec) and all(isinstance(c, BytesBytesCodec)
+                                                                       for c in codecs[1:])
+        if self.fast:
+            self.folder = Path(array.store.root) / array.path
+            self.serializer, self.compressors = codecs[0], codecs[1:]
+            self.prototype = default_buffer_prototype()
+            self.spec = md.get_chunk_spec((0,) * array.ndim, ArrayConfig.from_dict({}), self.prototype)
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not self.fast:
+            return self.array[i]
+        path = self.folder / self.array.metadata.encode_chunk_key((int(i),) + (0,) * (self.array.ndim - 1))
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # never written: the fill value, as zarr returns it
+            if not 0 <= int(i) < len(self):
+                raise IndexError(f"tile {i} of {len(self)}") from None
+            return np.full(self.array.shape[1:], self.array.fill_value, self.array.dtype)
+        buffer = self.prototype.buffer.from_bytes(data)
+        for codec in reversed(self.compressors):
+            buffer = codec._decode_sync(buffer, self.spec)
+        tile = self.serializer._decode_sync(buffer, self.spec).as_numpy_array()[0]
+        return tile if tile.flags.writeable else tile.copy()
 
 
 def open_store(path: str | Path, kind: str) -> zarr.Group:
@@ -161,6 +230,8 @@ def describe(path: str | Path) -> str:
     for name in sorted(g.array_keys()):
         a = g[name]
         codecs = ",".join(type(c).__name__.replace("Codec", "").lower() for c in a.compressors) or "none"
+        if type(a.serializer).__name__ != "BytesCodec":
+            codecs = f"{a.serializer.to_dict()['name']}+{codecs}"
         lines.append(f"  {name:<12} shape={tuple(a.shape)} dtype={a.dtype} chunks={tuple(a.chunks)} compressor={codecs}")
     lines.append("attrs:")
     for key, value in sorted(g.attrs.items()):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("par", "masks", "cams")
+SCRIPTS = ("par", "masks", "cams", "tiling", "loader")
 
 
 def run(name: str, quick: bool) -> dict:
@@ -53,6 +53,21 @@ def rows(results: dict) -> list[list[str]]:
         out.append([f"CAM extraction, {c['backbone']}, {c['tiles']} x {c['tile']} px", f"{c['published_s']:.2f} s",
                     f"{c['atsg_s']:.2f} s", f"{c['speedup']:.2f}x; stage = {c['overhead']:.3f}x its forwards",
                     f"max diff {c['max_abs_difference']:.3f}"])
+    if "tiling" in results:
+        t = results["tiling"]
+        big = t["sizes"][-1]
+        out.append([f"tiling, scenes of {', '.join(str(s['side']) for s in t['sizes'])} px, {t['tile']} px tiles",
+                    f"{big['published']['mb_per_s']:.1f} MB/s, +{', '.join(f'{m:.0f}' for m in t['published_peak_mb'])} MB",
+                    f"{big['atsg']['mb_per_s']:.1f} MB/s, +{', '.join(f'{m:.0f}' for m in t['atsg_peak_mb'])} MB",
+                    f"{t['speedup']:.1f}x; store {t['size_ratio']:.3f}x the PNG bytes",
+                    "equal tiles" if t["equal"] else "DIFFERENT"])
+    if "loader" in results:
+        r = results["loader"]
+        out.append([f"training loader, {r['tiles']} tiles of {r['tile']} px",
+                    f"{r['png']['read_s_per_tile'] * 1e3:.2f} ms/tile read, {r['png']['s_per_sample'] * 1e3:.2f} ms/sample",
+                    f"{r['zarr']['read_s_per_tile'] * 1e3:.2f} ms/tile read, {r['zarr']['s_per_sample'] * 1e3:.2f} ms/sample",
+                    f"reads {r['read_speedup']:.2f}x, samples {r['sample_speedup']:.2f}x; {r['size_ratio']:.3f}x the bytes",
+                    "equal samples" if r["equal"] else "DIFFERENT"])
     return out
 
 

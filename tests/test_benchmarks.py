@@ -11,7 +11,7 @@ def test_all_benchmarks_run_and_both_ways_agree():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick"], capture_output=True,
                          text=True, check=True, timeout=600).stdout
     lines = out.strip().splitlines()
-    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 5
+    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 7
     results = json.loads(lines[-1])
 
     par = results["par"]
@@ -26,3 +26,10 @@ def test_all_benchmarks_run_and_both_ways_agree():
     cams = results["cams"]
     assert cams["tiles"] == 4 and 0 < cams["model_s"] <= cams["atsg_s"]
     assert cams["max_abs_difference"] < 0.2
+
+    tiling = results["tiling"]
+    assert tiling["equal"] and [s["side"] for s in tiling["sizes"]] == [256, 512]
+    assert all(s["atsg"]["seconds"] > 0 and s["png"]["bytes"] > 0 for s in tiling["sizes"])
+
+    loader = results["loader"]
+    assert loader["equal"] and loader["tiles"] == 16 and loader["zarr"]["s_per_sample"] > 0

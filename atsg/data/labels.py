@@ -13,8 +13,10 @@ from ..store import IGNORE
 
 def _rgb_keys(rgb: np.ndarray) -> np.ndarray:
     """(3, ...) uint8 -> (...) uint32 key r<<16 | g<<8 | b."""
-    rgb = rgb.astype(np.uint32, copy=False)
-    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+    keys = rgb[0].astype(np.uint32) << 16
+    keys |= rgb[1].astype(np.uint32) << 8
+    keys |= rgb[2]
+    return keys
 
 
 def _colour(key: int) -> tuple[int, int, int]:
@@ -41,11 +43,15 @@ class LabelDecoder:
                 if key not in keys:
                     keys.append(key)
                     values.append(IGNORE)
+            if len(keys) > 255:
+                raise DataError("config keys dataset.palette + dataset.ignore_colors: at most 255 colours")
             if len(set(keys[: self.n_classes])) != self.n_classes:
                 raise DataError("config key dataset.palette: two classes share one colour")
-            order = np.argsort(keys)
-            self._keys = np.asarray(keys, dtype=np.uint32)[order]
-            self._values = np.asarray(values, dtype=np.uint8)[order]
+            # One lookup over all 2**24 colours (16 MB) instead of a search per pixel: the colour's position in
+            # the palette + 1, 0 for an unknown colour; then the position's class.
+            self._lut = np.zeros(1 << 24, np.uint8)
+            self._lut[np.asarray(keys, np.uint32)] = np.arange(1, len(keys) + 1)
+            self._values = np.asarray([IGNORE] + values, np.uint8)
         else:
             lut = np.full(256, -1, dtype=np.int16)
             lut[: self.n_classes] = np.arange(self.n_classes)
@@ -68,10 +74,9 @@ class LabelDecoder:
         if self.threshold is not None:
             rgb = np.where(rgb >= self.threshold, 255, 0).astype(np.uint8)
         keys = _rgb_keys(rgb)
-        pos = np.searchsorted(self._keys, keys)
-        np.minimum(pos, len(self._keys) - 1, out=pos)
-        known = self._keys[pos] == keys
-        out = self._values[pos]
+        code = self._lut[keys]
+        known = code != 0
+        out = self._values[code]
         unknown = Counter()
         if not known.all():
             out[~known] = IGNORE
@@ -112,7 +117,6 @@ class LabelDecoder:
 
 def image_level_labels(labels: np.ndarray, n_classes: int, background: bool, min_pixels: int) -> np.ndarray:
     """Multi-hot classifier targets of one tile: classes covering >= min_pixels (class 0 dropped if background)."""
-    valid = labels[labels != IGNORE]
-    counts = np.bincount(valid.ravel(), minlength=n_classes)[:n_classes]
+    counts = np.bincount(labels.ravel(), minlength=256)[:n_classes]  # IGNORE (255) is never a class
     present = (counts >= min_pixels).astype(np.uint8)
     return present[1:] if background else present

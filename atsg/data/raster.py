@@ -87,7 +87,7 @@ def check_scene(image: RasterInfo, label: RasterInfo | None, dataset: Mapping, d
 
 
 class SceneReader:
-    """Reads horizontal bands of rows from an image (and its label raster), never the whole scene."""
+    """Reads windows of an image (and its label raster), never the whole scene."""
 
     def __init__(self, scene: Scene, dataset: Mapping, decoder: LabelDecoder):
         self.scene = scene
@@ -106,30 +106,32 @@ class SceneReader:
         if self._label is not None:
             self._label.close()
 
-    def _read(self, src, path: Path, indexes, row: int, rows: int) -> np.ndarray:
+    def _read(self, src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -> np.ndarray:
         try:
-            return src.read(indexes=indexes, window=Window(0, row, self.width, rows))
+            return src.read(indexes=indexes, window=Window(col, row, cols, rows))
         except RasterioError as exc:
             raise DataError(
-                f"{path}: rows {row}-{row + rows} cannot be read ({str(exc).splitlines()[0]}); "
-                "the file is corrupt or truncated: re-export or re-download it"
+                f"{path}: rows {row}-{row + rows}, columns {col}-{col + cols} cannot be read "
+                f"({str(exc).splitlines()[0]}); the file is corrupt or truncated: re-export or re-download it"
             ) from None
 
-    def read_image_rows(self, row: int, rows: int) -> np.ndarray:
-        """(bands, rows, width) uint8 pixels of rows [row, row+rows)."""
-        data = self._read(self._image, self.scene.image, self.bands, row, rows)
+    def read_image(self, row: int, rows: int, col: int = 0, cols: int | None = None) -> np.ndarray:
+        """(bands, rows, cols) uint8 pixels of the window (all columns by default)."""
+        cols = self.width - col if cols is None else cols
+        data = self._read(self._image, self.scene.image, self.bands, row, rows, col, cols)
         if data.dtype == np.uint8:
             return data
         low, high = self.value_range
         scaled = (data.astype(np.float32) - low) * (255.0 / (high - low))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
-    def read_label_rows(self, row: int, rows: int):
-        """((rows, width) uint8 class labels, Counter of unknown values), or None without labels."""
+    def read_labels(self, row: int, rows: int, col: int = 0, cols: int | None = None):
+        """((rows, cols) uint8 class labels, Counter of unknown values) of the window, or None without labels."""
         if self._label is None:
             return None
+        cols = self.width - col if cols is None else cols
         indexes = list(range(1, self.decoder.bands + 1))
-        return self.decoder.decode(self._read(self._label, self.scene.label, indexes, row, rows))
+        return self.decoder.decode(self._read(self._label, self.scene.label, indexes, row, rows, col, cols))
 
 
 def tile_transform(scene_transform: tuple | None, row: int, col: int) -> tuple | None:

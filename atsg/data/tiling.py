@@ -1,9 +1,10 @@
-"""The `tile` stage: scenes -> tiles.zarr, reading each scene one band of rows at a time."""
+"""The `tile` stage: scenes -> tiles.zarr, reading each scene a few tiles at a time."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -13,7 +14,7 @@ import rasterio
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ..store import IGNORE, SPLITS, atomic_store, base_attrs, create_tile_store, split_code
+from ..store import IGNORE, SPLITS, atomic_store, base_attrs, create_tile_store, image_serializer, split_code
 from .labels import LabelDecoder, image_level_labels
 from .layout import Scene, discover_scenes
 from .raster import RasterInfo, SceneReader, check_scene, inspect_raster, tile_transform
@@ -71,34 +72,72 @@ def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path,
     return plans
 
 
-def _tile_scene(p: ScenePlan, dataset: Mapping, tiling: Mapping, decoder: LabelDecoder, group,
+class _Writer:
+    """Writes groups of tiles to the store in a background thread while the next group is read and decoded
+    (GDAL, numpy and the codecs release the GIL). At most ``depth`` groups are in flight, so memory stays
+    bounded by a few groups of tiles, whatever the scene's size."""
+
+    def __init__(self, group, depth: int = 2):
+        self.arrays = (group["images"], group["labels"])
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="tile-writer")
+        self.pending: deque = deque()
+        self.depth = depth
+
+    def write(self, start: int, images: np.ndarray, labels: np.ndarray) -> None:
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._write, start, images, labels))
+
+    def _write(self, start: int, images: np.ndarray, labels: np.ndarray) -> None:
+        self.arrays[0][start:start + len(images)] = images
+        self.arrays[1][start:start + len(labels)] = labels
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _column_groups(cols: list[int], per_read: int) -> list[list[int]]:
+    return [cols[i:i + per_read] for i in range(0, len(cols), per_read)]
+
+
+def _tile_scene(p: ScenePlan, dataset: Mapping, tiling: Mapping, decoder: LabelDecoder, writer: _Writer,
                 cls_labels: np.ndarray, bar) -> None:
+    """Tiles of one scene, read ``tiling.tiles_per_read`` tiles of a tile row at a time: memory depends on
+    the tile size, never on the scene's size."""
     size = tiling["size"]
     n_bands = len(dataset["bands"])
     unknown: Counter = Counter()
-    index = p.first_tile
     with SceneReader(p.scene, dataset, decoder) as reader:
-        for row in p.rows:
+        for r, row in enumerate(p.rows):
             rows = min(size, reader.height - row)
-            image_rows = reader.read_image_rows(row, rows)
-            decoded = reader.read_label_rows(row, rows)
-            n = len(p.cols)
-            images = np.zeros((n, n_bands, size, size), np.uint8)
-            labels = np.full((n, size, size), IGNORE, np.uint8)
-            if decoded is not None:
-                label_rows, bad = decoded
-                unknown.update(bad)
-            for k, col in enumerate(p.cols):
-                cols = min(size, reader.width - col)
-                images[k, :, :rows, :cols] = image_rows[:, :, col:col + cols]
+            for group in _column_groups(list(enumerate(p.cols)), tiling["tiles_per_read"]):
+                first_col = group[0][1]
+                width = min(group[-1][1] + size, reader.width) - first_col
+                image_px = reader.read_image(row, rows, first_col, width)
+                decoded = reader.read_labels(row, rows, first_col, width)
+                n = len(group)
+                images = np.zeros((n, n_bands, size, size), np.uint8)
+                labels = np.full((n, size, size), IGNORE, np.uint8)
                 if decoded is not None:
-                    labels[k, :rows, :cols] = label_rows[:, col:col + cols]
-                    cls_labels[index + k] = image_level_labels(
-                        labels[k], len(dataset["classes"]), dataset["background"], tiling["min_pixels"])
-            group["images"][index:index + n] = images
-            group["labels"][index:index + n] = labels
-            index += n
-            bar.update(n)
+                    label_px, bad = decoded
+                    unknown.update(bad)
+                index = p.first_tile + r * len(p.cols) + group[0][0]
+                for k, (_, col) in enumerate(group):
+                    x0, cols = col - first_col, min(size, reader.width - col)
+                    images[k, :, :rows, :cols] = image_px[:, :, x0:x0 + cols]
+                    if decoded is not None:
+                        labels[k, :rows, :cols] = label_px[:, x0:x0 + cols]
+                        cls_labels[index + k] = image_level_labels(
+                            labels[k], len(dataset["classes"]), dataset["background"], tiling["min_pixels"])
+                writer.write(index, images, labels)
+                bar.update(n)
     if unknown:
         raise DataError(decoder.unknown_message(p.scene.label, unknown))
 
@@ -152,11 +191,15 @@ def run_tile(cfg: Mapping, out: Path, root: Path) -> dict:
     cls_labels = np.zeros((n_tiles, n_targets), np.uint8)
     split = np.zeros(n_tiles, np.uint8)
     with atomic_store(out) as tmp, rasterio.Env(GDAL_CACHEMAX=tiling["gdal_cache_mb"]):
+        names = list(dataset["band_names"])
+        reference = names.index(tiling["reference_band"]) if tiling["reference_band"] in names else None
+        serializer = image_serializer(tiling["size"], len(dataset["bands"]), tiling["image_codec"],
+                                      tiling["wavelet_levels"], reference)
         group = create_tile_store(tmp, n_tiles, len(dataset["bands"]), tiling["size"], n_targets,
-                                  tiling["compressor_level"])
-        with tqdm(total=n_tiles, desc="tile", unit="tile", mininterval=1.0) as bar:
+                                  tiling["compressor_level"], serializer)
+        with tqdm(total=n_tiles, desc="tile", unit="tile", mininterval=1.0) as bar, _Writer(group) as writer:
             for p in plans:
-                _tile_scene(p, dataset, tiling, decoder, group, cls_labels, bar)
+                _tile_scene(p, dataset, tiling, decoder, writer, cls_labels, bar)
                 split[p.first_tile:p.first_tile + p.n_tiles] = split_code(p.split)
         group["cls_labels"][:] = cls_labels
         group["split"][:] = split
