@@ -48,7 +48,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set tiling.size=512 (value read as YAML)")
     g.add_argument("--log", metavar="FILE", help="also write the log to FILE")
-    g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (Snakemake passes the rule's threads)")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads: torch threads, or processes for synth (Snakemake passes the rule's threads)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,8 +231,8 @@ def _setup_logging(verbose: bool, logfile: str | None) -> None:
         logging.getLogger("rasterio").setLevel(logging.WARNING)
 
 
-def _config(args) -> dict:
-    if getattr(args, "threads", None):
+def _config(args, torch_threads: bool = True) -> dict:
+    if torch_threads and getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
@@ -242,9 +242,9 @@ def _config(args) -> dict:
 def cmd_synth(args) -> None:
     from .data.synthetic import run_synth
 
-    cfg = _config(args)
+    cfg = _config(args, torch_threads=False)
     out = args.out or run_dir(cfg) / "scenes"
-    run_synth(cfg["synthetic"], cfg["dataset"], out)
+    run_synth(cfg["synthetic"], cfg["dataset"], out, workers=args.threads or 1)
 
 
 def cmd_tile(args) -> None:

@@ -48,5 +48,8 @@ def test_run_synth_writes_georeferenced_palette_geotiffs(tmp_path):
     assert origin > cfg["synthetic"]["origin"][0]  # scene 1 lies east of scene 0
     assert abs(sum(manifest["class_fractions"].values()) - 1) < 1e-3
     digest = hashlib.sha256((tmp_path / "scenes" / "scene_001_RGB.tif").read_bytes()).hexdigest()
-    run_synth(cfg["synthetic"], cfg["dataset"], tmp_path / "again")
+    again = run_synth(cfg["synthetic"], cfg["dataset"], tmp_path / "again", workers=2)  # parallel: same files
+    for name in ("scene_000_RGB.tif", "scene_001_RGB.tif", "scene_001_label.tif"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "scenes" / name).read_bytes()
     assert hashlib.sha256((tmp_path / "again" / "scene_001_RGB.tif").read_bytes()).hexdigest() == digest
+    assert again == manifest

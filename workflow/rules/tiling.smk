@@ -10,10 +10,11 @@ rule synth:
         LOGS / "synth.log",
     benchmark:
         BENCH / "synth.tsv"
+    threads: STAGE_THREADS
     conda:
         CPU_ENV
     shell:
-        "atsg synth --params {params.cfg:q} --out {output:q} --log {log:q}"
+        "atsg synth --params {params.cfg:q} --out {output:q} --threads {threads} --log {log:q}"
 
 
 rule tile:
