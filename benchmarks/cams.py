@@ -20,6 +20,7 @@ demo's small ViT with --quick.
 
     python benchmarks/cams.py             # DeiT-B/16, 16 tiles of 256 px
     python benchmarks/cams.py --quick     # the tests' tiny ViT, 4 tiles of 64 px
+    python benchmarks/cams.py --device cuda --tiles 256 --batch 32   # on a GPU
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def published_cams(model, image: torch.Tensor, scales, flip: bool) -> torch.Tens
     return cam / (F.adaptive_max_pool2d(cam, (1, 1)) + 1e-5)
 
 
-def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int):
+def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int, device: str = "cpu"):
     torch.manual_seed(0)
-    cfg = validate_config({"classifier": model_cfg, "cams": {"batch_size": batch, "device": "cpu"}})
+    cfg = validate_config({"classifier": model_cfg, "cams": {"batch_size": batch, "device": device}})
     model = CAMClassifier(cfg["classifier"], 3, len(CLASSES) - 1).eval()
     path = workdir / "classifier.pt"
     save_model_file(path, model.state_dict(), "classifier", cfg["classifier"], classes=CLASSES, in_chans=3,
                     n_targets=len(CLASSES) - 1)
+    model = model.to(device)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (n, 3, tile // 8, tile // 8), dtype=np.uint8).repeat(8, -1).repeat(8, -2)
     g = create_tile_store(workdir / "tiles.zarr", n, 3, tile, len(CLASSES) - 1, 3)
@@ -92,30 +94,32 @@ def main(argv=None) -> dict:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--batch", type=int, default=8, help="cams.batch_size of the atsg stage")
     p.add_argument("--quick", action="store_true", help="tiny ViT, 4 tiles of 64 px")
+    p.add_argument("--device", default="cpu", help="torch device of both ways, e.g. cuda (default cpu)")
     args = p.parse_args(argv)
     model_cfg = DEIT_B
     if args.quick:
         args.tiles, args.tile, args.batch, model_cfg = 4, 64, 2, TINY_VIT
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        cfg, model, classifier, images = setup(work, model_cfg, args.tile, args.tiles, args.batch)
+        cfg, model, classifier, images = setup(work, model_cfg, args.tile, args.tiles, args.batch, args.device)
         c = cfg["cams"]
 
         start = time.perf_counter()
         for i, image in enumerate(images):
-            cam = published_cams(model, torch.from_numpy(image)[None], c["scales"], c["flip"])
-            np.save(work / f"cam_{i}.npy", cam[0].numpy())
+            cam = published_cams(model, torch.from_numpy(image)[None].to(args.device), c["scales"], c["flip"])
+            np.save(work / f"cam_{i}.npy", cam[0].cpu().numpy())  # .cpu() waits for the device
         published = time.perf_counter() - start
 
         summary = run_sharded(ExtractCams(cfg, work / "tiles.zarr", classifier, work / "cams.zarr", timed=True),
                               Step())
 
         with torch.no_grad():
-            batch = torch.from_numpy(images[:2])
+            batch = torch.from_numpy(images[:2]).to(args.device)
             ours, _ = multiscale_cams(model, batch, c["scales"], c["flip"], (args.tile, args.tile))
             theirs = torch.cat([published_cams(model, batch[i:i + 1], c["scales"], c["flip"]) for i in range(2)])
         diff = (ours - theirs).abs()
-    result = {"stage": "cams", "backbone": model_cfg["backbone"], "tiles": args.tiles, "tile": args.tile,
+    result = {"stage": "cams", "backbone": model_cfg["backbone"], "device": args.device, "tiles": args.tiles,
+              "tile": args.tile,
               "batch": args.batch, "published_s": published, "atsg_s": summary["seconds"],
               "model_s": summary["model_seconds"], "speedup": published / summary["seconds"],
               "overhead": summary["seconds"] / summary["model_seconds"],

@@ -25,6 +25,11 @@ other settings are METHOD.md's (32 points per side, box NMS 0.5).
 
     python benchmarks/masks.py              # SAM vit_b, 256 px tiles (1024 px SAM input)
     python benchmarks/masks.py --quick      # vit_tiny, 64 px tiles (what the tests run)
+    python benchmarks/masks.py --model vit_h --device cuda --precision bf16 --peak-tflops 989   # on a GPU
+
+It also times the batched image encoder alone and counts its FLOPs
+(`torch.utils.flop_counter`), so on a GPU it gives the encoder's TFLOP/s and,
+with `--peak-tflops`, its share of the device's peak.
 """
 
 from __future__ import annotations
@@ -124,7 +129,36 @@ def run_stage(cfg: dict, tiles: Path, out: Path) -> dict:
     return run_sharded(stage, Step())
 
 
-def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path) -> dict:
+def bench_encoder(sam, m: dict, image: np.ndarray, batch: int, repeats: int) -> dict:
+    """Seconds per image of the batched image encoder alone (``masks.encoder_precision``), its FLOPs, and the
+    TFLOP/s it reaches: what share of a device's peak the encoder uses."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from atsg.masks.sam_auto import GridMaskGenerator
+
+    gen = GridMaskGenerator(sam, m)
+    images = [image] * batch
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            gen.embed(images[:1])
+        if gen.device.type == "cuda":
+            gen.embed(images)  # warm-up (CUDA kernels, autotuning)
+        best = float("inf")
+        for _ in range(repeats):
+            if gen.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            gen.embed(images)
+            if gen.device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+    flops = counter.get_total_flops()
+    return {"batch": batch, "precision": m["encoder_precision"], "s_per_image": best / batch,
+            "gflops_per_image": flops / 1e9, "tflops": flops * batch / best / 1e12}
+
+
+def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path, device: str = "cpu",
+                precision: str = "fp32") -> dict:
     from segment_anything import SamAutomaticMaskGenerator
 
     scene_px = ARCHITECTURES[model]["image"]
@@ -134,8 +168,10 @@ def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path)
     sam = build_sam_model(model).eval()
     checkpoint = workdir / f"sam_{model}.pth"
     torch.save(sam.state_dict(), checkpoint)
+    sam = sam.to(device)
     m = validate_config({"masks": {"generator": "sam", "sam_model_type": model, "sam_checkpoint": str(checkpoint),
-                                   "stability_score_thresh": 0.0, "device": "cpu"}})["masks"]
+                                   "stability_score_thresh": 0.0, "device": device,
+                                   "encoder_precision": precision}})["masks"]
     m["pred_iou_thresh"] = iou_threshold(sam, m, _rgb(images[0]), keep)
     cfg = validate_config({"masks": m})
 
@@ -161,10 +197,12 @@ def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path)
 
     # scene windows: every tile of the scene, SAM once per window
     scene = run_stage(validate_config({"masks": {**m, "scene_windows": True}}), tiles, workdir / "scene.zarr")
+    encoder = bench_encoder(sam, m, _rgb(images[0]), m["batch_size"], repeats=3 if device != "cpu" else 1)
     per_tile_rate = summary["tiles"] / summary["seconds"]
     scene_rate = scene["tiles"] / scene["seconds"]
     return {
         "model": model, "tile": tile, "tiles": n_tiles, "pred_iou_thresh": m["pred_iou_thresh"], "keep": keep,
+        "device": device, "precision": precision, "encoder": encoder,
         "published_s_per_tile": published_s / n_tiles, "atsg_s_per_tile": summary["seconds"] / n_tiles,
         "speedup": published_s / summary["seconds"], "sam_model_s": summary["sam_model_seconds"],
         "stage_s": summary["seconds"], "overhead": summary["seconds"] / summary["sam_model_seconds"],
@@ -184,6 +222,13 @@ def main(argv=None) -> dict:
     p.add_argument("--keep", type=float, default=0.2, help="share of candidate masks passing the IoU filter")
     p.add_argument("--quick", action="store_true", help="vit_tiny, 64 px tiles: seconds")
     p.add_argument("--maps-only", action="store_true", help="only the maps measurement (seconds, no SAM)")
+    p.add_argument("--device", default="cpu", help="torch device of SAM for both ways, e.g. cuda (default cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="atsg's masks.encoder_precision (the published way is fp32; other than fp32, the maps "
+                        "may differ slightly)")
+    p.add_argument("--peak-tflops", type=float,
+                   help="the device's peak TFLOP/s at --precision (e.g. about 990 for an H100 SXM in bf16): "
+                        "prints the encoder's share of it")
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.tile, args.tiles = "vit_tiny", 64, 2
@@ -197,7 +242,9 @@ def main(argv=None) -> dict:
         print(json.dumps({"stage": "masks", "maps": maps}))
         return {"stage": "masks", "maps": maps}
     with tempfile.TemporaryDirectory() as tmp:
-        stage = bench_stage(args.model, args.tile, args.tiles, args.keep, Path(tmp))
+        stage = bench_stage(args.model, args.tile, args.tiles, args.keep, Path(tmp), args.device, args.precision)
+    if args.peak_tflops:
+        stage["encoder"]["peak_share"] = stage["encoder"]["tflops"] / args.peak_tflops
     result = {"stage": "masks", "maps": maps, "sam": stage}
     s = stage["scene"]
     print(f"mask stage, SAM {stage['model']} (random, seeded), {stage['tiles']} tiles of {stage['tile']} px, "
@@ -205,6 +252,11 @@ def main(argv=None) -> dict:
           f"atsg {stage['atsg_s_per_tile']:.2f} s per tile, {stage['speedup']:.2f}x; equal maps: {stage['equal']}")
     print(f"  atsg stage {stage['stage_s']:.2f} s = {stage['overhead']:.3f}x its SAM module calls "
           f"({stage['sam_model_s']:.2f} s)")
+    e = stage["encoder"]
+    share = f", {e['peak_share']:.1%} of the given peak" if "peak_share" in e else ""
+    print(f"  image encoder ({stage['device']}, {e['precision']}, batch {e['batch']}): {e['s_per_image']:.3f} s "
+          f"per {ARCHITECTURES[stage['model']]['image']} px image, {e['gflops_per_image']:.2f} GFLOP each, "
+          f"{e['tflops']:.3f} TFLOP/s{share}")
     print(f"scene windows: {s['tiles_per_s']:.3f} tiles/s against {s['per_tile_tiles_per_s']:.3f} per tile, "
           f"{s['ratio']:.1f}x; objects per tile {s['mean_objects']:.1f} (per tile: {s['per_tile_mean_objects']:.1f})")
     print(json.dumps(result))

@@ -96,6 +96,8 @@ def test_training_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_
         assert torch.allclose(a, b, atol=1e-6)
     assert [h["step"] for h in resumed.history] == [4, 8, 12]
     assert resumed.best_step == full.best_step and resumed.best_score == pytest.approx(full.best_score)
+    # the rate counts the steps this run made (12, and 7 after the resume), over their time only
+    assert full.steps_per_second > 12 / full.seconds and resumed.steps_per_second > 7 / resumed.seconds
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):

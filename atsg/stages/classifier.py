@@ -128,6 +128,8 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
                         supervised=False, joint=True, best_step=result.best_step)
     metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
                "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
-               "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from, "history": result.history}
+               "seconds": round(result.seconds, 1),
+               "steps_per_second": round(result.steps_per_second, 3), "resumed_from": result.resumed_from,
+               "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return {k: v for k, v in metrics.items() if k != "history"}

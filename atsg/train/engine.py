@@ -75,6 +75,8 @@ class FitResult:
     history: list = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int = 0
+    steps_per_second: float = 0.0
+    """Training steps (data, forward, backward, update) per second, validation and checkpoints excluded."""
 
 
 class Engine:
@@ -163,6 +165,7 @@ class Engine:
         self.model.train()
         t0 = time.perf_counter()
         running: dict[str, float] = {}
+        side = 0.0  # seconds of validation and checkpointing
         bar = tqdm(total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True,
                    disable=not main)
         step = start
@@ -194,12 +197,23 @@ class Engine:
                          " ".join(f"{k}={v:.4f}" for k, v in means.items()))
                 running = {}
             if main and (step % cfg["val_every"] == 0 or step == iters):
+                t_side = time.perf_counter()
                 best = self._validate(step, validate, best, history)
+                side += time.perf_counter() - t_side
             if main and (step % cfg["checkpoint_every"] == 0 or step == iters):
+                t_side = time.perf_counter()
                 self._save(step, best, history)
+                side += time.perf_counter() - t_side
         bar.close()
         if main and best["state"] is None:  # resumed after the last step: validate once to pick the weights
             best = self._validate(step, validate, best, history)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
+        rate = (step - start) / max(seconds - side, 1e-9)
+        if main and step > start:
+            log.info("%s: %.2f training steps per second (%d steps; validation and checkpoints excluded)",
+                     self.name, rate, step - start)
         return FitResult(best_state=best["state"], best_score=best["score"], best_step=best["step"],
-                         history=copy.deepcopy(history), seconds=seconds, resumed_from=resumed_from)
+                         history=copy.deepcopy(history), seconds=seconds, resumed_from=resumed_from,
+                         steps_per_second=rate)
