@@ -171,12 +171,13 @@ class TileReader:
     def __getitem__(self, i: int) -> np.ndarray:
         if not self.fast:
             return self.array[i]
-        path = self.folder / self.array.metadata.encode_chunk_key((int(i),) + (0,) * (self.array.ndim - 1))
+        i = int(i) + (len(self) if int(i) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise IndexError(f"tile {i} of {len(self)}")
+        path = self.folder / self.array.metadata.encode_chunk_key((i,) + (0,) * (self.array.ndim - 1))
         try:
             data = path.read_bytes()
         except FileNotFoundError:  # never written: the fill value, as zarr returns it
-            if not 0 <= int(i) < len(self):
-                raise IndexError(f"tile {i} of {len(self)}") from None
             return np.full(self.array.shape[1:], self.array.fill_value, self.array.dtype)
         buffer = self.prototype.buffer.from_bytes(data)
         for codec in reversed(self.compressors):

@@ -10,7 +10,7 @@ import zarr
 from atsg.config import validate_config
 from atsg.data.synthetic.scene import generate_scene
 from atsg.imagecodec import NAME, Wavelet53Codec, decode_array, encode_array, max_levels
-from atsg.store import create_tile_store, image_serializer
+from atsg.store import TileReader, create_tile_store, image_serializer
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -94,3 +94,24 @@ def test_bad_arrays_are_refused(tmp_path):
                        serializer=Wavelet53Codec(levels=2, reference_band=3))
     with pytest.raises(ValueError, match="format"):
         decode_array(b"\x09" + bytes(8), (1, 1, 2, 2), 0, None)
+
+
+@pytest.mark.parametrize("codec", ["wavelet", "zstd"])
+def test_tile_reader_equals_zarr_indexing(tmp_path, codec):
+    tiles = _scene_tiles()
+    g = create_tile_store(tmp_path / "t.zarr", len(tiles) + 1, 3, 128, 5, 1, image_serializer(128, 3, codec, 4, 1))
+    g["images"][:len(tiles)] = tiles                      # the last tile is never written: fill value
+    g["labels"][0] = np.arange(128 * 128, dtype=np.uint32).reshape(128, 128) % 7
+    store = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")
+    for name in ("images", "labels"):
+        reader = TileReader(store[name])
+        assert reader.fast
+        for i in [*range(len(tiles) + 1), -1]:
+            tile = reader[i]
+            assert np.array_equal(tile, store[name][i]) and tile.flags.writeable
+        with pytest.raises(IndexError):
+            reader[len(tiles) + 1]
+    memory = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    memory.create_array("a", data=tiles, chunks=(1, 3, 128, 128))
+    slow = TileReader(memory["a"])                        # not a local store: zarr's own path
+    assert not slow.fast and np.array_equal(slow[2], tiles[2])
