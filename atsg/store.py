@@ -144,6 +144,7 @@ class TileReader:
     """
 
     def __init__(self, array: zarr.Array):
+        from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
         from zarr.core.array_spec import ArrayConfig
         from zarr.core.buffer import default_buffer_prototype
         from zarr.storage import LocalStore
@@ -151,14 +152,11 @@ class TileReader:
         self.array = array
         md = array.metadata
         whole_tiles = array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
-        codecs = list(getattr(md, "codecs", ()))
+        codecs = list(getattr(md, "codecs", ()))  # serializer, then compressors; zarr v3 only
         self.fast = (isinstance(array.store, LocalStore) and whole_tiles and len(codecs) >= 1
+                     and isinstance(codecs[0], ArrayBytesCodec)
+                     and all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
                      and all(hasattr(c, "_decode_sync") for c in codecs))
-        if self.fast:
-            from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
-
-            self.fast = isinstance(codecs[0], ArrayBytesCodec) and all(isinstance(c, BytesBytesCodec)
-                                                                       for c in codecs[1:])
         if self.fast:
             self.folder = Path(array.store.root) / array.path
             self.serializer, self.compressors = codecs[0], codecs[1:]

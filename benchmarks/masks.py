@@ -54,6 +54,7 @@ from atsg.models.sam import ARCHITECTURES, build_sam_model  # noqa: E402
 from atsg.stages.masks import GenerateMasks  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
 from atsg.store import base_attrs, create_tile_store, open_store  # noqa: E402
+from atsg.timing import ModelClock  # noqa: E402
 
 
 def overlapping_masks(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -143,15 +144,11 @@ def bench_encoder(sam, m: dict, image: np.ndarray, batch: int, repeats: int) -> 
             gen.embed(images[:1])
         if gen.device.type == "cuda":
             gen.embed(images)  # warm-up (CUDA kernels, autotuning)
-        best = float("inf")
+        clock, best = ModelClock(gen.device), float("inf")
         for _ in range(repeats):
-            if gen.device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            gen.embed(images)
-            if gen.device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
+            before = clock.seconds
+            clock(gen.embed, images)
+            best = min(best, clock.seconds - before)
     flops = counter.get_total_flops()
     return {"batch": batch, "precision": m["encoder_precision"], "s_per_image": best / batch,
             "gflops_per_image": flops / 1e9, "tflops": flops * batch / best / 1e12}
