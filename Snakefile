@@ -1,16 +1,18 @@
 # atsg: weakly supervised segmentation of aerial imagery (ATSG) as a staged workflow.
 # Index only: the rules live in workflow/rules/, the logic in the atsg package.
-from pathlib import Path
-
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: Path(workflow.basedir) / "config" / "config.yaml"
+from atsg.config import DEMO_CONFIG, validate_config
 
+# One layering for snakemake and atsg: schema defaults (the published settings) < --configfile files in order
+# < --config. The demo (config/config.yaml) is a preset like the others, used only when no file is given.
+if not workflow.overwrite_configfiles:
 
-from atsg.config import validate_config
+    configfile: DEMO_CONFIG
+
 
 validate_config(config)  # fills schema defaults; a bad key or value stops here with one line
 
@@ -39,7 +41,5 @@ localrules:
 
 rule all:
     input:
-        RUN / "eval" / "metrics.json",
-        RUN / "eval" / "report.md",
-        RUN / "predictions",
+        every_output(),
     default_target: True

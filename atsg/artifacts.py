@@ -1,9 +1,14 @@
-"""Which config sections make each artifact of a run.
+"""Which config sections make each artifact of a run, and the key that names what an artifact holds.
 
-The key of an artifact is the canonical JSON of every section it and its
-upstream artifacts read. Two configs that agree on an artifact's key make the
-same artifact, so an ablation variant reuses the main run's file (or another
-variant's) instead of computing it again.
+The key of an artifact is a digest of the artifact settings (run keys left out) of every section its stage
+reads and of the keys of the artifacts it is made from. Two configs that agree on an artifact's key make the
+same artifact, so an ablation variant reuses the main run's file (or another variant's) instead of computing it
+again.
+
+Every stage also records the key of what it made and the keys of what it read (its lineage) in its store
+attributes or model file, computed from the settings it was given and the keys its inputs recorded. So an
+artifact's recorded key equals :func:`artifact_key` of the current config exactly when it and everything
+upstream of it were made with the current settings; evaluate checks this for every input it scores.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import hashlib
 import json
 from typing import Mapping
 
-from .config import supervised_section
+from .config import artifact_settings, supervised_section
 
-ARTIFACTS = ("tiles", "classifier", "cams", "masks", "pseudo_labels", "segmentation", "supervised",
+ARTIFACTS = ("scenes", "tiles", "classifier", "cams", "masks", "pseudo_labels", "segmentation", "supervised",
              "predictions", "supervised_predictions", "eval")
-"""Every artifact of a run, upstream first."""
+"""Every artifact of a run, upstream first (``scenes``: the synthetic demo's rasters only)."""
 
-TILE_SECTIONS = ("run", "results_dir", "dataset", "split", "tiling", "synthetic")
-"""Sections that make tiles.zarr; every run and variant of one run shares them."""
+RULES = {"scenes": "synth", "tiles": "tile", "classifier": "train_classifier", "cams": "extract_cams",
+         "masks": "generate_masks", "pseudo_labels": "refine_labels", "segmentation": "train_segmentation",
+         "supervised": "train_supervised", "predictions": "predict", "supervised_predictions": "predict_supervised",
+         "eval": "evaluate"}
+"""The rule that makes each artifact (what an error tells the user to rerun)."""
 
 
 def joint(cfg: Mapping) -> bool:
@@ -33,31 +41,44 @@ def needs_masks(cfg: Mapping) -> bool:
     return bool(seg["object_loss"]["enabled"] or seg["boundary_loss"]["enabled"])
 
 
-def _own(cfg: Mapping, artifact: str) -> dict:
-    """The sections an artifact's own rule reads."""
+def synthetic(cfg: Mapping) -> bool:
+    """The demo: scenes are drawn by rule synth (artifact ``scenes``) instead of read from dataset.root."""
+    return cfg["dataset"]["preset"] == "synthetic"
+
+
+def own_sections(cfg: Mapping, artifact: str) -> tuple[str, ...]:
+    """The config sections an artifact's own rule receives as params."""
+    if artifact == "scenes":
+        return ("synthetic", "dataset")
     if artifact == "tiles":
-        return {s: cfg[s] for s in TILE_SECTIONS}
-    if artifact == "classifier":
-        own = {"classifier": cfg["classifier"]}
-        if joint(cfg):  # decoders, their losses and the on-the-fly pseudo-labels
-            own.update({s: cfg[s] for s in ("segmentation", "cams", "refine")})
-        return own
-    if artifact == "supervised":
-        return {"segmentation": supervised_section(cfg["segmentation"])}
+        return ("dataset", "split", "tiling")
+    if artifact == "classifier":  # paper mode: decoders, their losses and the on-the-fly pseudo-labels
+        return ("classifier", "segmentation", "cams", "refine") if joint(cfg) else ("classifier",)
+    if artifact in ("segmentation", "supervised"):
+        return ("segmentation",)
     if artifact == "pseudo_labels":
-        return {"refine": cfg["refine"]}
+        return ("refine",)
     if artifact in ("predictions", "supervised_predictions"):
-        return {"predict": cfg["predict"]}
+        return ("predict",)
     if artifact == "eval":
-        return {"evaluate": cfg["evaluate"], "refine": cfg["refine"]}
-    return {artifact: cfg[artifact]}
+        return ("evaluate", "refine")
+    return (artifact,)
+
+
+def own_settings(cfg: Mapping, artifact: str) -> dict:
+    """The artifact settings of the sections that make ``artifact`` (the supervised bound: no weak-only keys)."""
+    if artifact == "supervised":
+        return {"segmentation": supervised_section(cfg)}
+    return {s: artifact_settings(cfg, s) for s in own_sections(cfg, artifact)}
 
 
 def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     """The artifacts ``artifact`` is made from (paper mode: predictions come from the classifier stage)."""
     masks = needs_masks(cfg)
-    if artifact == "tiles":
+    if artifact == "scenes":
         return ()
+    if artifact == "tiles":
+        return ("scenes",) if synthetic(cfg) else ()
     if artifact == "classifier":
         return ("tiles", "masks") if joint(cfg) and masks else ("tiles",)
     if artifact == "cams":
@@ -85,7 +106,60 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     raise KeyError(f"unknown artifact {artifact!r}; one of {ARTIFACTS}")
 
 
-def artifact_key(cfg: Mapping, artifact: str) -> str:
-    """A digest of everything that makes ``artifact`` (its sections and its upstream keys): equal keys, equal artifacts."""
-    parts = {"self": _own(cfg, artifact), "from": {up: artifact_key(cfg, up) for up in upstream(cfg, artifact)}}
+def make_key(own: Mapping, inputs: Mapping[str, str | None]) -> str:
+    """The key of an artifact made with settings ``own`` from inputs whose keys are ``inputs``."""
+    parts = {"self": own, "from": dict(inputs)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def artifact_key(cfg: Mapping, artifact: str) -> str:
+    """A digest of everything that makes ``artifact`` (its settings and its upstream keys): equal keys, equal
+    artifacts."""
+    return make_key(own_settings(cfg, artifact), {up: artifact_key(cfg, up) for up in upstream(cfg, artifact)})
+
+
+def lineage(cfg: Mapping, artifact: str, inputs: Mapping[str, str | None]) -> dict:
+    """What a stage records about the artifact it makes: its name, its key and the keys of its inputs.
+
+    ``inputs`` are the keys the input artifacts recorded; with the stage's own settings from ``cfg`` they give
+    the artifact's key the same way :func:`artifact_key` does from a whole config.
+    """
+    return {"artifact": artifact, "artifact_key": make_key(own_settings(cfg, artifact), inputs),
+            "inputs": dict(inputs)}
+
+
+def record(cfg: Mapping, artifact: str, inputs: Mapping[str, str | None]) -> dict:
+    """What a store or model file records about how it was made: the settings of its sections (``config``)
+    and its :func:`lineage`."""
+    return {"config": own_settings(cfg, artifact), **lineage(cfg, artifact, inputs)}
+
+
+def needed(cfg: Mapping, target: str = "eval") -> list[str]:
+    """``target`` and every artifact it is made from, upstream first."""
+    seen: list[str] = []
+
+    def visit(a: str) -> None:
+        for up in upstream(cfg, a):
+            visit(up)
+        if a not in seen:
+            seen.append(a)
+
+    visit(target)
+    return seen
+
+
+def artifact_files(cfg: Mapping, artifact: str) -> tuple[str, ...]:
+    """The paths, relative to the folder that holds the artifact, of what its rule declares as output."""
+    if artifact == "classifier":
+        files = ("classifier/model.pt", "classifier/metrics.json")
+        return files + (("classifier/segmenter.pt",) if joint(cfg) else ())
+    if artifact in ("segmentation", "supervised"):
+        return (f"{artifact}/model.pt", f"{artifact}/metrics.json")
+    if artifact == "predictions":
+        return ("predictions.zarr", "predictions")
+    if artifact == "eval":
+        return ("eval/metrics.json", "eval/confusion.csv", "eval/report.md", "eval/figures/samples.png",
+                "eval/figures/confusion.png", "eval/figures/legend.png")
+    if artifact == "scenes":
+        return ("scenes",)
+    return (f"{artifact}.zarr",)

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
 
 from . import __version__
-from .config import dataset_root, load_config, run_dir
+from .config import dataset_root, demo_configfile, load_config, run_dir
 from .errors import AtsgError
 from .gpus import claim_devices
 
@@ -42,13 +44,17 @@ The Snakemake workflow (snakemake --cores 2) runs these stages in order and cach
 def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
     g.add_argument("--configfile", action="append", default=[], metavar="FILE",
-                   help="YAML config file; repeat to overlay (e.g. a preset then config/cpu.yaml)")
+                   help="YAML config file laid over the schema defaults (the published settings); repeat to overlay "
+                        "(e.g. a preset then config/cpu.yaml). Without it (and without --params): the demo, "
+                        "config/config.yaml")
     g.add_argument("--params", metavar="JSON", action="append", default=[],
                    help="config sections as JSON (what Snakemake rules pass); repeat to add sections")
     g.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set tiling.size=512 (value read as YAML)")
     g.add_argument("--log", metavar="FILE", help="also write the log to FILE")
-    g.add_argument("--threads", type=int, metavar="N", help="CPU threads: torch threads, or processes for synth (Snakemake passes the rule's threads)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="at most N CPU threads (torch) or processes (synth); a stage's `threads` key, when set, "
+                        "fixes torch's count (default: the CPUs this process may use)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
     p.add_argument("--predictions", type=Path, help="predictions.zarr (default: results/{run}/predictions.zarr)")
     p.add_argument("--supervised", type=Path, help="predictions of the supervised model (optional)")
+    p.add_argument("--expect", metavar="JSON",
+                   help="artifact keys this run's config makes, {artifact: key}: an input with another key is an "
+                        "error (the workflow passes them; default with --configfile: computed from the config)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -159,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: atsg ablate --cores 2 --configfile config/cpu.yaml -- --dry-run")
     p.add_argument("--cores", default="all", help="snakemake --cores (default: all)")
     p.add_argument("--configfile", action="append", default=[], metavar="FILE",
-                   help="config file laid over config/config.yaml, as with snakemake; repeat to overlay")
+                   help="config file, as with snakemake (without one: the demo, config/config.yaml); repeat to "
+                        "overlay")
     p.add_argument("--snakefile", type=Path,
                    help="the workflow (default: ./Snakefile, else the one beside the installed package)")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
@@ -176,9 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
     p.set_defaults(func=cmd_ablation_table)
 
-    p = sub.add_parser("info", help="arrays, shapes, dtypes, chunks and attrs of a store",
-                       description="Describe a Zarr store written by atsg.")
+    p = sub.add_parser("info", help="arrays, shapes, dtypes, chunks and attrs of a store (--verify: check it)",
+                       description="Describe a Zarr store written by atsg. With --verify, check every chunk of it "
+                                   "against its seal (missing, truncated or corrupt tiles, chunks that do not "
+                                   "decode, arrays of the wrong dtype or dimensions) and exit 1 on any defect.")
     p.add_argument("store", type=Path)
+    p.add_argument("--verify", action="store_true", help="check every tile of the store; exit 1 on any defect")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("config", help="print the validated configuration with all defaults",
@@ -218,33 +231,42 @@ def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool 
         p.add_argument("--classifier", type=Path, help="classifier model (default: results/{run}/classifier/model.pt)")
 
 
-def _setup_logging(verbose: bool, logfile: str | None) -> None:
+def _setup_logging(verbose: bool, logfile: str | None) -> logging.Handler | None:
+    """Console and (with --log, rank 0 only) the rule's log file; returns the file's handler."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     rank = int(os.environ.get("RANK", 0)) if "WORLD_SIZE" in os.environ else 0
+    to_file = None
     if logfile and rank == 0:  # under torchrun rank 0 adds to the launcher's log; the others only warn
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(logfile, mode="a" if "WORLD_SIZE" in os.environ else "w"))
+        to_file = logging.FileHandler(logfile, mode="a" if "WORLD_SIZE" in os.environ else "w")
+        handlers.append(to_file)
     level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # GDAL's own messages repeat what our one-line errors say
         logging.getLogger("rasterio").setLevel(logging.WARNING)
+    return to_file
 
 
-def _config(args, torch_threads: bool = True) -> dict:
-    if torch_threads and getattr(args, "threads", None):
-        import torch
+def _config(args, section: str | None = None) -> dict:
+    """The validated config of a command: its config files (the demo's when neither a file nor --params is
+    given), then --params, then --set. With ``section``, torch's CPU threads are fixed for the stage."""
+    files = args.configfile or ([] if args.params else [demo_configfile()])
+    cfg = load_config(files, args.params, args.assignments)
+    if section is not None:
+        from .device import set_torch_threads
 
-        torch.set_num_threads(args.threads)
-    return load_config(args.configfile, args.params, args.assignments)
+        set_torch_threads(cfg[section], args.threads)
+    return cfg
 
 
 def cmd_synth(args) -> None:
+    from .artifacts import record
     from .data.synthetic import run_synth
 
-    cfg = _config(args, torch_threads=False)
+    cfg = _config(args)
     out = args.out or run_dir(cfg) / "scenes"
-    run_synth(cfg["synthetic"], cfg["dataset"], out, workers=args.threads or 1)
+    run_synth(cfg["synthetic"], cfg["dataset"], out, workers=args.threads or 1, record=record(cfg, "scenes", {}))
 
 
 def cmd_tile(args) -> None:
@@ -297,7 +319,7 @@ def _training(cfg, section: str, job: str):
 
 
 def cmd_train_classifier(args) -> None:
-    cfg = _config(args)
+    cfg = _config(args, "classifier")
     io = _paths(args, cfg)
     with _training(cfg, "classifier", "train_classifier") as here:
         if here:
@@ -307,7 +329,7 @@ def cmd_train_classifier(args) -> None:
 
 
 def cmd_extract_cams(args) -> None:
-    cfg = _config(args)
+    cfg = _config(args, "cams")
     io = _paths(args, cfg)
     step = _step(args)
     with _on_devices(cfg, step, "cams", "extract_cams"):
@@ -317,7 +339,7 @@ def cmd_extract_cams(args) -> None:
 
 
 def cmd_generate_masks(args) -> None:
-    cfg = _config(args)
+    cfg = _config(args, "masks")
     io = _paths(args, cfg)
     step = _step(args)
     with _on_devices(cfg, step, "masks", "generate_masks", 1 if cfg["masks"]["generator"] == "sam" else 0):
@@ -327,7 +349,7 @@ def cmd_generate_masks(args) -> None:
 
 
 def cmd_refine_labels(args) -> None:
-    cfg = _config(args)
+    cfg = _config(args, "refine")
     io = _paths(args, cfg)
     r = cfg["refine"]
     with _on_devices(cfg, None, "refine", "refine_labels"):
@@ -338,7 +360,7 @@ def cmd_refine_labels(args) -> None:
 
 
 def cmd_train_segmentation(args) -> None:
-    cfg = _config(args)
+    cfg = _config(args, "segmentation")
     io = _paths(args, cfg)
     supervised = True if args.supervised else None
     default_out = run_dir(cfg) / ("supervised" if args.supervised else "segmentation")
@@ -351,7 +373,7 @@ def cmd_train_segmentation(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    cfg = _config(args)
+    cfg = _config(args, "predict")
     io = _paths(args, cfg)
     geotiffs = None if args.no_geotiffs else io["geotiffs"]
     step = _step(args)
@@ -364,10 +386,21 @@ def cmd_predict(args) -> None:
 def cmd_evaluate(args) -> None:
     from .stages.evaluate import run_evaluate
 
-    cfg = _config(args)
+    cfg = _config(args, "evaluate")
     io = _paths(args, cfg)
+    if args.expect:
+        try:
+            expect = json.loads(args.expect)
+        except json.JSONDecodeError as exc:
+            raise AtsgError(f"--expect is not valid JSON: {exc}") from None
+    elif args.configfile and not args.params:  # a whole config: the keys it makes
+        from .artifacts import artifact_key, upstream
+
+        expect = {name: artifact_key(cfg, name) for name in upstream(cfg, "eval")}
+    else:
+        expect = None
     _report(run_evaluate(cfg, io["tiles"], io["cams"], io["pseudo_labels"], io["predictions"], args.supervised,
-                         args.out or run_dir(cfg) / "eval"))
+                         args.out or run_dir(cfg) / "eval", expect))
 
 
 def _snakefile(given: Path | None) -> Path:
@@ -391,7 +424,7 @@ def cmd_ablate(args) -> None:
     code = subprocess.run(cmd).returncode
     if code:
         raise AtsgError(f"snakemake exited with {code}; see its output above and results/{{run}}/logs/")
-    cfg = load_config([snakefile.parent / "config" / "config.yaml", *args.configfile])
+    cfg = load_config(args.configfile or [demo_configfile()])
     table = run_dir(cfg) / "eval" / "ablation.md"
     if table.exists():
         print(table.read_text(encoding="utf-8"), end="")
@@ -414,13 +447,48 @@ def cmd_ablation_table(args) -> None:
 
 
 def cmd_info(args) -> None:
-    from .store import describe
+    from .store import describe, verify_store
 
     print(describe(args.store))
+    if args.verify:
+        defects, checked = verify_store(args.store)
+        if defects:
+            print("\n".join(["defects:", *(f"  {d}" for d in defects)]))
+            raise AtsgError(f"{args.store}: {len(defects)} defect(s); see above")
+        print(f"verified: {checked}")
 
 
 def cmd_config(args) -> None:
     print(yaml.safe_dump(_config(args), sort_keys=False), end="")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the console: the cause, with the file where the system names one."""
+    if isinstance(exc, AtsgError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _fail(args, exc: BaseException, to_file: logging.Handler | None) -> int:
+    """Every failure: its traceback to the rule's log (or the console without one), one line to the console."""
+    line = f"atsg {args.command}: error: {describe_error(exc)}"
+    expected = isinstance(exc, AtsgError)
+    if to_file is not None:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "failed: %s", (describe_error(exc),),
+                                (type(exc), exc, exc.__traceback__))
+        to_file.handle(record)
+        to_file.flush()
+        print(line if expected else f"{line} (traceback in {args.log})", file=sys.stderr)
+    else:
+        if not expected or args.verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(line, file=sys.stderr)
+    return 2 if expected else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,18 +497,12 @@ def main(argv: list[str] | None = None) -> int:
 
         argv = torchrun_argv()
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, getattr(args, "log", None))
+    to_file = _setup_logging(args.verbose, getattr(args, "log", None))
     start = time.perf_counter()
     try:
         args.func(args)
-    except AtsgError as exc:
-        log.debug("failed", exc_info=True)
-        line = f"atsg {args.command}: error: {exc}"
-        print(line, file=sys.stderr)
-        if getattr(args, "log", None):
-            with open(args.log, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        return _fail(args, exc, to_file)
     log.debug("%s took %.1f s", args.command, time.perf_counter() - start)
     return 0
 

@@ -23,6 +23,9 @@ from .errors import ConfigError
 
 SCHEMA_NAME = "config.schema.yaml"
 
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+"""The synthetic demo's settings: used (by the Snakefile and by atsg alike) only when no config file is given."""
+
 
 @functools.lru_cache(maxsize=1)
 def load_schema() -> dict:
@@ -147,6 +150,14 @@ def _check_consistency(cfg: dict) -> None:
         raise ConfigError("config key split.ratios: the fractions must not all be 0")
 
 
+def demo_configfile() -> Path:
+    """config/config.yaml of the checkout atsg runs from (the demo, a preset like the others)."""
+    if not DEMO_CONFIG.is_file():
+        raise ConfigError(f"no --configfile given, and the demo config {DEMO_CONFIG} is not there (atsg was installed "
+                          "without its checkout); pass --configfile with a preset")
+    return DEMO_CONFIG
+
+
 def deep_merge(base: Mapping, override: Mapping) -> dict:
     """A new dict: ``base`` updated recursively by ``override`` (lists are replaced, as Snakemake does)."""
     out = copy.deepcopy(dict(base))
@@ -210,24 +221,61 @@ def load_config(
     return validate_config(cfg)
 
 
+RUN_SECTIONS = ("devices", "train", "shards")
+"""Sections that only say how jobs run (GPU claims, training processes, shard counts)."""
+
+
+@functools.lru_cache(maxsize=1)
+def run_keys() -> dict[str, frozenset]:
+    """Section -> its keys marked ``x-run: true`` in the schema: how a stage runs, not what it makes."""
+    props = load_schema()["properties"]
+    return {name: frozenset(k for k, v in sec.get("properties", {}).items() if v.get("x-run"))
+            for name, sec in props.items() if name not in RUN_SECTIONS}
+
+
+def artifact_settings(config: Mapping, section: str) -> dict:
+    """The keys of ``section`` that define what its stage makes (every key but the ``x-run`` ones)."""
+    keys = run_keys().get(section, frozenset())
+    value = config[section]
+    return {k: v for k, v in value.items() if k not in keys} if isinstance(value, Mapping) else value
+
+
+def run_settings(config: Mapping) -> dict:
+    """Every setting that only says how stages run: the run sections and each section's ``x-run`` keys."""
+    out = {s: config[s] for s in RUN_SECTIONS}
+    out.update({s: {k: config[s][k] for k in sorted(keys)} for s, keys in run_keys().items() if keys})
+    return out
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def section_json(config: Mapping, *sections: str) -> str:
-    """The named sections of a config as canonical JSON (what a rule passes as ``params``)."""
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True, separators=(",", ":"))
+    """What a rule passes as ``params``: the artifact settings of the named sections, as canonical JSON.
+
+    Run keys are left out, so changing them reruns nothing; they reach the stages through :func:`run_json`.
+    """
+    return _canonical({s: artifact_settings(config, s) for s in sections})
+
+
+def run_json(config: Mapping) -> str:
+    """:func:`run_settings` as canonical JSON: passed to every stage on its command line, never as params."""
+    return _canonical(run_settings(config))
 
 
 WEAK_ONLY_KEYS = ("seg_weight", "loss_warmup_iterations", "object_loss", "boundary_loss", "energy_loss", "joint_loss")
 """Settings of the segmentation section that only weak training reads (the supervised bound ignores them)."""
 
 
-def supervised_section(segmentation: Mapping) -> dict:
-    """The segmentation settings the fully supervised upper bound depends on."""
-    return {k: v for k, v in segmentation.items() if k not in WEAK_ONLY_KEYS}
+def supervised_section(config: Mapping) -> dict:
+    """The segmentation settings the fully supervised upper bound is made from (no weak-only, no run keys)."""
+    return {k: v for k, v in artifact_settings(config, "segmentation").items() if k not in WEAK_ONLY_KEYS}
 
 
 def supervised_json(config: Mapping) -> str:
     """``params`` of the supervised rule: changing a weak-only loss never retrains the upper bound."""
-    return json.dumps({"segmentation": supervised_section(config["segmentation"])}, sort_keys=True,
-                      separators=(",", ":"))
+    return _canonical({"segmentation": supervised_section(config)})
 
 
 def run_dir(config: Mapping) -> Path:

@@ -13,8 +13,6 @@ from .errors import ConfigError
 def select_device(cfg: Mapping, section: str) -> torch.device:
     """``auto`` -> cuda if available, else cpu; an explicit cuda device that is missing is an error."""
     name = cfg.get("device", "auto")
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:  # one of several torchrun processes: its own GPU
@@ -26,6 +24,23 @@ def select_device(cfg: Mapping, section: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config key {section}.device: {name} requested but no CUDA device is available")
     return device
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity: what a SLURM allocation or taskset gives it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_torch_threads(section: Mapping, limit: int | None = None) -> int:
+    """Fix torch's CPU threads for a stage: its ``threads`` key if set, else the CPUs this process may use (at
+    most ``limit``, what the rule passes). Results on CPU depend on the thread count in the last bits, so it
+    never depends on how many cores Snakemake was given or what else runs."""
+    n = section.get("threads") or min(limit or available_cpus(), available_cpus())
+    torch.set_num_threads(int(n))
+    return int(n)
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -33,7 +33,8 @@ from typing import Callable, Mapping, Sequence
 import zarr
 
 from .errors import DataError
-from .store import atomic_store
+from .integrity import seal
+from .store import atomic_store, naming_full_disk
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,14 @@ def write_marker(path: str | Path, shard: Shard, partial_id: str, units: int, su
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"shard": shard.index, "shards": shard.count, "partial_id": partial_id,
-                               "units": units, "finished": time.time(), **summary}, indent=1))
-    os.replace(tmp, path)
+    try:
+        with naming_full_disk(path):
+            tmp.write_text(json.dumps({"shard": shard.index, "shards": shard.count, "partial_id": partial_id,
+                                       "units": units, "finished": time.time(), **summary}, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_markers(paths: Sequence[str | Path], partial_id: str) -> list[dict]:
@@ -138,6 +144,8 @@ def finalise(out: str | Path, kind: str, markers: Sequence[str | Path] | None,
     g = open_partial(out, kind)
     partial_id = g.attrs["partial_id"]
     found = read_markers(markers, partial_id) if markers is not None else []
+    seal(partial_path(out))  # every tile written, or an error naming the tiles no shard wrote
+    g = zarr.open_group(str(partial_path(out)), mode="r+")
     attrs = dict(g.attrs)
     attrs.pop("partial_id")
     attrs["complete"] = True
@@ -200,7 +208,21 @@ class Step:
 
 
 def run_sharded(stage: ShardedStage, step: Step) -> dict:
-    """Run ``step`` of ``stage``; returns a summary for the log."""
+    """Run ``step`` of ``stage``; returns a summary for the log. Run whole (one process), a failure leaves no
+    partial store behind; a failed shard leaves the partial store to the other shards and to its rerun."""
+    if step.part != "all":
+        with naming_full_disk(partial_path(stage.out)):
+            return _run_step(stage, step)
+    try:
+        with naming_full_disk(partial_path(stage.out)):
+            return _run_step(stage, step)
+    except BaseException:
+        for path in (stage.out, *stage.folders):
+            shutil.rmtree(partial_path(path), ignore_errors=True)
+        raise
+
+
+def _run_step(stage: ShardedStage, step: Step) -> dict:
     if step.part in ("all", "prepare"):
         prepare(stage.out, stage.create, stage.folders)
         if step.part == "prepare":

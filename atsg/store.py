@@ -10,6 +10,7 @@ the config sections that made it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from zarr.codecs import ZstdCodec
 
 from . import __version__
 from .errors import DataError
+from .integrity import check_whole, rule_of
 
 IGNORE = 255
 """Label value of pixels without a label (padding, ignored colours, uncertain pseudo-labels)."""
@@ -50,6 +52,10 @@ CHUNK_KEYS = {"name": "default", "separator": "."}
 """Chunk files named ``c.<tile>.0.0.0`` side by side in the array's folder: zarr's nested default
 (``c/<tile>/0/0/0``) makes three folders per tile, 12 KB of directory blocks for each tile of each array."""
 
+# Every chunk is written, even one equal to the fill value, so an absent chunk file is always a tile no stage
+# wrote (see atsg.integrity), never a tile of fill values.
+zarr.config.set({"array.write_empty_chunks": True})
+
 # Snakemake drops a .snakemake_timestamp file into directory outputs; zarr would warn about it on every open.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
 
@@ -58,9 +64,22 @@ def split_code(name: str) -> int:
     return SPLITS.index(name)
 
 
-def base_attrs(kind: str, config_sections: Mapping) -> dict:
-    """Attributes every store carries: its kind, the atsg version and the config that made it."""
-    return {"atsg_store": kind, "atsg_version": __version__, "config": dict(config_sections)}
+def base_attrs(kind: str, record: Mapping | None = None) -> dict:
+    """Attributes every store carries: its kind, the atsg version, and its record (see
+    :func:`atsg.artifacts.record`: the settings that made it, its artifact key and the keys of its inputs)."""
+    return {"atsg_store": kind, "atsg_version": __version__, "config": {}, **dict(record or {})}
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | Path) -> Iterator[None]:
+    """A full disk met inside the block is reported as an OSError (ENOSPC) naming ``path`` (zarr's and torch's
+    writes name no file)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -78,7 +97,8 @@ def atomic_store(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}"
     try:
-        yield tmp
+        with naming_full_disk(path):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -135,12 +155,13 @@ def create_tile_arrays(path: Path, kind: str, shapes: Mapping[str, tuple], fill:
 
 
 class TileReader:
-    """Whole-tile reads of an array with one tile per chunk, for loaders that fetch one random tile at a time.
+    """Whole-tile reads of an array with one tile per chunk, checked against the store's seal.
 
-    ``reader[i]`` equals ``array[i]``. On a local store it reads the chunk file and runs the array's own codec
-    chain in the calling thread: zarr's general read path hands every chunk read through its event loop and
-    thread pool, which costs more than decoding a small tile. Other stores (and codecs without a synchronous
-    decoder) take zarr's path.
+    ``reader[i]`` equals ``array[i]``. On a local store it reads the chunk file, checks it against the seal of a
+    finished store (:mod:`atsg.integrity`: a missing, truncated or corrupt chunk is a DataError naming the store,
+    array, tile and rule to rerun) and runs the array's own codec chain in the calling thread: zarr's general
+    read path hands every chunk read through its event loop and thread pool, which costs more than decoding a
+    small tile. Other stores (and codecs without a synchronous decoder) take zarr's path, unchecked.
     """
 
     def __init__(self, array: zarr.Array):
@@ -148,6 +169,8 @@ class TileReader:
         from zarr.core.array_spec import ArrayConfig
         from zarr.core.buffer import default_buffer_prototype
         from zarr.storage import LocalStore
+
+        from .integrity import seal_of
 
         self.array = array
         md = array.metadata
@@ -158,7 +181,10 @@ class TileReader:
                      and all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
                      and all(hasattr(c, "_decode_sync") for c in codecs))
         if self.fast:
-            self.folder = Path(array.store.root) / array.path
+            self.root = Path(array.store.root)
+            self.folder = self.root / array.path
+            self.name = array.path
+            self.seal = seal_of(self.root)
             self.serializer, self.compressors = codecs[0], codecs[1:]
             self.prototype = default_buffer_prototype()
             self.spec = md.get_chunk_spec((0,) * array.ndim, ArrayConfig.from_dict({}), self.prototype)
@@ -175,13 +201,28 @@ class TileReader:
         path = self.folder / self.array.metadata.encode_chunk_key((i,) + (0,) * (self.array.ndim - 1))
         try:
             data = path.read_bytes()
-        except FileNotFoundError:  # never written: the fill value, as zarr returns it
+        except FileNotFoundError:
+            data = None
+        if self.seal is not None:
+            self.seal.check(self.name, i, data, path)
+        if data is None:  # an unsealed store being written: the fill value, as zarr returns it
             return np.full(self.array.shape[1:], self.array.fill_value, self.array.dtype)
-        buffer = self.prototype.buffer.from_bytes(data)
-        for codec in reversed(self.compressors):
-            buffer = codec._decode_sync(buffer, self.spec)
-        tile = self.serializer._decode_sync(buffer, self.spec).as_numpy_array()[0]
+        try:
+            buffer = self.prototype.buffer.from_bytes(data)
+            for codec in reversed(self.compressors):
+                buffer = codec._decode_sync(buffer, self.spec)
+            tile = self.serializer._decode_sync(buffer, self.spec).as_numpy_array()[0]
+        except Exception as exc:  # noqa: BLE001 - codecs raise anything on bad bytes
+            raise DataError(f"{self.root}/{self.name}: tile {i} does not decode ({type(exc).__name__}: {exc}); "
+                            "the store is corrupt: rerun the stage that wrote it") from None
         return tile if tile.flags.writeable else tile.copy()
+
+    def read(self, idx) -> np.ndarray:
+        """Tiles ``idx`` stacked along a new first axis."""
+        idx = np.asarray(idx)
+        if not len(idx):
+            return np.zeros((0, *self.array.shape[1:]), self.array.dtype)
+        return np.stack([self[int(i)] for i in idx])
 
 
 def open_store(path: str | Path, kind: str) -> zarr.Group:
@@ -213,7 +254,28 @@ def open_store(path: str | Path, kind: str) -> zarr.Group:
             n = arr.shape[0]
         elif arr.shape[0] != n:
             raise DataError(f"{path}/{name}: {arr.shape[0]} tiles where the other arrays hold {n}")
+    if "integrity" not in g.attrs:
+        raise DataError(f"{path}: a {kind} store without a seal (written by an atsg that recorded no checksums, "
+                        f"or not finished); delete it and rerun {rule_of(g.attrs)}")
+    check_whole(path, g)
     return g
+
+
+def verify_store(path: str | Path) -> tuple[list[str], str]:
+    """(defects, what was checked) of a store written by atsg, against the schema of its kind and its seal."""
+    from .integrity import verify
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such store")
+    try:
+        g = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not a Zarr group ({exc})") from None
+    kind = g.attrs.get("atsg_store")
+    defects = verify(path, SCHEMAS.get(kind, {}))
+    seal = g.attrs.get("integrity") or {}
+    return defects, f"{seal.get('tiles', 0)} tiles x {len(seal.get('arrays', []))} arrays of a {kind} store, checksums and decoding"
 
 
 def describe(path: str | Path) -> str:

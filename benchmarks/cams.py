@@ -44,6 +44,7 @@ from atsg.models.classifier import CAMClassifier  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
 from atsg.stages.cams import ExtractCams  # noqa: E402
 from atsg.stages.common import save_model_file  # noqa: E402
+from atsg.integrity import seal  # noqa: E402
 from atsg.store import base_attrs, create_tile_store  # noqa: E402
 
 CLASSES = ["clutter", "impervious", "building", "low_vegetation", "tree", "car"]
@@ -76,7 +77,7 @@ def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int, device:
     cfg = validate_config({"classifier": model_cfg, "cams": {"batch_size": batch, "device": device}})
     model = CAMClassifier(cfg["classifier"], 3, len(CLASSES) - 1).eval()
     path = workdir / "classifier.pt"
-    save_model_file(path, model.state_dict(), "classifier", cfg["classifier"], classes=CLASSES, in_chans=3,
+    save_model_file(path, model.state_dict(), "classifier", cfg["classifier"], {}, classes=CLASSES, in_chans=3,
                     n_targets=len(CLASSES) - 1)
     model = model.to(device)
     rng = np.random.default_rng(0)
@@ -85,6 +86,8 @@ def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int, device:
     g["images"][:] = images
     g.attrs.update({**base_attrs("tiles", {}), "classes": CLASSES, "background": True,
                     "target_classes": CLASSES[1:]})
+    g["labels"][:] = 255
+    seal(workdir / "tiles.zarr")
     return cfg, model, path, images
 
 

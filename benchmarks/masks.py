@@ -53,6 +53,7 @@ from atsg.masks.maps import object_and_boundary_maps, per_mask_maps  # noqa: E40
 from atsg.models.sam import ARCHITECTURES, build_sam_model  # noqa: E402
 from atsg.stages.masks import GenerateMasks  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
+from atsg.integrity import seal  # noqa: E402
 from atsg.store import base_attrs, create_tile_store, open_store  # noqa: E402
 from atsg.timing import ModelClock  # noqa: E402
 
@@ -111,6 +112,8 @@ def write_tiles(path: Path, images: np.ndarray, scene_px: int) -> Path:
                     "target_classes": list("bcdef"),
                     "tiles": {"scene": ["s"] * n,
                               "window": [[tile * (i // per_row), tile * (i % per_row), tile, tile] for i in range(n)]}})
+    g["labels"][:] = 255
+    seal(path)
     return path
 
 

@@ -15,10 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def preset_config(name: str, root: Path | str | None = None, **sections) -> dict:
-    """The demo config overlaid with config/{name}.yaml (as users run it), then ``sections`` merged in."""
-    files = [REPO / "config" / "config.yaml"]
-    if name != "config":
-        files.append(REPO / "config" / f"{name}.yaml")
+    """config/{name}.yaml over the schema defaults (as users run it), then ``sections`` merged in."""
+    files = [REPO / "config" / f"{name}.yaml"]
     params = {k: v for k, v in sections.items()}
     if root is not None:
         params.setdefault("dataset", {})["root"] = str(root)
@@ -54,7 +52,7 @@ def scheduled_jobs(result) -> set[str]:
 def run_snakemake(workdir: Path, env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """This repository's workflow in ``workdir`` with ``workdir/tiny.yaml`` laid over the demo config."""
     cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(workdir / "tiny.yaml"), "--cores", "2", *args]
+           str(REPO / "config" / "config.yaml"), str(workdir / "tiny.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -12,9 +12,13 @@ import rasterio
 import torch
 import yaml
 
+import zarr
+
+from atsg.artifacts import artifact_key, upstream
+from atsg.config import load_config
 from atsg.stages.common import file_sha256
 from atsg.store import open_store
-from conftest import TINY, job_counts, run_snakemake, scheduled_jobs
+from conftest import REPO, TINY, job_counts, run_snakemake, scheduled_jobs, tiny_config
 
 # A sharded stage is three rules: the empty store, one job per shard, the finalising step.
 MASKS = {"generate_masks_prepare", "generate_masks_shard", "generate_masks"}
@@ -78,8 +82,8 @@ def test_scene_geotiff_agrees_with_tile_predictions(chain):
 def test_evaluation_outputs(chain):
     _, _, run = chain
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"cam", "pseudo_labels", "predictions", "supervised"}
-    for entry in metrics.values():
+    assert set(metrics) == {"cam", "pseudo_labels", "predictions", "supervised", "lineage"}
+    for entry in (v for k, v in metrics.items() if k != "lineage"):
         assert entry["split"] == "test" and 0 <= entry["miou"] <= 1 and 0 <= entry["oa"] <= 1
         assert set(entry["iou"]) == {"clutter", "impervious_surface", "building", "low_vegetation", "tree", "car"}
         assert "mean_f1" in entry and "val" in entry["splits"]
@@ -96,6 +100,90 @@ def test_rerun_after_the_chain_schedules_nothing(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def _moved_away(path: Path):
+    """Context: ``path`` is absent inside the block and back (same mtime) after it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        aside = path.with_name(path.name + ".aside")
+        os.replace(path, aside)
+        try:
+            yield
+        finally:
+            os.replace(aside, path)
+
+    return ctx()
+
+
+@pytest.mark.parametrize("missing, rules", [
+    ("segmentation/model.pt", {"train_segmentation", *PREDICT, "evaluate"}),
+    ("classifier/metrics.json", {"train_classifier", *CAMS, "refine_labels", "train_segmentation", *PREDICT,
+                                 "evaluate"}),
+    ("masks.zarr", {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate"}),
+    ("supervised/model.pt", {"train_supervised", "predict_supervised", "evaluate"}),
+    ("predictions", {*PREDICT, "evaluate"}),
+])
+def test_a_missing_output_is_rebuilt_with_everything_after_it(chain, missing, rules):
+    work, env, run = chain
+    with _moved_away(run / missing):
+        result = run_snakemake(work, env, "-n")
+    assert scheduled_jobs(result) == rules | {"all"}
+
+
+def test_a_killed_training_after_a_config_change_is_redone_before_the_report(chain):
+    """Snakemake removes the outputs of a killed job; the next run must rebuild them, not report the old rows."""
+    work, env, run = chain
+    seg = {**TINY["segmentation"], "seed": 5}
+    flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
+    with _moved_away(run / "segmentation" / "model.pt"), _moved_away(run / "segmentation" / "metrics.json"):
+        result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
+    assert scheduled_jobs(result) == {"train_segmentation", "train_supervised", *PREDICT, "predict_supervised",
+                                      "evaluate", "all"}
+
+
+def test_every_artifact_records_the_key_of_the_current_config(chain):
+    """Each stage computes its key from its own settings and its inputs' recorded keys; all equal the keys the
+    config makes, and the report names the keys of everything it scored."""
+    _, _, run = chain
+    cfg = tiny_config()
+    stores = {"tiles": "tiles.zarr", "cams": "cams.zarr", "masks": "masks.zarr",
+              "pseudo_labels": "pseudo_labels.zarr", "predictions": "predictions.zarr",
+              "supervised_predictions": "supervised_predictions.zarr"}
+    for name, folder in stores.items():
+        attrs = zarr.open_group(str(run / folder), mode="r").attrs
+        assert attrs["artifact"] == name and attrs["artifact_key"] == artifact_key(cfg, name), name
+    for name in ("classifier", "segmentation", "supervised"):
+        model = torch.load(run / name / "model.pt", weights_only=False)
+        assert model["artifact_key"] == artifact_key(cfg, name), name
+    manifest = json.loads((run / "scenes" / "manifest.json").read_text())
+    assert manifest["artifact_key"] == artifact_key(cfg, "scenes")
+    lineage = json.loads((run / "eval" / "metrics.json").read_text())["lineage"]
+    assert lineage["inputs"] == {a: artifact_key(cfg, a) for a in upstream(cfg, "eval")}
+    assert lineage["artifact_key"] == artifact_key(cfg, "eval")
+    assert artifact_key(cfg, "predictions")[:16] in (run / "eval" / "report.md").read_text()
+
+
+def test_evaluate_refuses_an_input_made_with_other_settings(chain, tmp_path):
+    work, env, run = chain
+    cfg = tiny_config()
+    expect = {a: artifact_key(cfg, a) for a in upstream(cfg, "eval")}
+    expect["predictions"] = artifact_key(load_config([REPO / "config" / "config.yaml"],
+                                                     {**TINY, "predict": {"flip": True}}), "predictions")
+    log = tmp_path / "evaluate.log"
+    result = subprocess.run(
+        ["atsg", "evaluate", "--configfile", str(REPO / "config" / "config.yaml"), "--configfile",
+         str(work / "tiny.yaml"), "--tiles", str(run / "tiles.zarr"), "--cams", str(run / "cams.zarr"),
+         "--pseudo-labels", str(run / "pseudo_labels.zarr"), "--predictions", str(run / "predictions.zarr"),
+         "--supervised", str(run / "supervised_predictions.zarr"), "--expect", json.dumps(expect),
+         "--out", str(tmp_path / "eval"), "--log", str(log)], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "predictions.zarr: made with other settings than this run's" in line and "rerun predict" in line
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    assert line.split("error: ", 1)[1] in log.read_text() and "Traceback" in log.read_text()
 
 
 def test_refine_change_reruns_refine_and_what_follows_only(chain):
@@ -201,7 +289,7 @@ def test_paper_mode_trains_one_network_and_predicts_with_it(paper):
     assert pred.attrs["model_sha256"] == file_sha256(run / "classifier" / "segmenter.pt")
     assert int(pred["labels"][:].max()) < 6
     eval_metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(eval_metrics) == {"cam", "pseudo_labels", "predictions"}
+    assert set(eval_metrics) == {"cam", "pseudo_labels", "predictions", "lineage"}
 
 
 def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(paper):
@@ -214,7 +302,8 @@ def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(pa
 
 def test_atsg_ablate_runs_the_ablation_target(chain):
     work, env, _ = chain
-    result = subprocess.run(["atsg", "ablate", "--cores", "1", "--configfile", "tiny.yaml", "--", "-n"], cwd=work,
+    result = subprocess.run(["atsg", "ablate", "--cores", "1", "--configfile", str(REPO / "config" / "config.yaml"),
+                             "--configfile", "tiny.yaml", "--", "-n"], cwd=work,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert job_counts(result)["train_classifier"] == 4 and job_counts(result)["ablation"] == 1
@@ -222,6 +311,7 @@ def test_atsg_ablate_runs_the_ablation_target(chain):
 
 def test_atsg_ablate_reports_a_failed_workflow(chain):
     work, env, _ = chain
-    result = subprocess.run(["atsg", "ablate", "--configfile", "tiny.yaml", "--", "-n", "--config", "tiling={size: x}"],
+    result = subprocess.run(["atsg", "ablate", "--configfile", str(REPO / "config" / "config.yaml"), "--configfile",
+                             "tiny.yaml", "--", "-n", "--config", "tiling={size: x}"],
                             cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "atsg ablate: error: snakemake exited with 1" in result.stderr

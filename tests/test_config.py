@@ -1,6 +1,10 @@
-import pytest
+import json
 
-from atsg.config import load_config, load_schema, parse_assignment, validate_config
+import pytest
+import yaml
+
+from atsg.config import load_config, load_schema, parse_assignment, read_yaml, run_json, run_keys, section_json, \
+    validate_config
 from atsg.errors import ConfigError
 from conftest import REPO, preset_config
 
@@ -81,10 +85,12 @@ def test_missing_config_file_is_named(tmp_path):
         load_config([tmp_path / "nope.yaml"])
 
 
-@pytest.mark.parametrize("name", ["potsdam", "vaihingen", "isaid", "deepglobe", "folder"])
-def test_presets_carry_published_models_and_cpu_overlay_replaces_them(name):
-    files = [REPO / "config" / "config.yaml", REPO / "config" / f"{name}.yaml"]
-    published = load_config(files)
+PRESETS = ["potsdam", "vaihingen", "isaid", "deepglobe", "folder"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_run_the_published_models_and_cpu_overlay_replaces_them(name):
+    published = load_config([REPO / "config" / f"{name}.yaml"])
     assert published["classifier"]["backbone"] == "deit_base_patch16_224"
     assert published["classifier"]["pretrained"] and not published["classifier"]["random_init"]
     assert published["classifier"]["patch_size"] is None and published["segmentation"]["iterations"] == 40000
@@ -93,7 +99,49 @@ def test_presets_carry_published_models_and_cpu_overlay_replaces_them(name):
     assert c["linking"]["features"] == "dino" and c["linking"]["threshold"] == "adaptive"
     assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["local_crops"], c["ctc"]["local_size"]) == (0.3, 0.5, 8, 96)
     assert published["refine"]["cam_aux_weight"] == 0.0
-    quick = load_config(files + [REPO / "config" / "cpu.yaml"])
+    assert published["segmentation"]["energy_loss"]["scale"] == 0.5  # nothing of the demo's (0.25) carries over
+    quick = load_config([REPO / "config" / f"{name}.yaml", REPO / "config" / "cpu.yaml"])
     assert quick["classifier"]["random_init"] and not quick["classifier"]["pretrained"]
     assert quick["classifier"]["linking"]["features"] == "self"  # needs no DINO file
     assert quick["masks"]["generator"] == "felzenszwalb" and quick["dataset"] == published["dataset"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_hold_only_what_differs_from_the_published_defaults(name):
+    """Outside the description of the data (dataset, split, tiling), every key a preset writes changes a
+    published default: the model and training sections are the schema's."""
+    defaults = validate_config({})
+
+    def same(raw, default, path):
+        if isinstance(raw, dict):
+            return [k for key, value in raw.items() for k in same(value, default[key], f"{path}{key}.")]
+        return [path.rstrip(".")] if raw == default and path not in ("run.", "dataset.preset.", "dataset.root.") else []
+
+    raw = {k: v for k, v in read_yaml(REPO / "config" / f"{name}.yaml").items()
+           if k not in ("dataset", "split", "tiling")}
+    assert same(raw, defaults, "") == []
+
+
+def test_demo_is_used_only_without_a_config_file(tmp_path, capsys, monkeypatch):
+    from atsg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["config"]) == 0
+    demo = yaml.safe_load(capsys.readouterr().out)
+    assert demo["dataset"]["preset"] == "synthetic" and demo["masks"]["generator"] == "felzenszwalb"
+    assert main(["config", "--configfile", str(REPO / "config" / "potsdam.yaml")]) == 0
+    potsdam = yaml.safe_load(capsys.readouterr().out)
+    assert potsdam == load_config([REPO / "config" / "potsdam.yaml"])
+    assert potsdam["segmentation"]["energy_loss"]["scale"] == 0.5 and potsdam["masks"]["generator"] == "sam"
+
+
+def test_run_keys_never_reach_params_and_reach_stages_on_the_command_line():
+    cfg = load_config([REPO / "config" / "config.yaml"])
+    params = json.loads(section_json(cfg, "classifier", "cams", "masks", "refine", "segmentation", "predict"))
+    for section, keys in run_keys().items():
+        assert not keys & set(params.get(section, {})), section
+    assert {"device", "workers", "threads", "log_every", "checkpoint_every"} <= run_keys()["classifier"]
+    assert {"batch_size", "device", "threads"} <= run_keys()["cams"] & run_keys()["refine"] & run_keys()["predict"]
+    assert "batch_size" not in run_keys()["classifier"] and "val_every" not in run_keys()["classifier"]
+    merged = load_config([], [section_json(cfg, "classifier"), run_json(cfg)])
+    assert merged["classifier"] == cfg["classifier"] and merged["devices"] == cfg["devices"]

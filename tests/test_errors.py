@@ -9,7 +9,7 @@ from fixtures import POTSDAM_PALETTE, make_potsdam, write_raster
 
 def _tile(tmp_path, root, *extra):
     out = tmp_path / "tiles.zarr"
-    args = ["tile", "--configfile", "config/config.yaml", "--configfile", "config/potsdam.yaml",
+    args = ["tile", "--configfile", "config/potsdam.yaml",
             "--set", "tiling.size=64", "--set", "tiling.stride=64", "--out", str(out)]
     if root is not None:
         args += ["--root", str(root)]

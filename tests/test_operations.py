@@ -213,7 +213,8 @@ def test_a_killed_workflow_redoes_only_the_unfinished_shards(chain, tmp_path):
     work = copy_chain(chain, tmp_path / "work")
     _, env, run = chain
     shards = ["--config", "shards={generate_masks: 3}"]
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile", str(work / "tiny.yaml"),
+    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+           str(REPO / "config" / "config.yaml"), str(work / "tiny.yaml"),
            "--cores", "1", "--forcerun", "generate_masks", "--until", "generate_masks", *shards]
     markers = work / "results" / "tiny" / "shards" / "generate_masks"
     logs = work / "results" / "tiny" / "logs"

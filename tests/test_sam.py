@@ -10,6 +10,7 @@ from atsg.errors import ConfigError
 from atsg.masks.generate import SamGenerator
 from atsg.models.sam import build_sam_model, load_sam
 from atsg.stages.masks import run_generate_masks
+from atsg.integrity import seal
 from atsg.store import base_attrs, create_tile_store, open_store
 
 
@@ -27,8 +28,10 @@ def _tiles(path, n=2, size=64):
     img = np.zeros((n, 3, size, size), np.uint8)
     img[:, :, : size // 2] = 200
     g["images"][:] = img + rng.integers(0, 20, img.shape, dtype=np.uint8)
+    g["labels"][:] = 255
     g.attrs.update({**base_attrs("tiles", {}), "classes": list("abcdef"), "background": True,
                     "target_classes": list("bcdef")})
+    seal(path)
     return path
 
 
@@ -155,4 +158,5 @@ def test_scene_windows_run_sam_once_per_window_at_native_resolution(tmp_path, ti
     objects, boundaries = object_and_boundary_maps(cut(stack, window.offsets[k], (64, 64)), (64, 64), 1, 50)
     assert np.array_equal(out["objects"][6], objects) and np.array_equal(out["boundaries"][6], boundaries)
     with pytest.raises(ConfigError, match="masks.scene_windows"):
-        GenerateMasks(validate_config({"masks": {"scene_windows": True}}), path, tmp_path / "m2.zarr").units()
+        GenerateMasks(validate_config({"masks": {"scene_windows": True, "generator": "felzenszwalb"}}), path,
+                      tmp_path / "m2.zarr").units()

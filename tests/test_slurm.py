@@ -53,7 +53,8 @@ def test_tiny_workflow_runs_on_slurm_through_the_profile(tmp_path, cli_env):
     with slurm_cluster.Cluster(tmp_path / "slurm") as env:
         env = {**cli_env, "SLURM_CONF": env["SLURM_CONF"]}
         result = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
-                                 str(work / "tiny.yaml"), "--profile", str(profile)], env=env, capture_output=True,
+                                 str(REPO / "config" / "config.yaml"), str(work / "tiny.yaml"), "--profile",
+                                 str(profile)], env=env, capture_output=True,
                                 text=True, timeout=1200)
         jobs = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True).stdout
     (work / "slurm_jobs.txt").write_text(jobs)  # for a look after a failure

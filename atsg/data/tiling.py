@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -13,18 +14,18 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
+from ..artifacts import record, synthetic
 from ..errors import DataError
+from ..integrity import seal
+from ..stages.common import recorded_key
 from ..store import IGNORE, SPLITS, atomic_store, base_attrs, create_tile_store, image_serializer, split_code
 from .labels import LabelDecoder, image_level_labels
 from .layout import Scene, discover_scenes
 from .raster import RasterInfo, SceneReader, check_scene, inspect_raster, tile_transform
 from .splits import assign_splits
+from .synthetic.writer import MANIFEST
 
 log = logging.getLogger(__name__)
-
-TILE_SECTIONS = ("dataset", "split", "tiling")
-"""Config sections that define a tile store (what the rule passes as params)."""
-
 
 def grid_positions(length: int, size: int, stride: int) -> list[int]:
     """Tile starts along one axis: 0, stride, ... until the scene is covered (the last tile may overhang)."""
@@ -142,7 +143,18 @@ def _tile_scene(p: ScenePlan, dataset: Mapping, tiling: Mapping, decoder: LabelD
         raise DataError(decoder.unknown_message(p.scene.label, unknown))
 
 
-def tile_attrs(plans: list[ScenePlan], cfg: Mapping) -> dict:
+def scene_inputs(cfg: Mapping, root: Path) -> dict:
+    """The artifacts tiles are made from: the demo's scenes (their key is in the folder's manifest), or none."""
+    if not synthetic(cfg):
+        return {}
+    try:
+        manifest = json.loads((Path(root) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    return {"scenes": recorded_key(manifest, Path(root) / MANIFEST)}
+
+
+def tile_attrs(plans: list[ScenePlan], cfg: Mapping, inputs: Mapping) -> dict:
     dataset, tiling = cfg["dataset"], cfg["tiling"]
     tiles = {"scene": [], "window": [], "crs": [], "transform": []}
     scenes = []
@@ -162,7 +174,7 @@ def tile_attrs(plans: list[ScenePlan], cfg: Mapping) -> dict:
                 tiles["transform"].append(list(t) if t else None)
     classes = list(dataset["classes"])
     return {
-        **base_attrs("tiles", {s: cfg[s] for s in TILE_SECTIONS}),
+        **base_attrs("tiles", record(cfg, "tiles", inputs)),
         "preset": dataset["preset"],
         "classes": classes,
         "palette": [list(c) for c in dataset["palette"]] if dataset["label_encoding"] == "rgb" else None,
@@ -203,7 +215,8 @@ def run_tile(cfg: Mapping, out: Path, root: Path) -> dict:
                 split[p.first_tile:p.first_tile + p.n_tiles] = split_code(p.split)
         group["cls_labels"][:] = cls_labels
         group["split"][:] = split
-        group.attrs.update(tile_attrs(plans, cfg))
+        group.attrs.update(tile_attrs(plans, cfg, scene_inputs(cfg, root)))
+        seal(tmp)
     summary = {
         "scenes": len(plans), "tiles": n_tiles,
         "per_split": {s: int((split == split_code(s)).sum()) for s in SPLITS},

@@ -13,10 +13,11 @@ from typing import Mapping
 
 import numpy as np
 
+from ..artifacts import record
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
 from ..timing import ModelClock
-from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
+from .common import Tiles, consecutive_units, file_sha256, model_record, read_tiles, recorded_key, unit_progress
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ class ExtractCams(ShardedStage):
     kind = "cams"
 
     def __init__(self, cfg: Mapping, tiles_path: Path, classifier_path: Path, out: Path, timed: bool = False):
-        self.c, self.classifier_path, self.out, self.timed = cfg["cams"], Path(classifier_path), Path(out), timed
+        self.cfg, self.c, self.classifier_path = cfg, cfg["cams"], Path(classifier_path)
+        self.out, self.timed = Path(out), timed
         self.tiles = Tiles.open(tiles_path)
         h, w = self.tiles.size
         stride = self.c["output_stride"]
@@ -37,7 +39,9 @@ class ExtractCams(ShardedStage):
     def create(self, path: Path) -> None:
         c, tiles = self.c, self.tiles
         shape = (tiles.n, tiles.n_targets, *self.size)
-        attrs = {**base_attrs("cams", {"cams": dict(c)}), "scales": list(c["scales"]), "flip": c["flip"],
+        inputs = {"tiles": recorded_key(tiles.attrs, tiles.path),
+                  "classifier": recorded_key(model_record(self.classifier_path), self.classifier_path)}
+        attrs = {**base_attrs("cams", record(self.cfg, "cams", inputs)), "scales": list(c["scales"]), "flip": c["flip"],
                  "classifier_sha256": file_sha256(self.classifier_path), "classes": tiles.classes,
                  "target_classes": list(tiles.attrs["target_classes"]), "tile_size": list(tiles.size)}
         dims = ("tile", "class", "y", "x")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..artifacts import record
 from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..distributed import is_main
@@ -23,8 +24,8 @@ from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.joint_objective import JointObjective
-from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, open_masks, read_tiles, \
-    save_model_file, store_identity
+from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, recorded_key, \
+    save_model_file
 from .segmentation import SegmentationValidation
 
 log = logging.getLogger(__name__)
@@ -100,31 +101,32 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
              classifier.backbone.embed_dim, classifier.backbone.patch_size, len(train_idx), len(val_idx), device)
 
     validation = ClassifierValidation(tiles, val_idx, c, device)
+    inputs = {"tiles": recorded_key(tiles.attrs, tiles.path)}
     if joint:
         objective = JointObjective(cfg, tiles.background, tiles.bands, len(tiles.classes)).to(device)
         model = JointModel(classifier, c["ctc"], cfg["segmentation"], len(tiles.classes),
                            objective.segmentation.joint)
         if objective.needs_masks:
-            open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss (paper mode)")
+            masks = open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss (paper mode)")
+            inputs["masks"] = recorded_key(masks.attrs, masks_path)
         else:
             masks_path = None
         validation = JointValidation(validation, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
-        data_id = [store_identity(tiles.path)] + ([store_identity(masks_path)] if masks_path else [])
-        settings = [{k: cfg[k] for k in ("classifier", "cams", "refine", "segmentation")}, data_id]
     else:
         objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
         model = ContrastiveClassifier(classifier, c["ctc"])
-        masks_path, settings = None, [c, store_identity(tiles.path)]
-    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(*settings), c["select_metric"],
+        masks_path = None
+    made = record(cfg, "classifier", inputs)
+    engine = Engine(model, c, device, out_dir / "checkpoints", made["artifact_key"], c["select_metric"],
                     "train_classifier")
     result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls", masks_path=masks_path), objective, validation)
     if not is_main():
         return {}
-    save_model_file(out_dir / "model.pt", model.classifier_state(result.best_state), "classifier", c,
+    save_model_file(out_dir / "model.pt", model.classifier_state(result.best_state), "classifier", c, made,
                     classes=tiles.classes, in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
     if joint:
         save_model_file(out_dir / "segmenter.pt", JointModel.segmenter_state(result.best_state), "segmentation",
-                        segmenter_config(c, cfg["segmentation"]), classes=tiles.classes, in_chans=tiles.bands,
+                        segmenter_config(c, cfg["segmentation"]), made, classes=tiles.classes, in_chans=tiles.bands,
                         supervised=False, joint=True, best_step=result.best_step)
     metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
                "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),

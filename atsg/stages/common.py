@@ -1,4 +1,4 @@
-"""What every stage needs: the tile store, model files, fingerprints, batched tile loops.
+"""What every stage needs: the tile store, model files and their records, batched tile loops.
 
 torch is imported where a model or tensor is made, so that the bookkeeping steps of sharded stages
 (preparing and finalising stores) start in a fraction of a second.
@@ -7,7 +7,10 @@ torch is imported where a model or tensor is made, so that the bookkeeping steps
 from __future__ import annotations
 
 import hashlib
-import json
+import io
+import logging
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -18,7 +21,9 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import DataError
-from ..store import SPLITS, open_store
+from ..store import SPLITS, TileReader, open_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,12 +79,6 @@ class Tiles:
         return idx
 
 
-def fingerprint(*parts) -> str:
-    """sha256 of JSON-serialisable parts (settings and data identity) as a short hex string."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -88,17 +87,49 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def store_identity(path: str | Path) -> str:
-    """Identity of a finished store: its kind, creation attrs and array shapes."""
-    g = zarr.open_group(str(path), mode="r")
-    shapes = {k: list(g[k].shape) for k in sorted(g.array_keys())}
-    return fingerprint(dict(g.attrs.get("config", {})), shapes)
+def recorded_key(source: Mapping, where) -> str | None:
+    """The artifact key a store's attrs or a model file recorded (None, with a warning, for files made by an
+    atsg that recorded none: whatever is made from them gets a key no config has)."""
+    key = source.get("artifact_key")
+    if key is None:
+        log.warning("%s records no artifact key (made by an older atsg); rerun the stage that made it", where)
+    return key
 
 
-def save_model_file(path: Path, state: dict, kind: str, section: Mapping, **meta) -> None:
+class _RecordUnpickler(pickle.Unpickler):
+    """Reads a model file's pickled dict without torch: every torch object (tensors, sizes) becomes None."""
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" or module.startswith("torch."):
+            return lambda *args, **kwargs: None
+        if module in ("collections", "builtins") and name in ("OrderedDict", "set", "frozenset", "slice"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in an atsg model file")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def model_record(path: str | Path) -> dict:
+    """The record of a model file (artifact, artifact_key, inputs, kind, classes) without loading torch, so
+    that preparing a sharded store stays quick."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+            data = _RecordUnpickler(io.BytesIO(archive.read(name))).load()
+    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable model file ({exc}); delete it and retrain") from None
+    if not isinstance(data, dict) or "atsg_model" not in data:
+        raise DataError(f"{path}: not an atsg model file")
+    return {k: data.get(k) for k in ("atsg_model", "artifact", "artifact_key", "inputs", "classes")}
+
+
+def save_model_file(path: Path, state: dict, kind: str, section: Mapping, record: Mapping, **meta) -> None:
+    """A trained model: its weights, the section it is built from and its record (artifact key, inputs)."""
     from ..train.engine import save_atomic
 
-    save_atomic({"atsg_model": kind, "atsg_version": __version__, "config": dict(section),
+    save_atomic({**dict(record), "atsg_model": kind, "atsg_version": __version__, "config": dict(section),
                  "state_dict": state, **meta}, Path(path))
 
 
@@ -165,8 +196,11 @@ def unit_progress(units: Sequence[np.ndarray], desc: str) -> Iterator[np.ndarray
 
 
 def read_tiles(array, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (sorted) of a zarr array, reading contiguous runs as slices."""
+    """Rows ``idx`` of a per-tile zarr array, each chunk checked against the store's seal; single-chunk arrays
+    (image-level labels, splits) through zarr."""
     idx = np.asarray(idx)
+    if array.chunks[0] == 1:
+        return TileReader(array).read(idx)
     if len(idx) and np.all(np.diff(idx) == 1):
         return array[int(idx[0]):int(idx[-1]) + 1]
     return np.stack([array[int(i)] for i in idx]) if len(idx) else array[0:0]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..artifacts import RULES, lineage
 from ..cam import cam_to_label, restrict_to_labels
 from ..errors import DataError
 from ..evaluate.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
@@ -42,8 +43,24 @@ def _check(store, name: str, tiles: Tiles, path) -> None:
         raise DataError(f"{path}: {name} of shape {store['labels'].shape} do not match {tiles.path}; rerun it")
 
 
+def check_lineage(inputs: Mapping[str, tuple[Mapping, Path]], expect: Mapping[str, str] | None) -> dict:
+    """The artifact keys the inputs recorded; with ``expect`` (the keys the current config makes), an input made
+    with other settings is an error naming it and the rule to rerun, never a row of the report."""
+    keys = {name: attrs.get("artifact_key") for name, (attrs, _) in inputs.items()}
+    for name, wanted in (expect or {}).items():
+        if name not in inputs:
+            continue
+        found, path = keys[name], inputs[name][1]
+        if found != wanted:
+            made = f"artifact key {found[:12]}" if found else "no artifact key (an older atsg)"
+            raise DataError(f"{path}: made with other settings than this run's ({made}; the config makes "
+                            f"{wanted[:12]}); rerun {RULES[name]} and what follows it "
+                            f"(snakemake --forcerun {RULES[name]})")
+    return keys
+
+
 def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: Path, predictions_path: Path,
-                 supervised_path: Path | None, out_dir: Path) -> dict:
+                 supervised_path: Path | None, out_dir: Path, expect: Mapping[str, str] | None = None) -> dict:
     e, r = cfg["evaluate"], cfg["refine"]
     out_dir = Path(out_dir)
     tiles = Tiles.open(tiles_path)
@@ -56,6 +73,12 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
                        ("supervised", supervised_path)):
         if name in stores:
             _check(stores[name], name, tiles, path)
+    inputs = {"tiles": (tiles.attrs, tiles.path), "cams": (cams.attrs, cams_path),
+              "pseudo_labels": (stores["pseudo_labels"].attrs, pseudo_path),
+              "predictions": (stores["predictions"].attrs, predictions_path)}
+    if "supervised" in stores:
+        inputs["supervised_predictions"] = (stores["supervised"].attrs, supervised_path)
+    made = lineage(cfg, "eval", check_lineage(inputs, expect))
     sources = ["cam", *stores]
     acc = {s: {sp: ConfusionAccumulator(tiles.classes) for sp in SPLITS} for s in sources}
     codes = tiles.split_codes()
@@ -84,7 +107,7 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
         sup, weak = metrics["supervised"]["miou"], metrics["predictions"]["miou"]
         metrics["supervised"]["weak_to_supervised"] = weak / sup if sup else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, "lineage": made}, indent=1))
     confusion = acc["predictions"][e["split"]].confusion
     with open(out_dir / "confusion.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -97,7 +120,7 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     confusion_figure(confusion, tiles.classes, fig_dir / "confusion.png",
                      f"predictions, {e['split']} split (rows: truth)")
     legend_strip(tiles.classes, palette, fig_dir / "legend.png")
-    (out_dir / "report.md").write_text(report_markdown(metrics, tiles.classes, e["split"]))
+    (out_dir / "report.md").write_text(report_markdown(metrics, tiles.classes, e["split"], made))
     return {s: round(metrics[s]["miou"], 4) for s in sources}
 
 
@@ -132,7 +155,7 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def report_markdown(metrics: Mapping, classes, split: str) -> str:
+def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None = None) -> str:
     lines = ["# atsg evaluation", "",
              f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
              "classes present in the ground truth.", "",
@@ -154,4 +177,10 @@ def report_markdown(metrics: Mapping, classes, split: str) -> str:
         lines.append(f"| {c} | " + " | ".join(_fmt(metrics[s]["iou"].get(c)) for s in SOURCES if s in metrics) + " |")
     lines += ["", "## Figures", "", "![samples](figures/samples.png)", "", "![legend](figures/legend.png)", "",
               "![confusion](figures/confusion.png)", ""]
+    if made:
+        lines += ["## Made from", "", "Artifact keys (a digest of the settings that made each input and of "
+                  "everything upstream of it): every row above comes from these.", "",
+                  "| artifact | key |", "| --- | --- |"]
+        lines += [f"| {name} | `{(key or 'none')[:16]}` |" for name, key in made["inputs"].items()]
+        lines += [f"| eval (this report) | `{made['artifact_key'][:16]}` |", ""]
     return "\n".join(lines)

@@ -12,10 +12,11 @@ from typing import Mapping
 
 import numpy as np
 
+from ..artifacts import record
 from ..errors import ConfigError
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
-from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
+from .common import Tiles, consecutive_units, file_sha256, read_tiles, recorded_key, unit_progress
 
 SAM_KEYS = ("sam_model_type", "points_per_side", "pred_iou_thresh", "stability_score_thresh",
             "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "scene_windows",
@@ -26,7 +27,7 @@ class GenerateMasks(ShardedStage):
     kind = "masks"
 
     def __init__(self, cfg: Mapping, tiles_path: Path, out: Path, timed: bool = False):
-        self.m, self.out, self.timed = cfg["masks"], Path(out), timed
+        self.cfg, self.m, self.out, self.timed = cfg, cfg["masks"], Path(out), timed
         self.tiles = Tiles.open(tiles_path)
         self._windows = None
 
@@ -52,7 +53,8 @@ class GenerateMasks(ShardedStage):
         m = self.m
         sam = m["generator"] == "sam"
         params = {k: m[k] for k in SAM_KEYS} if sam else dict(m[m["generator"]])
-        attrs = {**base_attrs("masks", {"masks": dict(m)}), "generator": m["generator"], "parameters": params,
+        made = record(self.cfg, "masks", {"tiles": recorded_key(self.tiles.attrs, self.tiles.path)})
+        attrs = {**base_attrs("masks", made), "generator": m["generator"], "parameters": params,
                  "min_area": m["min_area"], "max_objects": m["max_objects"],
                  "checkpoint_sha256": file_sha256(m["sam_checkpoint"]) if sam else None}
         shape = (self.tiles.n, *self.tiles.size)

@@ -18,11 +18,17 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
+from ..artifacts import record
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import IGNORE, base_attrs, create_tile_arrays
-from .common import Tiles, batches, file_sha256, read_tiles
+from .common import Tiles, batches, file_sha256, model_record, read_tiles, recorded_key
 
 log = logging.getLogger(__name__)
+
+
+def prediction_artifact(model: Mapping) -> str:
+    """The artifact the predictions of a model file are: the supervised bound's, or the weak model's."""
+    return "supervised_predictions" if model.get("artifact") == "supervised" else "predictions"
 
 
 def blend_window(size: int, kind: str) -> np.ndarray:
@@ -54,7 +60,7 @@ class Predict(ShardedStage):
     kind = "predictions"
 
     def __init__(self, cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None):
-        self.p, self.model_path, self.out = cfg["predict"], Path(model_path), Path(out)
+        self.cfg, self.p, self.model_path, self.out = cfg, cfg["predict"], Path(model_path), Path(out)
         self.tiles = Tiles.open(tiles_path)
         self.geotiffs = geotiff_dir is not None and self.p["geotiff"]
         self.folders = [Path(geotiff_dir)] if geotiff_dir is not None else []
@@ -69,7 +75,11 @@ class Predict(ShardedStage):
     def create(self, path: Path) -> None:
         tiles = self.tiles
         arrays = self._arrays()
-        attrs = {**base_attrs("predictions", {"predict": dict(self.p)}), "classes": tiles.classes,
+        model = model_record(self.model_path)
+        made = record(self.cfg, prediction_artifact(model),
+                      {"tiles": recorded_key(tiles.attrs, tiles.path),
+                       model.get("artifact") or "segmentation": recorded_key(model, self.model_path)})
+        attrs = {**base_attrs("predictions", made), "classes": tiles.classes,
                  "model_sha256": file_sha256(self.model_path), "palette": tiles.attrs.get("palette")}
         create_tile_arrays(path, "predictions", arrays, {"labels": IGNORE}, {k: ("tile", "y", "x") for k in arrays},
                            attrs)

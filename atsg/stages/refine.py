@@ -8,12 +8,14 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from ..artifacts import record
 from ..device import select_device
 from ..errors import DataError
+from ..integrity import seal
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
 from .classifier import load_classifier
-from .common import Tiles, batches, file_sha256, read_cams, read_tiles
+from .common import Tiles, batches, file_sha256, read_cams, read_tiles, recorded_key
 
 
 def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_path: Path | None,
@@ -34,9 +36,14 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
     if r["affinity"]:
         if classifier_path is None:
             raise DataError("refine.affinity is on but no classifier was given (--classifier)")
-        model, _ = load_classifier(classifier_path, tiles, device)
+        model, classifier_record = load_classifier(classifier_path, tiles, device)
     refiner = Refiner(r, tiles.background, len(tiles.classes)).to(device)
-    attrs = {**base_attrs("pseudo_labels", {"refine": dict(r)}), "classes": tiles.classes,
+    inputs = {"tiles": recorded_key(tiles.attrs, tiles.path), "cams": recorded_key(cams.attrs, cams_path)}
+    if masks is not None:
+        inputs["masks"] = recorded_key(masks.attrs, masks_path)
+    if model is not None:
+        inputs["classifier"] = recorded_key(classifier_record, classifier_path)
+    attrs = {**base_attrs("pseudo_labels", record(cfg, "pseudo_labels", inputs)), "classes": tiles.classes,
              "cams_classifier_sha256": cams.attrs.get("classifier_sha256"),
              "masks_generator": masks.attrs.get("generator") if masks is not None else None,
              "classifier_sha256": file_sha256(classifier_path) if model is not None else None}
@@ -60,4 +67,5 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
             label[images.amax(1) == 0] = IGNORE  # edge padding (all bands 0) is never trained on
             ignored += int((label == IGNORE).sum())
             g["labels"][int(idx[0]):int(idx[-1]) + 1] = label.to(torch.uint8).cpu().numpy()
+        seal(tmp)
     return {"tiles": tiles.n, "ignored_fraction": ignored / max(1, tiles.n * shape[1] * shape[2])}

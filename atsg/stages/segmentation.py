@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..config import supervised_section
+from ..artifacts import record
 from ..device import select_device
 from ..distributed import is_main
 from ..errors import DataError
@@ -22,8 +22,8 @@ from ..store import open_store
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
-from .common import Tiles, batches, evenly_spaced, fingerprint, load_trained, open_masks, read_tiles, \
-    save_model_file, store_identity
+from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, recorded_key, \
+    save_model_file
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
     tiles = Tiles.open(tiles_path)
     train_idx = tiles.require("train", "segmentation training")
     val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), c["val_tiles"])
+    inputs = {"tiles": recorded_key(tiles.attrs, tiles.path)}
     if not supervised:
         if labels_path is None:
             raise DataError("train_segmentation needs a pseudo-label store (--labels) unless it is supervised")
@@ -63,9 +64,11 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
         if store["labels"].shape[0] != tiles.n:
             raise DataError(f"{labels_path}: {store['labels'].shape[0]} tiles, {tiles.path} holds {tiles.n}; "
                             "rerun refine_labels")
+        inputs["pseudo_labels"] = recorded_key(store.attrs, labels_path)
     objective = SegmentationObjective(c, tiles.background, supervised)
     if objective.needs_masks:
-        open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss")
+        masks = open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss")
+        inputs["masks"] = recorded_key(masks.attrs, masks_path)
     else:
         masks_path = None
     device = select_device(c, "segmentation")
@@ -75,12 +78,8 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
     log.info("%s: %s + %s decoder, %d train / %d val tiles, device %s", name, c["backbone"], c["decoder"],
              len(train_idx), len(val_idx), device)
 
-    data_id = store_identity(tiles.path) if supervised else [store_identity(tiles.path), store_identity(labels_path)]
-    if masks_path is not None:
-        data_id.append(store_identity(masks_path))
-    settings = supervised_section(c) if supervised else c
-    engine = Engine(model, c, device, out_dir / "checkpoints", fingerprint(settings, supervised, data_id), "miou",
-                    name, "segmentation")
+    made = record(cfg, "supervised" if supervised else "segmentation", inputs)
+    engine = Engine(model, c, device, out_dir / "checkpoints", made["artifact_key"], "miou", name, "segmentation")
     samples = TrainSamples(tiles.path, train_idx, c, "truth" if supervised else "pseudo",
                            None if supervised else labels_path, masks_path)
     result = engine.fit(samples, objective, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
@@ -88,7 +87,7 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
         return {}
     # the foreground decoder only trains (joint loss): the model file holds what inference uses
     state = {k: v for k, v in result.best_state.items() if not k.startswith("foreground.")}
-    save_model_file(out_dir / "model.pt", state, "segmentation", c, classes=tiles.classes,
+    save_model_file(out_dir / "model.pt", state, "segmentation", c, made, classes=tiles.classes,
                     in_chans=tiles.bands, supervised=supervised, best_step=result.best_step)
     metrics = {"supervised": supervised, "select_metric": "miou", "best_score": result.best_score,
                "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..device import autocast
+from ..store import naming_full_disk
 from .data import RangeSampler
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,17 @@ def lr_factor(step: int, cfg: Mapping) -> float:
 
 
 def save_atomic(obj, path: Path) -> None:
+    """torch.save under a hidden temporary name, renamed into place when complete; a failed write (a full disk)
+    leaves nothing behind and names ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with naming_full_disk(path), open(tmp, "wb") as fh:  # through a Python file a full disk is an OSError
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class _Step(nn.Module):

@@ -10,7 +10,7 @@ def cams_inputs(wildcards):
     }
 
 
-CAMS_ARGS = "--params {params.cfg:q} --tiles {input.tiles:q} --classifier {input.classifier:q} --out {params.out:q}"
+CAMS_ARGS = "--params {params.cfg:q} --params {RUNTIME:q} --tiles {input.tiles:q} --classifier {input.classifier:q} --out {params.out:q}"
 
 
 rule extract_cams_prepare:
@@ -49,8 +49,8 @@ rule extract_cams_shard:
     conda:
         GPU_ENV
     shell:
-        "atsg extract_cams --shard {params.shard} --marker {output:q} " + CAMS_ARGS + " --params {RUNTIME:q} "
-        "--threads {threads} --log {log:q}"
+        "atsg extract_cams --shard {params.shard} --marker {output:q} " + CAMS_ARGS + " "
+        "--threads {STAGE_THREADS} --log {log:q}"
 
 
 rule extract_cams:

@@ -27,7 +27,7 @@ def roots_where(paper_mode):
 
 
 CLASSIFIER_SHELL = (
-    "atsg train_classifier --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} --tiles {input.tiles:q} {params.masks} "
+    "atsg train_classifier --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} {params.masks} "
     "--out {params.out:q} --log {log:q}"
 )
 

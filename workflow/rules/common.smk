@@ -3,25 +3,28 @@
 # Every rule after tiling writes under a `{root}` folder: the run's own (results/{run}) or, for an
 # ablation variant, results/{run}/ablations/{name}. CONFIGS holds the config each root is made with;
 # ARTIFACT tells where a root's upstream artifacts are (a variant reads whatever it shares with the run).
+import json
 import re
 from pathlib import Path
 
 from atsg.ablation import artifact_roots, variant_configs
-from atsg.artifacts import joint, needs_masks
-from atsg.config import dataset_root, run_dir, section_json, supervised_json
+from atsg.artifacts import artifact_files, artifact_key, joint, needed, needs_masks, upstream
+from atsg.config import dataset_root, run_dir, run_json, section_json, supervised_json
 from atsg.shards import partial_path
 
 RUN = run_dir(config)
 LOGS = RUN / "logs"
 BENCH = RUN / "benchmarks"
 SYNTHETIC = config["dataset"]["preset"] == "synthetic"
-# Threads asked for by model stages; Snakemake scales them down to --cores.
+# CPU threads of model stages: what a rule reserves (Snakemake scales it down to --cores) and, as --threads,
+# the most torch threads a stage uses. A stage's torch thread count is its `threads` key, else the CPUs the
+# process may use up to this limit: never --cores, so results do not depend on how Snakemake is started.
 TRAIN_THREADS = 8
 STAGE_THREADS = 4
 
-# Execution settings, not stage settings: passed on the command line, never as params, so changing them
-# reruns nothing. Every GPU job reads `devices` (its local GPU claim) and `train` (its process count).
-RUNTIME = section_json(config, "devices", "train")
+# How stages run, not what they make (the run sections devices, train, shards and every `x-run` key of the
+# schema): passed on the command line, never as params, so changing them reruns nothing.
+RUNTIME = run_json(config)
 SHARDS = config["shards"]
 TRAIN_GPUS = config["train"]["gpus"]  # processes (one GPU each) of every training job
 GPU_ENV = "../../envs/gpu.yaml"
@@ -46,6 +49,29 @@ def cfg_of(wildcards):
 def artifact(wildcards, name, *parts):
     """Path of artifact `name` (then `parts`) as the root of `wildcards` reads it."""
     return ROOTS[VARIANT_ROOTS[wildcards.root]][name].joinpath(*parts)
+
+
+def every_output(variant=None):
+    """Every file the rules declare for the evaluation of the run (variant None) or of an ablation variant.
+
+    Targets of `all` and `ablation`: a missing model, store or metrics file anywhere in the chain is then
+    rebuilt by a plain `snakemake`, and everything after it reruns because it is older (Snakemake alone skips
+    a missing intermediate file whose consumers are up to date).
+    """
+    cfg = CONFIGS[str(RUN / "ablations" / variant)] if variant else config
+    roots = ROOTS[variant]
+    return [str(roots[a] / f) for a in needed(cfg, "eval") for f in artifact_files(cfg, a)
+            if a != "scenes" or SYNTHETIC]
+
+
+def expected_keys(target):
+    """`--expect` of a stage: the artifact keys this root's config makes for the inputs of `target`."""
+
+    def keys(wildcards):
+        cfg = cfg_of(wildcards)
+        return json.dumps({up: artifact_key(cfg, up) for up in upstream(cfg, target)}, sort_keys=True)
+
+    return keys
 
 
 def stage_params(*sections):

@@ -38,6 +38,7 @@ rule evaluate:
         cfg=stage_params("evaluate", "refine"),
         out=out_dir("eval"),
         supervised=lambda wildcards, input: f"--supervised '{input.supervised}'" if "supervised" in input.keys() else "",
+        expect=expected_keys("eval"),
     log:
         "{root}/logs/evaluate.log",
     benchmark:
@@ -47,7 +48,7 @@ rule evaluate:
     shell:
         "atsg evaluate --params {params.cfg:q} --tiles {input.tiles:q} --cams {input.cams:q} "
         "--pseudo-labels {input.pseudo:q} --predictions {input.predictions:q} {params.supervised} "
-        "--out {params.out:q} --log {log:q}"
+        "--expect {params.expect:q} --out {params.out:q} --log {log:q}"
 
 
 ABLATION_METRICS = {
@@ -59,6 +60,7 @@ ABLATION_METRICS = {
 rule ablation:
     input:
         list(dict.fromkeys(ABLATION_METRICS.values())),
+        list(dict.fromkeys(f for name in [None, *VARIANTS] for f in every_output(name))),
     output:
         table=report(RUN / "eval" / "ablation.md", caption="../report/ablation.rst", category="Ablation"),
         json=RUN / "eval" / "ablation.json",

@@ -6,7 +6,12 @@ def masks_gpus(wildcards):
     return 1 if cfg_of(wildcards)["masks"]["generator"] == "sam" else 0
 
 
-MASKS_ARGS = "--params {params.cfg:q} --tiles {input.tiles:q} --out {params.out:q}"
+def masks_threads(wildcards):
+    """SAM runs on torch (CPU threads when no GPU); superpixels on one core."""
+    return STAGE_THREADS if masks_gpus(wildcards) else 1
+
+
+MASKS_ARGS = "--params {params.cfg:q} --params {RUNTIME:q} --tiles {input.tiles:q} --out {params.out:q}"
 
 
 rule generate_masks_prepare:
@@ -35,7 +40,7 @@ rule generate_masks_shard:
         cfg=stage_params("masks"),
         out="{root}/masks.zarr",
         shard=shard_of("generate_masks"),
-    threads: 1
+    threads: masks_threads
     resources:
         gpu=masks_gpus,
     log:
@@ -45,8 +50,8 @@ rule generate_masks_shard:
     conda:
         GPU_ENV
     shell:
-        "atsg generate_masks --shard {params.shard} --marker {output:q} " + MASKS_ARGS + " --params {RUNTIME:q} "
-        "--threads {threads} --log {log:q}"
+        "atsg generate_masks --shard {params.shard} --marker {output:q} " + MASKS_ARGS + " "
+        "--threads {STAGE_THREADS} --log {log:q}"
 
 
 rule generate_masks:

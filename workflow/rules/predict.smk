@@ -14,7 +14,7 @@ def predict_inputs(wildcards):
 
 
 PREDICT_ARGS = (
-    "--params {params.cfg:q} --tiles {input.tiles:q} --model {input.model:q} --out {params.out:q} "
+    "--params {params.cfg:q} --params {RUNTIME:q} --tiles {input.tiles:q} --model {input.model:q} --out {params.out:q} "
     "--geotiffs {params.geotiffs:q}"
 )
 
@@ -59,8 +59,8 @@ rule predict_shard:
     conda:
         GPU_ENV
     shell:
-        "atsg predict --shard {params.shard} --marker {output:q} " + PREDICT_ARGS + " --params {RUNTIME:q} "
-        "--threads {threads} --log {log:q}"
+        "atsg predict --shard {params.shard} --marker {output:q} " + PREDICT_ARGS + " "
+        "--threads {STAGE_THREADS} --log {log:q}"
 
 
 rule predict:
@@ -102,5 +102,5 @@ rule predict_supervised:
     conda:
         GPU_ENV
     shell:
-        "atsg predict --no-geotiffs --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} "
+        "atsg predict --no-geotiffs --params {params.cfg:q} --params {RUNTIME:q} --threads {STAGE_THREADS} "
         "--tiles {input.tiles:q} --model {input.model:q} --out {output:q} --log {log:q}"

@@ -31,5 +31,5 @@ rule refine_labels:
     conda:
         GPU_ENV
     shell:
-        "atsg refine_labels --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} --tiles {input.tiles:q} "
+        "atsg refine_labels --params {params.cfg:q} --params {RUNTIME:q} --threads {STAGE_THREADS} --tiles {input.tiles:q} "
         "--cams {input.cams:q} {params.extra} --out {output:q} --log {log:q}"

@@ -31,7 +31,7 @@ rule train_segmentation:
     conda:
         GPU_ENV
     shell:
-        "atsg train_segmentation --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} --tiles {input.tiles:q} "
+        "atsg train_segmentation --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} "
         "--labels {input.labels:q} {params.masks} --out {params.out:q} --log {log:q}"
 
 
@@ -54,5 +54,5 @@ rule train_supervised:
     conda:
         GPU_ENV
     shell:
-        "atsg train_segmentation --supervised --params {params.cfg:q} --params {RUNTIME:q} --threads {threads} "
+        "atsg train_segmentation --supervised --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} "
         "--tiles {input.tiles:q} --out {params.out:q} --log {log:q}"

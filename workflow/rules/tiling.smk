@@ -32,4 +32,4 @@ rule tile:
     conda:
         CPU_ENV
     shell:
-        "atsg tile --params {params.cfg:q} --root {params.root:q} --out {output:q} --log {log:q}"
+        "atsg tile --params {params.cfg:q} --params {RUNTIME:q} --root {params.root:q} --out {output:q} --log {log:q}"

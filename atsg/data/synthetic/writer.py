@@ -48,8 +48,10 @@ def _draw(synthetic: Mapping, classes: list[str], k: int) -> tuple[np.ndarray, n
     return image, to_class_indices(semantic, classes)
 
 
-def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path, workers: int = 1) -> dict:
-    """Write ``synthetic.scenes`` scenes into ``out_dir`` (atomically: a temp folder renamed when complete).
+def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path, workers: int = 1,
+              record: Mapping | None = None) -> dict:
+    """Write ``synthetic.scenes`` scenes into ``out_dir`` (atomically: a temp folder renamed when complete);
+    ``record`` (the artifact key of the scenes, :func:`atsg.artifacts.record`) goes into the manifest.
 
     ``workers`` processes draw scenes in parallel; each scene depends only on its seed, so the files are the
     same for any number of workers."""
@@ -75,7 +77,8 @@ def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path, workers: int 
                                    **_profile(synthetic["size"], 3, crs, transform)) as dst:
                     dst.write(palette[labels].transpose(2, 0, 1))
             fractions = {c: round(float(n) / float(counts.sum()), 4) for c, n in zip(classes, counts)}
-            manifest = {"atsg_version": __version__, "synthetic": dict(synthetic), "class_fractions": fractions}
+            manifest = {**dict(record or {}), "atsg_version": __version__, "synthetic": dict(synthetic),
+                        "class_fractions": fractions}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     finally:
         if pool:
