@@ -70,15 +70,27 @@ def base_attrs(kind: str, record: Mapping | None = None) -> dict:
     return {"atsg_store": kind, "atsg_version": __version__, "config": {}, **dict(record or {})}
 
 
+def _full_disk(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC OSError behind ``exc`` (torch wraps it in a RuntimeError about file positions), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def naming_full_disk(path: str | Path) -> Iterator[None]:
     """A full disk met inside the block is reported as an OSError (ENOSPC) naming ``path`` (zarr's and torch's
-    writes name no file)."""
+    writes name no file, and torch reports it as a RuntimeError)."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC and exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    except Exception as exc:
+        full = _full_disk(exc)
+        if full is not None and full.filename is None:
+            raise OSError(errno.ENOSPC, full.strerror or os.strerror(errno.ENOSPC), str(path)) from exc
         raise
 
 

@@ -6,6 +6,7 @@ checkpoint file, or random initialisation asked for in config.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -44,6 +45,42 @@ def load_state_dict(path: str | Path, key: str) -> dict:
     return state
 
 
+def require_reachable_weights(name: str, section: str, timeout: float = 5.0) -> None:
+    """A clear error at once when timm's weights for ``name`` are neither cached nor downloadable (offline
+    clusters), instead of a minute of download retries and a raw hub traceback."""
+    from urllib.parse import urlparse
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - an unknown name: timm.create_model says so itself
+        return
+    if cfg is None:
+        return
+    host = None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin",
+                                                                      "open_clip_pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in files):
+            return
+        host = "huggingface.co"
+    elif cfg.url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        if cached.is_file():
+            return
+        host = urlparse(cfg.url).hostname
+    if not host:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"config key {section}.pretrained: timm's weights for {name} are not in the local cache and {host} "
+            f"cannot be reached ({exc}); set {section}.checkpoint to a local weights file (and "
+            f"{section}.pretrained: false), or choose {section}.random_init explicitly") from None
+
+
 class ViTBackbone(nn.Module):
     """Patch-token maps (B, D, h, w) of chosen blocks of a timm ViT, for any input size."""
 
@@ -53,12 +90,15 @@ class ViTBackbone(nn.Module):
         kwargs = dict(cfg.get("model_kwargs") or {})
         kwargs.update({k: cfg[k] for k in ARCH_KEYS if cfg.get(k) is not None})
         kwargs.setdefault("dynamic_img_size", True)
+        if source == "pretrained":
+            require_reachable_weights(name, section)
         try:
             self.vit = timm.create_model(name, pretrained=source == "pretrained", num_classes=0,
                                          in_chans=in_chans, **kwargs)
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - timm and huggingface_hub raise many types
             if source == "pretrained":
-                raise ConfigError(f"config key {section}.pretrained: could not load timm weights for {name} ({exc}); "
+                raise ConfigError(f"config key {section}.pretrained: could not load timm weights for {name} "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                                   f"offline, set {section}.checkpoint to a local file") from None
             raise ConfigError(f"config key {section}.backbone: {name}: {exc}") from None
         if not hasattr(self.vit, "forward_intermediates") or not hasattr(self.vit, "blocks"):

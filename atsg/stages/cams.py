@@ -17,7 +17,8 @@ from ..artifacts import record
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
 from ..timing import ModelClock
-from .common import Tiles, consecutive_units, file_sha256, model_record, read_tiles, recorded_key, unit_progress
+from .common import Tiles, check_classes, consecutive_units, file_sha256, model_record, read_tiles, recorded_key, \
+    unit_progress
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class ExtractCams(ShardedStage):
         self.cfg, self.c, self.classifier_path = cfg, cfg["cams"], Path(classifier_path)
         self.out, self.timed = Path(out), timed
         self.tiles = Tiles.open(tiles_path)
+        self.classifier = model_record(self.classifier_path)  # checked before any store is made
+        check_classes(self.classifier, self.tiles, self.classifier_path)
         h, w = self.tiles.size
         stride = self.c["output_stride"]
         self.size = (max(1, h // stride), max(1, w // stride))
@@ -40,7 +43,7 @@ class ExtractCams(ShardedStage):
         c, tiles = self.c, self.tiles
         shape = (tiles.n, tiles.n_targets, *self.size)
         inputs = {"tiles": recorded_key(tiles.attrs, tiles.path),
-                  "classifier": recorded_key(model_record(self.classifier_path), self.classifier_path)}
+                  "classifier": recorded_key(self.classifier, self.classifier_path)}
         attrs = {**base_attrs("cams", record(self.cfg, "cams", inputs)), "scales": list(c["scales"]), "flip": c["flip"],
                  "classifier_sha256": file_sha256(self.classifier_path), "classes": tiles.classes,
                  "target_classes": list(tiles.attrs["target_classes"]), "tile_size": list(tiles.size)}

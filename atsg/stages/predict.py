@@ -21,7 +21,7 @@ from rasterio.transform import Affine
 from ..artifacts import record
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import IGNORE, base_attrs, create_tile_arrays
-from .common import Tiles, batches, file_sha256, model_record, read_tiles, recorded_key
+from .common import Tiles, batches, check_classes, file_sha256, model_record, read_tiles, recorded_key
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class Predict(ShardedStage):
     def __init__(self, cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None):
         self.cfg, self.p, self.model_path, self.out = cfg, cfg["predict"], Path(model_path), Path(out)
         self.tiles = Tiles.open(tiles_path)
+        self.model = model_record(self.model_path)  # checked before any store is made
+        check_classes(self.model, self.tiles, self.model_path)
         self.geotiffs = geotiff_dir is not None and self.p["geotiff"]
         self.folders = [Path(geotiff_dir)] if geotiff_dir is not None else []
 
@@ -75,7 +77,7 @@ class Predict(ShardedStage):
     def create(self, path: Path) -> None:
         tiles = self.tiles
         arrays = self._arrays()
-        model = model_record(self.model_path)
+        model = self.model
         made = record(self.cfg, prediction_artifact(model),
                       {"tiles": recorded_key(tiles.attrs, tiles.path),
                        model.get("artifact") or "segmentation": recorded_key(model, self.model_path)})
