@@ -15,7 +15,7 @@ import yaml
 import zarr
 
 from atsg.artifacts import artifact_key, upstream
-from atsg.config import load_config
+from atsg.config import load_config, run_keys
 from atsg.stages.common import file_sha256
 from atsg.store import open_store
 from conftest import REPO, TINY, job_counts, run_snakemake, scheduled_jobs, tiny_config
@@ -184,6 +184,42 @@ def test_evaluate_refuses_an_input_made_with_other_settings(chain, tmp_path):
     assert "predictions.zarr: made with other settings than this run's" in line and "rerun predict" in line
     assert not (tmp_path / "eval" / "metrics.json").exists()
     assert line.split("error: ", 1)[1] in log.read_text() and "Traceback" in log.read_text()
+
+
+RUN_ONLY = {"tiling": "{gdal_cache_mb: 64, tiles_per_read: 2}",
+            "classifier": "{device: cpu, threads: 1, workers: 0, log_every: 1, checkpoint_every: 3}",
+            "cams": "{batch_size: 3, device: cpu, threads: 1}",
+            "masks": "{batch_size: 2, points_per_batch: 8, device: cpu}",
+            "refine": "{batch_size: 5, device: cpu, threads: 1}",
+            "segmentation": "{device: cpu, threads: 1, workers: 0, log_every: 1, checkpoint_every: 3}",
+            "predict": "{batch_size: 2, device: cpu, threads: 1}",
+            "devices": "{count: 0, wait_seconds: 5}", "train": "{backend: gloo}"}
+
+
+@pytest.mark.parametrize("section", list(RUN_ONLY))
+def test_changing_how_a_stage_runs_reruns_nothing(chain, section):
+    work, env, _ = chain
+    assert set(yaml.safe_load(RUN_ONLY[section])) <= run_keys().get(section, set(yaml.safe_load(RUN_ONLY[section])))
+    result = run_snakemake(work, env, "-n", "--config", f"{section}={RUN_ONLY[section]}")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, \
+        (result.stdout + result.stderr)[-2000:]
+
+
+def test_a_resumed_training_keeps_its_checkpoint_when_only_run_keys_change(chain, tmp_path):
+    work, env, run = chain
+    base = [sys.executable, "-m", "atsg.cli", "train_classifier", "--configfile", str(REPO / "config" / "config.yaml"),
+            "--configfile", str(work / "tiny.yaml"), "--tiles", str(run / "tiles.zarr"), "--out", str(tmp_path)]
+    subprocess.run(base, env=env, check=True, capture_output=True)
+    first = torch.load(tmp_path / "model.pt", weights_only=False)
+    again = subprocess.run(base + ["--set", "classifier.log_every=1", "--set", "classifier.workers=1", "--set",
+                                   "classifier.checkpoint_every=3", "--set", "classifier.threads=1"],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from step 4" in again.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_from"] == 4
+    second = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"])
+    assert second["artifact_key"] == first["artifact_key"] == artifact_key(tiny_config(), "classifier")
 
 
 def test_refine_change_reruns_refine_and_what_follows_only(chain):
