@@ -16,12 +16,25 @@ def _resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
-def minmax_normalise(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per tile and class, to [0, 1]."""
+def minmax_normalise(cam: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Per tile and class, to [0, 1]. With ``valid`` (B, H, W) bool, the range is that of the valid pixels
+    (padding and nodata count for nothing) and invalid pixels are 0."""
     flat = cam.flatten(2)
-    lo = flat.min(-1).values[..., None, None]
-    hi = flat.max(-1).values[..., None, None]
-    return (cam - lo) / (hi - lo + eps)
+    if valid is None:
+        lo = flat.min(-1).values[..., None, None]
+        hi = flat.max(-1).values[..., None, None]
+        return (cam - lo) / (hi - lo + eps)
+    keep = valid.flatten(1)[:, None, :]
+    lo = flat.masked_fill(~keep, float("inf")).min(-1).values[..., None, None]
+    hi = flat.masked_fill(~keep, float("-inf")).max(-1).values[..., None, None]
+    return ((cam - lo) / (hi - lo + eps)).masked_fill(~valid[:, None], 0.0)
+
+
+def valid_at(valid: torch.Tensor | None, size) -> torch.Tensor | None:
+    """A valid-pixel mask (B, H, W) at another resolution: a cell is valid if any pixel it covers is."""
+    if valid is None or tuple(valid.shape[-2:]) == tuple(size):
+        return valid
+    return F.adaptive_max_pool2d(valid[:, None].float(), tuple(size))[:, 0] > 0
 
 
 def fuse_heads(cam: torch.Tensor, cam_aux: torch.Tensor | None, aux_weight: float) -> torch.Tensor:
@@ -33,13 +46,14 @@ def fuse_heads(cam: torch.Tensor, cam_aux: torch.Tensor | None, aux_weight: floa
 
 @torch.no_grad()
 def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: bool,
-                    out_size: tuple[int, int], clock=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    out_size: tuple[int, int], clock=None,
+                    valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch.
 
     For each scale the batch and its horizontal flip go through the model in one
     forward pass; the two are merged by element-wise max, the scales are summed at
-    ``out_size``, and each class is min-max normalised per tile. ``clock`` (a ``timing.ModelClock``)
-    times the forward passes.
+    ``out_size``, and each class is min-max normalised per tile over the ``valid`` pixels (B, H, W) of the
+    images (all when None; invalid ones are 0). ``clock`` (a ``timing.ModelClock``) times the forward passes.
     """
     b = images.shape[0]
     h, w = images.shape[-2:]
@@ -59,7 +73,8 @@ def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: 
             pieces.append(_resize(c, out_size))
         total = pieces[0] if total is None else total + pieces[0]
         total_aux = pieces[1] if total_aux is None else total_aux + pieces[1]
-    return minmax_normalise(total), minmax_normalise(total_aux)
+    mask = valid_at(valid, out_size)
+    return minmax_normalise(total, mask), minmax_normalise(total_aux, mask)
 
 
 def restrict_to_labels(cam: torch.Tensor, cls_labels: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Mapping
 
 import torch
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def select_device(cfg: Mapping, section: str) -> torch.device:
@@ -38,9 +41,10 @@ def set_torch_threads(section: Mapping, limit: int | None = None) -> int:
     """Fix torch's CPU threads for a stage: its ``threads`` key if set, else the CPUs this process may use (at
     most ``limit``, what the rule passes). Results on CPU depend on the thread count in the last bits, so it
     never depends on how many cores Snakemake was given or what else runs."""
-    n = section.get("threads") or min(limit or available_cpus(), available_cpus())
-    torch.set_num_threads(int(n))
-    return int(n)
+    n = int(section.get("threads") or min(limit or available_cpus(), available_cpus()))
+    torch.set_num_threads(n)
+    log.info("torch CPU threads: %d", n)
+    return n
 
 
 def autocast(device: torch.device, enabled: bool):

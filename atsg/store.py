@@ -37,6 +37,7 @@ SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
     "tiles": {
         "images": ("uint8", 4),
         "labels": ("uint8", 3),
+        "valid": ("uint8", 3),
         "cls_labels": ("uint8", 2),
         "split": ("uint8", 1),
     },
@@ -141,13 +142,14 @@ def image_serializer(size: int, n_bands: int, codec: str, levels: int, reference
 
 def create_tile_store(path: Path, n_tiles: int, n_bands: int, size: int, n_targets: int,
                       level: int, serializer="auto") -> zarr.Group:
-    """An empty ``tiles.zarr`` with the arrays of the schema (labels start as IGNORE); ``serializer``
-    encodes the images (see :func:`image_serializer`)."""
+    """An empty ``tiles.zarr`` with the arrays of the schema (labels start as IGNORE; ``valid`` is 1 where a
+    pixel holds data, 0 on padding and nodata); ``serializer`` encodes the images (see :func:`image_serializer`)."""
     g = zarr.open_group(str(path), mode="w")
     create_array(g, "images", (n_tiles, n_bands, size, size), (1, n_bands, size, size), "uint8", 0,
                  ("tile", "band", "y", "x"), level, serializer)
     create_array(g, "labels", (n_tiles, size, size), (1, size, size), "uint8", IGNORE,
                  ("tile", "y", "x"), level)
+    create_array(g, "valid", (n_tiles, size, size), (1, size, size), "uint8", 0, ("tile", "y", "x"), level)
     create_array(g, "cls_labels", (n_tiles, n_targets), (max(n_tiles, 1), max(n_targets, 1)), "uint8", 0,
                  ("tile", "class"), level)
     create_array(g, "split", (n_tiles,), (max(n_tiles, 1),), "uint8", 0, ("tile",), level)

@@ -87,6 +87,7 @@ def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int, device:
     g.attrs.update({**base_attrs("tiles", {}), "classes": CLASSES, "background": True,
                     "target_classes": CLASSES[1:]})
     g["labels"][:] = 255
+    g["valid"][:] = 1
     seal(workdir / "tiles.zarr")
     return cfg, model, path, images
 

@@ -52,8 +52,17 @@ class PngSamples(TrainSamples):
 
 class _PngTiles(dict):
     def __init__(self, png_dir: Path):
-        super().__init__(images=_PngArray(png_dir, "{:05d}.png", image=True),
-                         labels=_PngArray(png_dir, "{:05d}_label.png", image=False))
+        labels = _PngArray(png_dir, "{:05d}_label.png", image=False)
+        super().__init__(images=_PngArray(png_dir, "{:05d}.png", image=True), labels=labels,
+                         valid=_AllValid(labels))  # the published tiles have no nodata mask: every pixel is data
+
+
+class _AllValid:
+    def __init__(self, labels: "_PngArray"):
+        self.labels = labels
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.ones(self.labels[i].shape, np.uint8)
 
 
 class _PngArray:

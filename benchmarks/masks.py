@@ -113,6 +113,7 @@ def write_tiles(path: Path, images: np.ndarray, scene_px: int) -> Path:
                     "tiles": {"scene": ["s"] * n,
                               "window": [[tile * (i // per_row), tile * (i % per_row), tile, tile] for i in range(n)]}})
     g["labels"][:] = 255
+    g["valid"][:] = 1
     seal(path)
     return path
 

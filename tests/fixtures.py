@@ -17,12 +17,14 @@ EPSG = "EPSG:32633"
 
 
 def write_raster(path: Path, data: np.ndarray, crs: str | None = EPSG, transform=None, driver: str = "GTiff",
-                 tiled: bool = False) -> Path:
+                 tiled: bool = False, nodata=None) -> Path:
     """Write (bands, H, W) ``data`` to ``path``; GeoTIFFs carry a CRS and transform unless crs is None."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = data if data.ndim == 3 else data[None]
     count, h, w = data.shape
     profile = dict(driver=driver, width=w, height=h, count=count, dtype=str(data.dtype))
+    if nodata is not None:
+        profile["nodata"] = nodata
     if driver == "GTiff":
         if crs is not None:
             profile.update(crs=crs, transform=transform or from_origin(366000.0, 5808000.0, 0.05, 0.05))

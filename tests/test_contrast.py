@@ -33,7 +33,7 @@ def _cfg(**extra):
 def _batch(b=2, size=32):
     g = torch.Generator().manual_seed(0)
     return {"image": torch.randint(1, 255, (b, 3, size, size), generator=g).float(),
-            "cls": torch.tensor([[1.0, 0, 1], [0, 1, 0]])[:b]}
+            "cls": torch.tensor([[1.0, 0, 1], [0, 1, 0]])[:b], "valid": torch.ones(b, size, size, dtype=torch.bool)}
 
 
 def test_pair_targets_same_class_positive_different_negative_ignored_neither():
@@ -102,12 +102,16 @@ def test_uncertain_crops_centre_on_uncertainty_and_flag_by_fraction():
     assert small.shape == (1, 2, 1, 16, 16) and (small[0, :, :, 8:, :] == 0).all()
 
 
-def test_aux_band_labels_follow_the_band_and_ignore_padding():
-    maps = torch.tensor([[[[0.0, 0.5, 1.0, 0.9]], [[0.0, 0.0, 0.0, 0.0]]]])  # (1, 2, 1, 4)
-    images = torch.ones(1, 3, 8, 32) * 100
-    images[..., 24:] = 0  # the last token covers padding only
-    label = aux_band_labels(maps, torch.tensor([[1.0, 0.0]]), images, 0.7, 0.25, True)
+def test_aux_band_labels_follow_the_band_and_ignore_invalid_pixels_not_black_ones():
+    maps = torch.tensor([[[[0.0, 0.5, 1.0, 3.0]], [[0.0, 0.0, 0.0, 0.0]]]])  # (1, 2, 1, 4)
+    valid = torch.ones(1, 8, 32, dtype=torch.bool)
+    valid[..., 24:] = False  # the last token covers padding or nodata only: ignored, and out of the CAM's range
+    label = aux_band_labels(maps, torch.tensor([[1.0, 0.0]]), valid, 0.7, 0.25, True)
     assert label.tolist() == [[[0, IGNORE, 1, IGNORE]]]
+    # a truly black image is valid: its tokens are labelled (the old rule, "all bands 0 is padding", dropped them)
+    label = aux_band_labels(maps, torch.tensor([[1.0, 0.0]]), torch.ones(1, 8, 32, dtype=torch.bool), 0.7, 0.25,
+                            True)
+    assert label.tolist() == [[[0, 0, IGNORE, 1]]]
 
 
 def test_ema_teacher_follows_the_student_and_gets_no_gradient():

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from atsg.cli import main
-from fixtures import POTSDAM_PALETTE, make_potsdam, write_raster
+from rasterio.transform import from_origin
+
+from fixtures import EPSG, POTSDAM_PALETTE, make_potsdam, write_raster
 
 
 def _tile(tmp_path, root, *extra):
@@ -86,7 +88,7 @@ def test_unknown_palette_colour(tmp_path, capsys):
     labels = np.ones((128, 128), np.uint8)
     rgb = POTSDAM_PALETTE[labels]
     rgb[:10, :7] = (12, 34, 56)
-    write_raster(label, rgb.transpose(2, 0, 1))
+    write_raster(label, rgb.transpose(2, 0, 1), transform=from_origin(366400.0, 5808000.0, 0.05, 0.05))
     rc, out = _tile(tmp_path, tmp_path / "d")
     line = _one_error_line(capsys)
     assert rc == 2 and str(label) in line and "RGB(12, 34, 56) on 70 px" in line and not out.exists()
@@ -131,3 +133,56 @@ def test_store_of_wrong_kind_or_shape(tmp_path):
         open_store(tmp_path / "x.zarr", "tiles")
     with pytest.raises(DataError, match="expected a cams store"):
         open_store(tmp_path / "x.zarr", "cams")
+
+
+def _relabel(root, sid, **georef):
+    """Rewrite a Potsdam label raster with the same pixels and another georeference."""
+    import rasterio
+
+    path = root / "5_Labels_all" / f"top_potsdam_{sid}_label.tif"
+    with rasterio.open(path) as src:
+        data, transform = src.read(), src.transform
+    write_raster(path, data, crs=georef.get("crs", EPSG), transform=georef.get("transform", transform))
+    return path, transform
+
+
+def test_a_label_raster_off_its_image_is_named_with_both_files(tmp_path, capsys):
+    make_potsdam(tmp_path / "d", ["2_10"], size=(128, 128))
+    label, _ = _relabel(tmp_path / "d", "2_10", transform=from_origin(366000.0 + 999_000, 5808000.0, 0.05, 0.05))
+    rc, out = _tile(tmp_path, tmp_path / "d")
+    line = _one_error_line(capsys)
+    assert rc == 2 and str(label) in line and "top_potsdam_2_10_RGB.tif" in line and "half a pixel" in line
+    assert not out.exists()
+
+
+def test_a_label_raster_in_another_crs_is_named(tmp_path, capsys):
+    make_potsdam(tmp_path / "d", ["2_10"], size=(128, 128))
+    label, _ = _relabel(tmp_path / "d", "2_10", crs="EPSG:32632")
+    rc, out = _tile(tmp_path, tmp_path / "d")
+    line = _one_error_line(capsys)
+    assert rc == 2 and str(label) in line and "EPSG:32632" in line and "EPSG:32633" in line
+
+
+def test_a_label_within_half_a_pixel_is_accepted(tmp_path, capsys):
+    make_potsdam(tmp_path / "d", ["2_10", "2_11"], size=(128, 128))
+    _relabel(tmp_path / "d", "2_10", transform=from_origin(366000.0 + 0.02, 5808000.0 - 0.01, 0.05, 0.05))
+    rc, out = _tile(tmp_path, tmp_path / "d", "--set", "split.train=['2_10']", "--set", "split.test=['2_11']")
+    assert rc == 0 and out.exists()
+
+
+def test_an_image_without_crs_is_tiled_with_one_warning(tmp_path, caplog):
+    from atsg.data.tiling import run_tile
+    from atsg.stages.evaluate import report_markdown
+    from conftest import preset_config
+    from fixtures import make_folder
+
+    make_folder(tmp_path / "f", ["a", "b"], size=(64, 64))
+    cfg = preset_config("folder", tmp_path / "f", tiling={"size": 64, "stride": 64}, split={"ratios": [1, 0, 0]})
+    with caplog.at_level("WARNING"):
+        run_tile(cfg, tmp_path / "t.zarr", tmp_path / "f")
+    warnings = [r.getMessage() for r in caplog.records if "no CRS" in r.getMessage()]
+    assert len(warnings) == 2 and all("outputs are not georeferenced" in w for w in warnings)
+    metrics = {"cam": {"splits": {}, "oa": None, "mean_f1": None, "iou": {}}}
+    report = report_markdown(metrics, ["bg"], "test", None, ["a", "b"])
+    assert "outputs are not georeferenced" in report and "2 scene(s) have no CRS (a, b)" in report
+    assert "not georeferenced" not in report_markdown(metrics, ["bg"], "test", None, [])

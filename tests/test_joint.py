@@ -29,12 +29,14 @@ def _batch():
     g = torch.Generator().manual_seed(0)
     image = torch.randint(1, 255, (2, 3, 32, 32), generator=g).float()
     image[1, :, :, 24:] = 0  # crop padding
+    valid = torch.ones(2, 32, 32, dtype=torch.bool)
+    valid[1, :, 24:] = False
     objects = torch.zeros(2, 32, 32, dtype=torch.long)
     objects[:, 4:20, 4:20] = 1
     boundaries = torch.zeros(2, 32, 32, dtype=torch.long)
     boundaries[:, 4, 4:20] = 1
     return {"image": image, "cls": torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]), "objects": objects,
-            "boundaries": boundaries}
+            "boundaries": boundaries, "valid": valid}
 
 
 def _model(cfg, joint_decoder=True):
@@ -65,7 +67,7 @@ def test_on_the_fly_pseudo_labels_follow_the_image_labels_and_ignore_padding():
     cfg = _cfg()
     model, objective = _model(cfg), JointObjective(cfg, True, 3, 6)
     batch = _batch()
-    labels = objective.pseudo_labels(model, batch["image"], batch["cls"])
+    labels = objective.pseudo_labels(model, batch["image"], batch["cls"], batch["valid"])
     assert labels.shape == (2, 32, 32) and not labels.requires_grad
     assert (labels[1, :, 24:] == IGNORE).all()
     assert set(labels[0].unique().tolist()) <= {0, 1, 3, IGNORE}  # only tile 0's classes (1, 3) or background

@@ -74,3 +74,26 @@ def test_backbone_checkpoint_is_loaded(tmp_path):
     torch.manual_seed(2)
     loaded = CAMClassifier(cfg, 3, 2)
     assert torch.equal(loaded.backbone.vit.pos_embed, source.backbone.vit.pos_embed)
+
+
+def test_pretrained_weights_that_cannot_be_fetched_fail_at_once_with_the_key(monkeypatch):
+    """Offline (a cluster node, this machine) and not cached: one line naming the key, not a minute of
+    download retries and a hub traceback."""
+    import socket
+    import time
+
+    import huggingface_hub
+
+    from atsg.models.backbone import ViTBackbone
+
+    def unreachable(address, timeout=None):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"config key segmentation.pretrained: timm's weights for "
+                                          r"vit_tiny_patch16_224 are not in the local cache and huggingface.co "
+                                          r"cannot be reached .*segmentation.checkpoint"):
+        ViTBackbone("vit_tiny_patch16_224", 3, {"pretrained": True}, "segmentation")
+    assert time.monotonic() - start < 5

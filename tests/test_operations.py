@@ -333,3 +333,46 @@ def test_two_training_processes_match_one(chain, tmp_path):
     odd = subprocess.run(_atsg("train_classifier", *base, "--set", "train.gpus=2", "--set", "classifier.batch_size=3",
                                "--out", tmp_path / "odd"), env=env, capture_output=True, text=True)
     assert odd.returncode == 2 and "cannot be split evenly over train.gpus=2" in odd.stderr
+
+
+def test_results_do_not_depend_on_snakemake_cores_or_other_load(chain, tmp_path):
+    """The same config on the same machine gives the same model whatever --cores and whatever else runs: a
+    stage's torch thread count is its own (threads key, else the CPUs it may use), never Snakemake's."""
+    work = copy_chain(chain, tmp_path / "work")
+    _, env, run = chain
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+               str(REPO / "config" / "config.yaml"), str(work / "tiny.yaml"), "--cores", "1",
+               "--forcerun", "train_supervised", "--until", "train_supervised"]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        for p in burners:
+            p.kill()
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    again = json.loads((work / "results" / "tiny" / "supervised" / "metrics.json").read_text())
+    first = json.loads((run / "supervised" / "metrics.json").read_text())
+    assert again["torch_threads"] == first["torch_threads"]
+    a, b = _weights(work / "results" / "tiny" / "supervised" / "model.pt"), _weights(run / "supervised" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("stage", ["refine", "predict"])
+def test_refinement_and_prediction_do_not_depend_on_the_thread_count(chain, tmp_path, stage):
+    from atsg.device import set_torch_threads
+    from atsg.stages.refine import run_refine_labels
+
+    _, _, run = chain
+    outs = []
+    for threads in (1, 2):
+        cfg = tiny_config()
+        set_torch_threads({"threads": threads})
+        out = tmp_path / f"{stage}{threads}.zarr"
+        if stage == "refine":
+            run_refine_labels(cfg, run / "tiles.zarr", run / "cams.zarr", run / "masks.zarr",
+                              run / "classifier" / "model.pt", out)
+        else:
+            run_predict(cfg, run / "tiles.zarr", run / "segmentation" / "model.pt", out, None)
+        outs.append(out)
+    set_torch_threads({})
+    stores_equal(*outs)

@@ -29,6 +29,7 @@ def _tiles(path, n=2, size=64):
     img[:, :, : size // 2] = 200
     g["images"][:] = img + rng.integers(0, 20, img.shape, dtype=np.uint8)
     g["labels"][:] = 255
+    g["valid"][:] = 1
     g.attrs.update({**base_attrs("tiles", {}), "classes": list("abcdef"), "background": True,
                     "target_classes": list("bcdef")})
     seal(path)

@@ -112,7 +112,7 @@ def _batch(b=2, size=32):
     labels[:, :4] = IGNORE
     objects = torch.randint(0, 5, (b, size, size), generator=g)
     return {"image": torch.randint(1, 255, (b, 3, size, size), generator=g).float(), "label": labels,
-            "objects": objects, "boundaries": (objects % 2)}
+            "objects": objects, "boundaries": (objects % 2), "valid": torch.ones(b, size, size, dtype=torch.bool)}
 
 
 def test_objective_weak_has_every_term_after_warmup_supervised_only_cross_entropy():

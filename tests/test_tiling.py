@@ -107,7 +107,7 @@ def _tiling_peak(tmp_path, side: int) -> int:
     write_raster(tmp_path / f"d{side}" / "images" / "big.tif", image, tiled=True)
     del image
     cfg = preset_config("folder", tmp_path / f"d{side}", dataset={"labels": None, "classes": ["bg", "x"]},
-                        tiling={"size": 128, "stride": 128}, split={"ratios": [1, 0, 0]})
+                        tiling={"size": 128, "stride": 128, "tiles_per_read": 4}, split={"ratios": [1, 0, 0]})
     tracemalloc.start()
     run_tile(cfg, tmp_path / f"t{side}.zarr", tmp_path / f"d{side}")
     _, peak = tracemalloc.get_traced_memory()
@@ -116,8 +116,9 @@ def _tiling_peak(tmp_path, side: int) -> int:
 
 
 def test_tiling_memory_is_flat_in_scene_size(tmp_path):
-    """Pixels are held a few tiles at a time; what grows with the scene is the per-tile metadata (windows,
-    transforms: about 3 KB a tile), never the raster (48 KB a tile here)."""
+    """Pixels are held a few tiles at a time (groups of tiling.tiles_per_read, the same for both scenes); what
+    grows with the scene is the per-tile metadata (windows, transforms, image-level labels: about 3 KB a tile),
+    never the raster (48 KB a tile here)."""
     small, big = _tiling_peak(tmp_path, 1024), _tiling_peak(tmp_path, 3072)
     extra_tiles = (3072 // 128) ** 2 - (1024 // 128) ** 2
     assert big - small < 4e3 * extra_tiles, (
@@ -132,3 +133,36 @@ def test_overlapping_stride(tmp_path):
     assert summary["tiles"] == 9
     windows = open_store(tmp_path / "t.zarr", "tiles").attrs["tiles"]["window"]
     assert windows[1] == [0, 64, 128, 128]
+
+
+def test_nodata_pixels_are_invalid_and_tiles_without_data_are_skipped(tmp_path):
+    """An image with nodata 0 and a black strip: the strip's tiles are not stored, nodata pixels have no label and
+    count toward no image-level label; a black pixel of a raster without nodata is data."""
+    palette = np.array(preset_config("potsdam")["dataset"]["palette"], np.uint8)
+    labels = np.full((128, 192), 1, np.uint8)  # impervious everywhere...
+    labels[70:80, 100:110] = 5  # ...a car under nodata pixels...
+    labels[20:30, 140:150] = 2  # ...and a building under data
+    image = np.full((3, 128, 192), 120, np.uint8)
+    image[:, :, :64] = 0  # the black strip: the first tile column is all nodata
+    image[:, 70:80, 100:110] = 0  # nodata inside a tile
+    image[0, 20:30, 140:150] = 0  # one band 0, the others not: data (GDAL: nodata only when every band is)
+    root = tmp_path / "d"
+    for sid, nodata in (("2_10", 0), ("2_11", None)):  # 2_11: the same pixels without a nodata value
+        write_raster(root / "2_Ortho_RGB" / f"top_potsdam_{sid}_RGB.tif", image, nodata=nodata)
+        write_raster(root / "5_Labels_all" / f"top_potsdam_{sid}_label.tif", palette[labels].transpose(2, 0, 1))
+    cfg = preset_config("potsdam", root, tiling={"size": 64, "stride": 64},
+                        split={"train": ["2_10", "2_11"], "test": [], "val_fraction": 0})
+    summary = run_tile(cfg, tmp_path / "t.zarr", root)
+    g = open_store(tmp_path / "t.zarr", "tiles")
+    assert summary["tiles"] == 4 + 6 and summary["skipped_nodata_tiles"] == 2
+    first, second = g.attrs["scenes"]
+    assert (first["n_tiles"], second["first_tile"], second["n_tiles"]) == (4, 4, 6)
+    assert [w[:2] for w in g.attrs["tiles"]["window"][:4]] == [[0, 64], [0, 128], [64, 64], [64, 128]]
+    valid, tile_labels, cls = g["valid"][:], g["labels"][:], g["cls_labels"][:]
+    # tile 2 of scene 2_10 is rows 64-128, cols 64-128: the nodata square is its rows 6-16, cols 36-46
+    assert valid[2, 6:16, 36:46].sum() == 0 and valid[2].sum() == 64 * 64 - 100
+    assert (tile_labels[2, 6:16, 36:46] == IGNORE).all() and cls[2].tolist() == [1, 0, 0, 0, 0]  # no car
+    assert valid[1].all() and cls[1].tolist() == [1, 1, 0, 0, 0]  # the one-band-0 building is data
+    assert (g["images"][2][:, 6:16, 36:46] == 0).all()
+    # without a nodata value the black strip is data: all six tiles, the car counts
+    assert valid[4:].all() and cls[4 + 3 + 1].tolist() == [1, 0, 0, 0, 1]

@@ -64,13 +64,18 @@ class LabelDecoder:
         """Number of label raster bands this encoding needs."""
         return 3 if self.encoding == "rgb" else 1
 
-    def decode(self, raw: np.ndarray) -> tuple[np.ndarray, Counter]:
-        """(bands, H, W) raw label values -> ((H, W) uint8 labels, Counter of unknown values)."""
+    def decode(self, raw: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, Counter]:
+        """(bands, H, W) raw label values -> ((H, W) uint8 labels, Counter of unknown values). Pixels outside
+        ``valid`` (the raster's nodata) get no label (255) and are never unknown values."""
         if self.encoding == "rgb":
-            return self._decode_rgb(raw[:3])
-        return self._decode_index(raw[0])
+            labels, unknown = self._decode_rgb(raw[:3], valid)
+        else:
+            labels, unknown = self._decode_index(raw[0], valid)
+        if valid is not None:
+            labels[~valid] = IGNORE
+        return labels, unknown
 
-    def _decode_rgb(self, rgb: np.ndarray) -> tuple[np.ndarray, Counter]:
+    def _decode_rgb(self, rgb: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, Counter]:
         if self.threshold is not None:
             rgb = np.where(rgb >= self.threshold, 255, 0).astype(np.uint8)
         keys = _rgb_keys(rgb)
@@ -80,24 +85,28 @@ class LabelDecoder:
         unknown = Counter()
         if not known.all():
             out[~known] = IGNORE
-            values, counts = np.unique(keys[~known], return_counts=True)
+            bad = ~known if valid is None else ~known & valid
+            values, counts = np.unique(keys[bad], return_counts=True)
             unknown.update({int(v): int(c) for v, c in zip(values, counts)})
         return out, unknown
 
-    def _decode_index(self, index: np.ndarray) -> tuple[np.ndarray, Counter]:
+    def _decode_index(self, index: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, Counter]:
         if index.dtype != np.uint8:
-            if index.size and (index.min() < 0 or index.max() > 255):
-                bad = index[(index < 0) | (index > 255)]
+            outside = (index < 0) | (index > 255)
+            if valid is not None:
+                outside &= valid
+            if outside.any():
+                bad = index[outside]
                 values, counts = np.unique(bad, return_counts=True)
                 return np.full(index.shape, IGNORE, np.uint8), Counter(dict(zip(values.tolist(), counts.tolist())))
-            index = index.astype(np.uint8)
+            index = np.clip(index, 0, 255).astype(np.uint8)
         mapped = self._lut[index]
-        bad = mapped < 0
+        bad = mapped < 0 if valid is None else (mapped < 0) & valid
         unknown = Counter()
         if bad.any():
             values, counts = np.unique(index[bad], return_counts=True)
             unknown.update(dict(zip(values.tolist(), counts.tolist())))
-            mapped = np.where(bad, IGNORE, mapped)
+        mapped = np.where(mapped < 0, IGNORE, mapped)
         return mapped.astype(np.uint8), unknown
 
     def unknown_message(self, path, unknown: Counter) -> str:

@@ -9,6 +9,8 @@ from typing import Mapping
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -79,11 +81,31 @@ def check_scene(image: RasterInfo, label: RasterInfo | None, dataset: Mapping, d
             f"{label.path}: label is {label.width}x{label.height} px but its image {image.path.name} is "
             f"{image.width}x{image.height}; image and label must cover the same pixels"
         )
+    check_alignment(image, label)
     if label.count < decoder.bands:
         raise DataError(
             f"{label.path}: {label.count} band(s) but dataset.label_encoding '{decoder.encoding}' needs "
             f"{decoder.bands}; set dataset.label_encoding to match the label rasters"
         )
+
+
+def check_alignment(image: RasterInfo, label: RasterInfo) -> None:
+    """When both rasters are georeferenced, the label must lie on the image's pixels: the same CRS, and every
+    corner of the grid within half a pixel (labels without georeference are taken as pixel-aligned)."""
+    if image.transform is None or label.transform is None:
+        return
+    if image.crs and label.crs and CRS.from_user_input(image.crs) != \
+            CRS.from_user_input(label.crs):
+        raise DataError(f"{label.path}: label in {label.crs}, but its image {image.path} is in {image.crs}; "
+                        "reproject the label onto the image's grid")
+    a, b = rasterio.Affine(*image.transform), rasterio.Affine(*label.transform)
+    half = 0.5 * min(abs(a.a), abs(a.e)) if a.b == a.d == 0 else 0.5 * abs(a.determinant) ** 0.5
+    worst = max(float(np.hypot(*np.subtract(a * corner, b * corner)))
+                for corner in ((0, 0), (image.width, 0), (0, image.height), (image.width, image.height)))
+    if worst > half:
+        raise DataError(f"{label.path}: label grid is {worst:.4g} map units off its image {image.path} (more than "
+                        f"half a pixel, {half:.4g}); image and label must cover the same pixels: reproject or crop "
+                        "the label onto the image's grid")
 
 
 class SceneReader:
@@ -115,23 +137,44 @@ class SceneReader:
                 f"({str(exc).splitlines()[0]}); the file is corrupt or truncated: re-export or re-download it"
             ) from None
 
-    def read_image(self, row: int, rows: int, col: int = 0, cols: int | None = None) -> np.ndarray:
-        """(bands, rows, cols) uint8 pixels of the window (all columns by default)."""
+    def read_image(self, row: int, rows: int, col: int = 0, cols: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """((bands, rows, cols) uint8 pixels, (rows, cols) bool valid) of the window (all columns by default).
+
+        A pixel is valid unless every band read is masked: the raster's nodata value, internal mask or alpha
+        band (GDAL's per-band masks). Invalid pixels are 0."""
         cols = self.width - col if cols is None else cols
         data = self._read(self._image, self.scene.image, self.bands, row, rows, col, cols)
-        if data.dtype == np.uint8:
-            return data
-        low, high = self.value_range
-        scaled = (data.astype(np.float32) - low) * (255.0 / (high - low))
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        valid = self._valid(self._image, self.scene.image, self.bands, row, rows, col, cols)
+        if data.dtype != np.uint8:
+            low, high = self.value_range
+            scaled = (data.astype(np.float32) - low) * (255.0 / (high - low))
+            data = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        if valid is None:
+            return data, np.ones((rows, cols), bool)
+        data[:, ~valid] = 0
+        return data, valid
 
     def read_labels(self, row: int, rows: int, col: int = 0, cols: int | None = None):
-        """((rows, cols) uint8 class labels, Counter of unknown values) of the window, or None without labels."""
+        """((rows, cols) uint8 class labels, Counter of unknown values) of the window, or None without labels.
+        Pixels the label raster masks (its nodata value or mask) have no label (255)."""
         if self._label is None:
             return None
         cols = self.width - col if cols is None else cols
         indexes = list(range(1, self.decoder.bands + 1))
-        return self.decoder.decode(self._read(self._label, self.scene.label, indexes, row, rows, col, cols))
+        raw = self._read(self._label, self.scene.label, indexes, row, rows, col, cols)
+        return self.decoder.decode(raw, self._valid(self._label, self.scene.label, indexes, row, rows, col, cols))
+
+    def _valid(self, src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -> np.ndarray | None:
+        """(rows, cols) bool: pixels valid in any of the bands ``indexes``; None when the raster masks nothing."""
+        flags = [src.mask_flag_enums[i - 1] for i in indexes]
+        if all(f == [MaskFlags.all_valid] for f in flags):
+            return None
+        try:
+            masks = src.read_masks(indexes=indexes, window=Window(col, row, cols, rows))
+        except RasterioError as exc:
+            raise DataError(f"{path}: the nodata mask of rows {row}-{row + rows} cannot be read "
+                            f"({str(exc).splitlines()[0]}); re-export the file") from None
+        return (masks > 0).any(0)
 
 
 def tile_transform(scene_transform: tuple | None, row: int, col: int) -> tuple | None:

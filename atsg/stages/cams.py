@@ -60,12 +60,13 @@ class ExtractCams(ShardedStage):
 
         device = select_device(self.c, "cams")
         model, _ = load_classifier(self.classifier_path, self.tiles, device)
-        images = self.tiles.group["images"]
+        images, valid = self.tiles.group["images"], self.tiles.group["valid"]
         clock = ModelClock(device, self.timed)
         start = time.perf_counter()
         for idx in unit_progress(units, "extract_cams"):
             batch = torch.from_numpy(read_tiles(images, idx)).to(device)
-            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size, clock)
+            mask = torch.from_numpy(read_tiles(valid, idx)).to(device).bool()
+            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask)
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
             group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)

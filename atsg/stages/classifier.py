@@ -57,11 +57,12 @@ class ClassifierValidation:
             preds.append((out["logits"] > 0).cpu())
             targets.append(cls.cpu())
             size = images.shape[-2:]
+            valid = torch.from_numpy(read_tiles(g["valid"], idx)).to(self.device).bool()
             cam = minmax_normalise(F.interpolate(F.relu(out["maps"]).float(), size=size, mode="bilinear",
-                                                 align_corners=False))
+                                                 align_corners=False), valid)
             w = self.cfg["cam_aux_weight"]
             aux = minmax_normalise(F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear",
-                                                 align_corners=False)) if w else None
+                                                 align_corners=False), valid) if w else None
             cam = fuse_heads(cam, aux, w)
             label = cam_to_label(cam, cls, self.cfg["bkg_thre"], self.tiles.background)
             acc.update(read_tiles(g["labels"], idx), label.cpu().numpy())
@@ -131,7 +132,8 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
     metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
                "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1),
-               "steps_per_second": round(result.steps_per_second, 3), "resumed_from": result.resumed_from,
+               "steps_per_second": round(result.steps_per_second, 3), "torch_threads": torch.get_num_threads(),
+               "resumed_from": result.resumed_from,
                "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return {k: v for k, v in metrics.items() if k != "history"}

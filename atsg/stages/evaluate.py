@@ -120,7 +120,8 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     confusion_figure(confusion, tiles.classes, fig_dir / "confusion.png",
                      f"predictions, {e['split']} split (rows: truth)")
     legend_strip(tiles.classes, palette, fig_dir / "legend.png")
-    (out_dir / "report.md").write_text(report_markdown(metrics, tiles.classes, e["split"], made))
+    ungeoreferenced = [sc["id"] for sc in tiles.attrs.get("scenes", []) if not sc.get("crs")]
+    (out_dir / "report.md").write_text(report_markdown(metrics, tiles.classes, e["split"], made, ungeoreferenced))
     return {s: round(metrics[s]["miou"], 4) for s in sources}
 
 
@@ -155,12 +156,17 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None = None) -> str:
+def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None = None,
+                    ungeoreferenced: list[str] = ()) -> str:
     lines = ["# atsg evaluation", "",
              f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
-             "classes present in the ground truth.", "",
-             "## mIoU by stage and split", "", "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
-             "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |"]
+             "classes present in the ground truth.", ""]
+    if ungeoreferenced:
+        shown = ", ".join(ungeoreferenced[:5]) + (" ..." if len(ungeoreferenced) > 5 else "")
+        lines += [f"**Warning: outputs are not georeferenced**: {len(ungeoreferenced)} scene(s) have no CRS "
+                  f"({shown}); their predictions carry pixel coordinates only.", ""]
+    lines += ["## mIoU by stage and split", "", "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
+              "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |"]
     for s in SOURCES:
         if s not in metrics:
             continue

@@ -70,7 +70,7 @@ class GenerateMasks(ShardedStage):
         m = self.m
         device = select_device(m, "masks") if m["generator"] == "sam" else torch.device("cpu")
         generator = build_generator(m, device, self.timed)
-        images = self.tiles.group["images"]
+        images, valid = self.tiles.group["images"], self.tiles.group["valid"]
         counts = []
         start = time.perf_counter()
         for idx in unit_progress(units, f"generate_masks ({m['generator']})"):
@@ -79,9 +79,10 @@ class GenerateMasks(ShardedStage):
                 maps = generator.window_maps(self.windows()[int(idx[0])], tiles)
             else:
                 maps = generator.maps(tiles)
-            for i, (objects, boundaries) in zip(idx, maps):
-                group["objects"][int(i)] = objects
-                group["boundaries"][int(i)] = boundaries
+            masks = read_tiles(valid, idx) > 0
+            for k, (i, (objects, boundaries)) in enumerate(zip(idx, maps)):
+                group["objects"][int(i)] = np.where(masks[k], objects, 0)  # padding and nodata: no object
+                group["boundaries"][int(i)] = np.where(masks[k], boundaries, 0)
                 counts.append(int(objects.max()))
         summary = {"tiles": len(counts), "generator": m["generator"], "device": str(device),
                    "mean_objects": float(np.mean(counts)) if counts else 0.0,

@@ -99,7 +99,7 @@ class Predict(ShardedStage):
         n_cls = len(tiles.classes)
         window = blend_window(tiles.size[0], p["blend"])
         windows = tiles.attrs["tiles"]["window"]
-        images = tiles.group["images"]
+        images, valid = tiles.group["images"], tiles.group["valid"]
         written = []
         for scene in units:
             first, count = scene["first_tile"], scene["n_tiles"]
@@ -110,16 +110,18 @@ class Predict(ShardedStage):
             for idx in batches(np.arange(first, first + count), p["batch_size"], f"predict {scene['id']}"):
                 batch = torch.from_numpy(read_tiles(images, idx)).to(device)
                 probs = predict_probs(model, batch, p["scales"], p["flip"]).cpu().numpy()
+                mask = read_tiles(valid, idx) > 0  # padding and nodata: no prediction (255)
                 sl = slice(int(idx[0]), int(idx[-1]) + 1)
-                group["labels"][sl] = probs.argmax(1).astype(np.uint8)
+                group["labels"][sl] = np.where(mask, probs.argmax(1), IGNORE).astype(np.uint8)
                 if p["scores"]:
-                    group["scores"][sl] = probs.max(1).astype(np.float16)
+                    group["scores"][sl] = np.where(mask, probs.max(1), 0).astype(np.float16)
                 if acc is not None:
                     for k, i in enumerate(idx):
                         row, col, th, tw = windows[int(i)]
                         h, w = min(th, scene["height"] - row), min(tw, scene["width"] - col)
-                        acc[:, row:row + h, col:col + w] += probs[k, :, :h, :w] * window[:h, :w]
-                        weight[row:row + h, col:col + w] += window[:h, :w]
+                        weights = window[:h, :w] * mask[k, :h, :w]
+                        acc[:, row:row + h, col:col + w] += probs[k, :, :h, :w] * weights
+                        weight[row:row + h, col:col + w] += weights
             if acc is not None:
                 labels = acc.argmax(0).astype(np.uint8)
                 labels[weight == 0] = IGNORE

@@ -64,7 +64,8 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
                 with torch.no_grad():
                     tokens = model.tokens(images)[0].float()
             label = refiner(images, cam, cls, objects, tokens)
-            label[images.amax(1) == 0] = IGNORE  # edge padding (all bands 0) is never trained on
+            valid = torch.from_numpy(read_tiles(g_tiles["valid"], idx)).to(device).bool()
+            label[~valid] = IGNORE  # padding and nodata are never trained on
             ignored += int((label == IGNORE).sum())
             g["labels"][int(idx[0]):int(idx[-1]) + 1] = label.to(torch.uint8).cpu().numpy()
         seal(tmp)

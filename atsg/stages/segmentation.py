@@ -92,7 +92,8 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
     metrics = {"supervised": supervised, "select_metric": "miou", "best_score": result.best_score,
                "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1),
-               "steps_per_second": round(result.steps_per_second, 3), "resumed_from": result.resumed_from,
+               "steps_per_second": round(result.steps_per_second, 3), "torch_threads": torch.get_num_threads(),
+               "resumed_from": result.resumed_from,
                "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return {k: v for k, v in metrics.items() if k != "history"}

@@ -18,14 +18,13 @@ from ..store import IGNORE
 from .crops import uncertain_crops
 
 
-def aux_band_labels(maps_aux: torch.Tensor, cls: torch.Tensor, images: torch.Tensor, high: float, low: float,
+def aux_band_labels(maps_aux: torch.Tensor, cls: torch.Tensor, valid: torch.Tensor, high: float, low: float,
                     background: bool) -> torch.Tensor:
     """Token-resolution labels (B, h, w) of the detached auxiliary CAM with the uncertain band
-    (IGNORE between ``low`` and ``high``); tokens over padding only are IGNORE too."""
-    cam = minmax_normalise(F.relu(maps_aux.detach().float()))
+    (IGNORE between ``low`` and ``high``); tokens without a valid pixel (padding, nodata) are IGNORE too."""
+    content = F.adaptive_max_pool2d(valid[:, None].float(), maps_aux.shape[-2:])[:, 0] > 0
+    cam = minmax_normalise(F.relu(maps_aux.detach().float()), content)
     label = cam_to_label_band(cam, cls, high, low, background)
-    content = (images.amax(1, keepdim=True) > 0).float()
-    content = F.adaptive_max_pool2d(content, label.shape[-2:])[:, 0] > 0
     return label.masked_fill(~content, IGNORE)
 
 
@@ -61,7 +60,7 @@ class ClassifierObjective:
         parts = {"cls": main.item(), "cls_aux": aux.item()}
         if not (self.ptc["enabled"] or ctc_on):
             return total, parts, out
-        band = aux_band_labels(out["maps_aux"], cls, images, c["high_thre"], c["low_thre"], self.background)
+        band = aux_band_labels(out["maps_aux"], cls, batch["valid"], c["high_thre"], c["low_thre"], self.background)
         if self.ptc["enabled"]:
             linked = None
             if self.link["enabled"]:

@@ -85,7 +85,7 @@ class TrainSamples(Dataset):
         if self._tiles is None:
             tiles = zarr.open_group(self.tiles_path, mode="r")
             self._tiles = {"images": TileReader(tiles["images"]), "labels": TileReader(tiles["labels"]),
-                           "cls_labels": tiles["cls_labels"][:]}
+                           "valid": TileReader(tiles["valid"]), "cls_labels": tiles["cls_labels"][:]}
             if self.labels_path:
                 self._labels = {"labels": TileReader(zarr.open_group(self.labels_path, mode="r")["labels"])}
             if self.masks_path:
@@ -103,16 +103,16 @@ class TrainSamples(Dataset):
             label = torch.from_numpy(self._tiles["labels"][tile]).long()
         else:
             label = torch.from_numpy(self._labels["labels"][tile]).long()
-        extra = None
+        # valid pixels (not padding, not nodata) follow the augmentation; the crop's own padding is invalid too
+        extra = {"valid": (torch.from_numpy(self._tiles["valid"][tile].astype(np.int64)), 0)}
         if self._masks is not None:  # SAM objects (0 = none) and boundaries (0 = none); padding is neither
-            extra = {"objects": (torch.from_numpy(self._masks["objects"][tile].astype(np.int64)), 0),
-                     "boundaries": (torch.from_numpy(self._masks["boundaries"][tile].astype(np.int64)), 0)}
-        out = rescale_crop_flip(image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"], self.cfg["flip"],
-                                extra)
-        image, label = out[0], out[1]
+            extra.update({"objects": (torch.from_numpy(self._masks["objects"][tile].astype(np.int64)), 0),
+                          "boundaries": (torch.from_numpy(self._masks["boundaries"][tile].astype(np.int64)), 0)})
+        image, label, maps = rescale_crop_flip(image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"],
+                                               self.cfg["flip"], extra)
         sample = {"image": image.contiguous(), "tile": tile}  # batches in the usual (B, C, H, W) layout
-        if extra is not None:
-            sample.update(out[2])
+        sample.update(maps)
+        sample["valid"] = sample["valid"].bool()
         if label is not None:
             sample["label"] = label
         else:

@@ -40,11 +40,13 @@ class JointObjective:
         return self
 
     @torch.no_grad()
-    def pseudo_labels(self, model: JointModel, images: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    def pseudo_labels(self, model: JointModel, images: torch.Tensor, cls: torch.Tensor,
+                      valid: torch.Tensor) -> torch.Tensor:
         """Labels (B, H, W) of a training batch from the current classifier (no gradient)."""
-        cam, _ = multiscale_cams(model.classifier, images, self.scales, self.flip, tuple(images.shape[-2:]))
+        cam, _ = multiscale_cams(model.classifier, images, self.scales, self.flip, tuple(images.shape[-2:]),
+                                 valid=valid)
         label = self.refiner.cam_labels(images, cam, cls)
-        label[images.amax(1) == 0] = IGNORE  # crop padding
+        label[~valid] = IGNORE  # crop padding and nodata
         return label
 
     def __call__(self, model: JointModel, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
@@ -52,7 +54,7 @@ class JointObjective:
         if step < self.warmup:  # as published: the segmentation branch starts after the warm-up
             return total, {**parts, **{name: 0.0 for name in self.segmentation.term_names}}
         images = batch["image"]
-        labels = self.pseudo_labels(model, images, batch["cls"])
+        labels = self.pseudo_labels(model, images, batch["cls"], batch["valid"])
         logits, fg = model.segment(out["tokens"], tuple(images.shape[-2:]))
         seg, seg_parts = self.segmentation.loss(logits, fg, batch, labels, step)
         return total + seg, {**parts, **seg_parts}

@@ -50,7 +50,7 @@ class SegmentationObjective:
             return seg, {"seg": seg.item()}
         total, parts = c["seg_weight"] * seg, {"seg": seg.item()}
         started = step >= c["loss_warmup_iterations"]
-        valid = images.amax(1) > 0  # padding of the crop is neither object, boundary nor CRF pixel
+        valid = batch["valid"]  # padding and nodata are neither object, boundary nor CRF pixel
         terms = []
         if self.objects:
             terms.append(("object", "object_loss", lambda: object_loss(logits, batch["objects"] * valid)))
