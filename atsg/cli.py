@@ -189,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="arrays, shapes, dtypes, chunks and attrs of a store (--verify: check it)",
                        description="Describe a Zarr store written by atsg. With --verify, check every chunk of it "
                                    "against its seal (missing, truncated or corrupt tiles, chunks that do not "
-                                   "decode, arrays of the wrong dtype or dimensions) and exit 1 on any defect.")
+                                   "decode, arrays of the wrong dtype or dimensions) and exit with status 2 on any defect.")
     p.add_argument("store", type=Path)
-    p.add_argument("--verify", action="store_true", help="check every tile of the store; exit 1 on any defect")
+    p.add_argument("--verify", action="store_true", help="check every tile of the store; exit 2 on any defect")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("config", help="print the validated configuration with all defaults",
@@ -253,8 +253,8 @@ def _config(args, section: str | None = None) -> dict:
     given), then --params, then --set. With ``section``, torch's CPU threads are fixed for the stage."""
     files = args.configfile or ([] if args.params else [demo_configfile()])
     cfg = load_config(files, args.params, args.assignments)
-    if section is not None:
-        from .device import set_torch_threads
+    if section is not None and not (getattr(args, "prepare", False) or getattr(args, "finalise", False)):
+        from .device import set_torch_threads  # imports torch: not for the bookkeeping steps of sharded stages
 
         set_torch_threads(cfg[section], args.threads)
     return cfg

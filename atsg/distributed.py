@@ -18,9 +18,6 @@ import subprocess
 import sys
 from typing import Iterator, Sequence
 
-import torch
-import torch.distributed as dist
-
 from .errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -39,11 +36,20 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def _dist():
+    """torch.distributed, imported when first needed: the CLI's bookkeeping steps start without torch."""
+    import torch.distributed as dist
+
+    return dist
+
+
 def rank() -> int:
+    dist = _dist()
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
 
 
 def world_size() -> int:
+    dist = _dist()
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", 1)) if under_torchrun() else 1
@@ -72,6 +78,9 @@ def process_group(backend: str) -> Iterator[None]:
     if not under_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         yield
         return
+    import torch
+
+    dist = _dist()
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":

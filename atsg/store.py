@@ -257,12 +257,13 @@ def open_store(path: str | Path, kind: str) -> zarr.Group:
     n = None
     for name, (dtype, ndim) in SCHEMAS.get(kind, {}).items():
         if name not in g:
-            raise DataError(f"{path}: array '{name}' is missing from the {kind} store; rerun the stage that writes it")
+            raise DataError(f"{path}: array '{name}' is missing from the {kind} store (made by an older atsg?); "
+                            f"rerun {rule_of(g.attrs)}")
         arr = g[name]
         if str(arr.dtype) != dtype or arr.ndim != ndim:
             raise DataError(
                 f"{path}/{name}: {arr.dtype} with {arr.ndim} dims, the {kind} schema wants {dtype} with {ndim}; "
-                "rerun the stage that writes it"
+                f"rerun {rule_of(g.attrs)}"
             )
         if n is None:
             n = arr.shape[0]
