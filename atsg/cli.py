@@ -34,6 +34,7 @@ examples:
   atsg train_classifier --configfile config/config.yaml      # then extract_cams, generate_masks,
   atsg refine_labels --configfile config/config.yaml         # train_segmentation, predict, evaluate
   atsg info results/demo/tiles.zarr
+  atsg info --verify results/demo/cams.zarr         # every tile checked against the store's seal
   atsg config --configfile config/potsdam.yaml      # the full validated config with defaults
   atsg ablate --cores 2                              # each ATSG component off in turn -> eval/ablation.md
 

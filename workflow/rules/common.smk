@@ -60,8 +60,7 @@ def every_output(variant=None):
     """
     cfg = CONFIGS[str(RUN / "ablations" / variant)] if variant else config
     roots = ROOTS[variant]
-    return [str(roots[a] / f) for a in needed(cfg, "eval") for f in artifact_files(cfg, a)
-            if a != "scenes" or SYNTHETIC]
+    return [str(roots[a] / f) for a in needed(cfg, "eval") for f in artifact_files(cfg, a)]
 
 
 def expected_keys(target):
