@@ -133,6 +133,7 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
                "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1),
                "steps_per_second": round(result.steps_per_second, 3), "torch_threads": torch.get_num_threads(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "resumed_from": result.resumed_from,
                "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))

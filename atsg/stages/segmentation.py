@@ -93,6 +93,7 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
                "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1),
                "steps_per_second": round(result.steps_per_second, 3), "torch_threads": torch.get_num_threads(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "resumed_from": result.resumed_from,
                "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
