@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import logging
-import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import yaml
@@ -24,6 +21,7 @@ from . import __version__
 from .config import dataset_root, demo_configfile, load_config, run_dir
 from .errors import AtsgError
 from .gpus import claim_devices
+from .logs import report_failure, setup_logging
 
 log = logging.getLogger("atsg")
 
@@ -230,23 +228,6 @@ def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool 
         p.add_argument("--tiles", type=Path, help="tiles.zarr (default: results/{run}/tiles.zarr)")
     if classifier:
         p.add_argument("--classifier", type=Path, help="classifier model (default: results/{run}/classifier/model.pt)")
-
-
-def _setup_logging(verbose: bool, logfile: str | None) -> logging.Handler | None:
-    """Console and (with --log, rank 0 only) the rule's log file; returns the file's handler."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    rank = int(os.environ.get("RANK", 0)) if "WORLD_SIZE" in os.environ else 0
-    to_file = None
-    if logfile and rank == 0:  # under torchrun rank 0 adds to the launcher's log; the others only warn
-        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(logfile, mode="a" if "WORLD_SIZE" in os.environ else "w")
-        handlers.append(to_file)
-    level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
-    logging.basicConfig(level=level, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:  # GDAL's own messages repeat what our one-line errors say
-        logging.getLogger("rasterio").setLevel(logging.WARNING)
-    return to_file
 
 
 def _config(args, section: str | None = None) -> dict:
@@ -463,47 +444,18 @@ def cmd_config(args) -> None:
     print(yaml.safe_dump(_config(args), sort_keys=False), end="")
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for the console: the cause, with the file where the system names one."""
-    if isinstance(exc, AtsgError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}"
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _fail(args, exc: BaseException, to_file: logging.Handler | None) -> int:
-    """Every failure: its traceback to the rule's log (or the console without one), one line to the console."""
-    line = f"atsg {args.command}: error: {describe_error(exc)}"
-    expected = isinstance(exc, AtsgError)
-    if to_file is not None:
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "failed: %s", (describe_error(exc),),
-                                (type(exc), exc, exc.__traceback__))
-        to_file.handle(record)
-        to_file.flush()
-        print(line if expected else f"{line} (traceback in {args.log})", file=sys.stderr)
-    else:
-        if not expected or args.verbose:
-            traceback.print_exception(exc, file=sys.stderr)
-        print(line, file=sys.stderr)
-    return 2 if expected else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         from .distributed import torchrun_argv
 
         argv = torchrun_argv()
     args = build_parser().parse_args(argv)
-    to_file = _setup_logging(args.verbose, getattr(args, "log", None))
+    to_file = setup_logging(args.verbose, getattr(args, "log", None))
     start = time.perf_counter()
     try:
         args.func(args)
     except (Exception, KeyboardInterrupt) as exc:
-        return _fail(args, exc, to_file)
+        return report_failure(f"atsg {args.command}", exc, to_file, getattr(args, "log", None), args.verbose)
     log.debug("%s took %.1f s", args.command, time.perf_counter() - start)
     return 0
 

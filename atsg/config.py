@@ -14,7 +14,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import yaml
 from jsonschema import Draft202012Validator, validators

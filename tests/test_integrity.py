@@ -1,14 +1,11 @@
 """Never a silent wrong result: stores are sealed and checked when read, every failure reaches the rule's log
 with its traceback, and a failed stage leaves nothing behind (on copies of the chain's artifacts)."""
 
-import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
 
