@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Mapping
 
 from .config import artifact_settings, supervised_section
+
+log = logging.getLogger(__name__)
 
 ARTIFACTS = ("scenes", "tiles", "classifier", "cams", "masks", "pseudo_labels", "segmentation", "supervised",
              "predictions", "supervised_predictions", "eval")
@@ -104,6 +107,15 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     if artifact in ("masks", "supervised"):
         return ("tiles",)
     raise KeyError(f"unknown artifact {artifact!r}; one of {ARTIFACTS}")
+
+
+def recorded_key(source: Mapping, where) -> str | None:
+    """The artifact key a store's attrs, a model file or a manifest recorded (None, with a warning, for files
+    made by an atsg that recorded none: whatever is made from them gets a key no config has)."""
+    key = source.get("artifact_key")
+    if key is None:
+        log.warning("%s records no artifact key (made by an older atsg); rerun the stage that made it", where)
+    return key
 
 
 def make_key(own: Mapping, inputs: Mapping[str, str | None]) -> str:

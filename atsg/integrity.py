@@ -99,7 +99,6 @@ class Seal:
     def __init__(self, root: Path, attrs: Mapping, table: np.ndarray):
         self.root, self.rule = Path(root), rule_of(attrs)
         self.columns = {name: k for k, name in enumerate(attrs["integrity"]["arrays"])}
-        self.whole = attrs["integrity"].get("whole", {})
         self.table = table
 
     def check(self, name: str, tile: int, data: bytes | None, path: Path) -> None:

@@ -210,15 +210,13 @@ class Step:
 def run_sharded(stage: ShardedStage, step: Step) -> dict:
     """Run ``step`` of ``stage``; returns a summary for the log. Run whole (one process), a failure leaves no
     partial store behind; a failed shard leaves the partial store to the other shards and to its rerun."""
-    if step.part != "all":
-        with naming_full_disk(partial_path(stage.out)):
-            return _run_step(stage, step)
     try:
         with naming_full_disk(partial_path(stage.out)):
             return _run_step(stage, step)
     except BaseException:
-        for path in (stage.out, *stage.folders):
-            shutil.rmtree(partial_path(path), ignore_errors=True)
+        if step.part == "all":
+            for path in (stage.out, *stage.folders):
+                shutil.rmtree(partial_path(path), ignore_errors=True)
         raise
 
 

@@ -227,8 +227,9 @@ class TileReader:
                 buffer = codec._decode_sync(buffer, self.spec)
             tile = self.serializer._decode_sync(buffer, self.spec).as_numpy_array()[0]
         except Exception as exc:  # noqa: BLE001 - codecs raise anything on bad bytes
+            rule = self.seal.rule if self.seal is not None else "the stage that wrote it"
             raise DataError(f"{self.root}/{self.name}: tile {i} does not decode ({type(exc).__name__}: {exc}); "
-                            "the store is corrupt: rerun the stage that wrote it") from None
+                            f"the store is corrupt: rerun {rule}") from None
         return tile if tile.flags.writeable else tile.copy()
 
     def read(self, idx) -> np.ndarray:
@@ -276,17 +277,22 @@ def open_store(path: str | Path, kind: str) -> zarr.Group:
     return g
 
 
+def _open_any(path: Path) -> zarr.Group:
+    """A store of any kind, read-only, for describing and verifying it."""
+    if not path.exists():
+        raise DataError(f"{path}: no such store")
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several types for a folder that is not a group
+        raise DataError(f"{path}: not a Zarr group ({exc})") from None
+
+
 def verify_store(path: str | Path) -> tuple[list[str], str]:
     """(defects, what was checked) of a store written by atsg, against the schema of its kind and its seal."""
     from .integrity import verify
 
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such store")
-    try:
-        g = zarr.open_group(str(path), mode="r")
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: not a Zarr group ({exc})") from None
+    g = _open_any(path)
     kind = g.attrs.get("atsg_store")
     defects = verify(path, SCHEMAS.get(kind, {}))
     seal = g.attrs.get("integrity") or {}
@@ -296,12 +302,7 @@ def verify_store(path: str | Path) -> tuple[list[str], str]:
 def describe(path: str | Path) -> str:
     """Human-readable summary of a store: arrays, shapes, dtypes, chunks and attributes."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such store")
-    try:
-        g = zarr.open_group(str(path), mode="r")
-    except Exception as exc:
-        raise DataError(f"{path}: not a Zarr group ({exc})") from None
+    g = _open_any(path)
     lines = [f"{path}  ({g.attrs.get('atsg_store', 'zarr')} store, atsg {g.attrs.get('atsg_version', '?')})", "arrays:"]
     for name in sorted(g.array_keys()):
         a = g[name]

@@ -14,10 +14,9 @@ import numpy as np
 import rasterio
 from tqdm.auto import tqdm
 
-from ..artifacts import record, synthetic
+from ..artifacts import record, recorded_key, synthetic
 from ..errors import DataError
 from ..integrity import seal
-from ..stages.common import recorded_key
 from ..store import IGNORE, SPLITS, atomic_store, base_attrs, create_tile_store, image_serializer, split_code
 from .labels import LabelDecoder, image_level_labels
 from .layout import Scene, discover_scenes

@@ -13,11 +13,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ..artifacts import record
+from ..artifacts import record, recorded_key
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
 from ..timing import ModelClock
-from .common import Tiles, check_classes, consecutive_units, file_sha256, model_record, read_tiles, recorded_key, \
+from .common import Tiles, check_classes, consecutive_units, file_sha256, model_record, read_tiles, \
     unit_progress
 
 log = logging.getLogger(__name__)

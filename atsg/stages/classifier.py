@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..artifacts import record
+from ..artifacts import record, recorded_key
 from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..distributed import is_main
@@ -24,7 +24,7 @@ from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.joint_objective import JointObjective
-from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, recorded_key, \
+from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, \
     save_model_file
 from .segmentation import SegmentationValidation
 

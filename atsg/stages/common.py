@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import DataError
 from ..store import SPLITS, TileReader, open_store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,15 +82,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def recorded_key(source: Mapping, where) -> str | None:
-    """The artifact key a store's attrs or a model file recorded (None, with a warning, for files made by an
-    atsg that recorded none: whatever is made from them gets a key no config has)."""
-    key = source.get("artifact_key")
-    if key is None:
-        log.warning("%s records no artifact key (made by an older atsg); rerun the stage that made it", where)
-    return key
 
 
 class _RecordUnpickler(pickle.Unpickler):

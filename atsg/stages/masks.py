@@ -12,11 +12,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ..artifacts import record
+from ..artifacts import record, recorded_key
 from ..errors import ConfigError
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
-from .common import Tiles, consecutive_units, file_sha256, read_tiles, recorded_key, unit_progress
+from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
 
 SAM_KEYS = ("sam_model_type", "points_per_side", "pred_iou_thresh", "stability_score_thresh",
             "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "scene_windows",

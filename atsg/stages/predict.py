@@ -18,10 +18,10 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
-from ..artifacts import record
+from ..artifacts import record, recorded_key
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import IGNORE, base_attrs, create_tile_arrays
-from .common import Tiles, batches, check_classes, file_sha256, model_record, read_tiles, recorded_key
+from .common import Tiles, batches, check_classes, file_sha256, model_record, read_tiles
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..artifacts import record
+from ..artifacts import record, recorded_key
 from ..device import select_device
 from ..errors import DataError
 from ..integrity import seal
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
 from .classifier import load_classifier
-from .common import Tiles, batches, file_sha256, read_cams, read_tiles, recorded_key
+from .common import Tiles, batches, file_sha256, read_cams, read_tiles
 
 
 def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_path: Path | None,

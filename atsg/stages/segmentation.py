@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..artifacts import record
+from ..artifacts import record, recorded_key
 from ..device import select_device
 from ..distributed import is_main
 from ..errors import DataError
@@ -22,7 +22,7 @@ from ..store import open_store
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
-from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, recorded_key, \
+from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, \
     save_model_file
 
 log = logging.getLogger(__name__)
