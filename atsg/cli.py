@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -454,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         args.func(args)
+    except BrokenPipeError:  # the reader of our output closed it (`atsg info STORE | head`): not a failure
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (Exception, KeyboardInterrupt) as exc:
         return report_failure(f"atsg {args.command}", exc, to_file, getattr(args, "log", None), args.verbose)
     log.debug("%s took %.1f s", args.command, time.perf_counter() - start)

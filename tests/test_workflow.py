@@ -90,3 +90,12 @@ def test_every_rule_runs_in_the_environment_of_its_kind():
         assert "-c ../constraints.txt" in pip and "-e .." in pip
     assert any("download.pytorch.org/whl/cpu" in line for line in yaml.safe_load(
         (REPO / "envs" / "cpu.yaml").read_text())["dependencies"][-1]["pip"])
+
+
+def test_atsg_output_read_in_part_is_not_a_failure(tiled):
+    """`atsg info STORE | head` (as .ci/run does, under pipefail): a reader that stops early is no error. Here
+    the reader stops before atsg has written anything, so every write meets the closed pipe."""
+    repo, work, env = tiled
+    script = f"set -o pipefail; atsg info {work / 'results' / 'tiny' / 'tiles.zarr'} | true"
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "error" not in result.stderr, result.stderr[-2000:]
