@@ -46,31 +46,46 @@ def fuse_heads(cam: torch.Tensor, cam_aux: torch.Tensor | None, aux_weight: floa
 
 @torch.no_grad()
 def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: bool,
-                    out_size: tuple[int, int], clock=None,
-                    valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    out_size: tuple[int, int], clock=None, valid: torch.Tensor | None = None,
+                    relu: str = "after_merge", aux_groups: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
     """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch.
 
-    For each scale the batch and its horizontal flip go through the model in one
-    forward pass; the two are merged by element-wise max, the scales are summed at
-    ``out_size``, and each class is min-max normalised per tile over the ``valid`` pixels (B, H, W) of the
-    images (all when None; invalid ones are 0). ``clock`` (a ``timing.ModelClock``) times the forward passes.
+    For each scale (the image resized to int(scale * side)) the batch and its horizontal flip go through the
+    model in one forward pass; each class map is resized to the scaled input, the two are merged by element-
+    wise max and then ReLU'd (``relu`` "after_merge", as published; "before_resize": ReLU on the token-grid
+    maps first), the scales are summed at ``out_size``, and each class is min-max normalised per tile over the
+    ``valid`` pixels (B, H, W) of the images (all when None; invalid ones are 0).
+
+    ``aux_groups``: the images among which an adaptive auxiliary block is chosen: "batch" (the whole forward
+    pass, as the published training step does) or "image" (each image with its flip, so a tile's CAM does
+    not depend on the tiles batched with it). ``clock`` (a ``timing.ModelClock``) times the forward passes.
     """
     b = images.shape[0]
     h, w = images.shape[-2:]
     total = total_aux = None
+    patch = model.backbone.patch_size
     for s in scales:
-        x = _resize(images.float(), (max(1, round(h * s)), max(1, round(w * s))))
+        x = _resize(images.float(), (max(1, int(h * s)), max(1, int(w * s))))
         if flip:
             x = torch.cat([x, x.flip(-1)], 0)
-        cam, cam_aux, _ = clock(model.cams, x) if clock is not None else model.cams(x)
+        groups = None
+        if aux_groups == "image":
+            groups = torch.arange(b, device=x.device).repeat(2 if flip else 1)
+        cam, cam_aux, _ = clock(model.cams, x, groups) if clock is not None else model.cams(x, groups)
         hs, ws = x.shape[-2:]
         pieces = []
         for c in (cam, cam_aux):
-            c = _resize(c.float(), (hs + (-hs) % model.backbone.patch_size, ws + (-ws) % model.backbone.patch_size))
-            c = c[..., :hs, :ws]  # drop the padding of the patch grid
+            c = c.float()
+            if relu == "before_resize":
+                c = F.relu(c)
+            if hs % patch or ws % patch:  # drop the padding of the patch grid at the scaled size first
+                c = _resize(c, (hs + (-hs) % patch, ws + (-ws) % patch))[..., :hs, :ws]
+            c = _resize(c, out_size)  # else straight from the token grid, as published
             if flip:
                 c = torch.maximum(c[:b], c[b:].flip(-1))
-            pieces.append(_resize(c, out_size))
+            if relu == "after_merge":
+                c = F.relu(c)
+            pieces.append(c)
         total = pieces[0] if total is None else total + pieces[0]
         total_aux = pieces[1] if total_aux is None else total_aux + pieces[1]
     mask = valid_at(valid, out_size)

@@ -194,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="check every tile of the store; exit 2 on any defect")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("import_checkpoint", help="a published ATSG checkpoint -> atsg model files",
+                       description="Read a state dict of the official network (model_seg_neg_fp.py) into the paper-"
+                                   "mode model the config describes (e.g. --configfile config/potsdam.yaml "
+                                   "config/paper.yaml): a segmentation model file for predict, and with "
+                                   "--classifier-out the classifier's.")
+    _config_args(p)
+    p.add_argument("checkpoint", type=Path, help="the official .pth file")
+    p.add_argument("--out", type=Path, required=True, help="segmentation model file to write")
+    p.add_argument("--classifier-out", type=Path, help="also write the classifier model file (for extract_cams)")
+    p.set_defaults(func=cmd_import_checkpoint)
+
     p = sub.add_parser("config", help="print the validated configuration with all defaults",
                        description="Merge and validate the configuration and print it as YAML.")
     _config_args(p)
@@ -439,6 +450,12 @@ def cmd_info(args) -> None:
             print("\n".join(["defects:", *(f"  {d}" for d in defects)]))
             raise AtsgError(f"{args.store}: {len(defects)} defect(s); see above")
         print(f"verified: {checked}")
+
+
+def cmd_import_checkpoint(args) -> None:
+    from .stages.import_checkpoint import run_import_checkpoint
+
+    _report(run_import_checkpoint(_config(args), args.checkpoint, args.out, args.classifier_out))
 
 
 def cmd_config(args) -> None:

@@ -50,7 +50,7 @@ from atsg.store import base_attrs, create_tile_store  # noqa: E402
 CLASSES = ["clutter", "impervious", "building", "low_vegetation", "tree", "car"]
 DEIT_B = {"backbone": "deit_base_patch16_224", "pretrained": False, "random_init": True}
 TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True, "img_size": 64,
-            "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2}
+            "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2, "aux_layer": -2}
 
 
 @torch.no_grad()
@@ -66,7 +66,7 @@ def published_cams(model, image: torch.Tensor, scales, flip: bool) -> torch.Tens
         cam = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)
         if flip:
             cam = torch.max(cam[:1], cam[1:].flip(-1))
-        cams.append(cam)
+        cams.append(F.relu(cam))
     cam = torch.sum(torch.stack(cams, 0), 0)
     cam = cam + F.adaptive_max_pool2d(-cam, (1, 1))
     return cam / (F.adaptive_max_pool2d(cam, (1, 1)) + 1e-5)

@@ -78,7 +78,10 @@ class _PngArray:
 
 
 def sample_config(tile: int) -> dict:
-    return {"seed": 0, "crop_size": tile * 5 // 4, "scale_range": [0.5, 2.0], "flip": True}
+    """The segmentation section's published sample settings (rescale, crop, flip, photometric augmentation)."""
+    from atsg.config import validate_config
+
+    return validate_config({"segmentation": {"seed": 0, "crop_size": tile * 5 // 4}})["segmentation"]
 
 
 def loaders(workdir: Path, n_tiles: int, tile: int) -> tuple:

@@ -87,16 +87,56 @@ def test_missing_config_file_is_named(tmp_path):
 
 PRESETS = ["potsdam", "vaihingen", "isaid", "deepglobe", "folder"]
 
+OFFICIAL_SCRIPTS = {  # scripts/dist_train_{potsdam,vai,iSAID}_seg_neg_fp.py of zhangyifan25/ATSG at 0347a0f
+    "potsdam": {"max_iters": 40000, "spg": 4, "lr": 4e-5, "bkg_thre": 0.6, "w_obj": 0.01, "gate": 2000},
+    "vaihingen": {"max_iters": 15000, "spg": 2, "lr": 4e-5, "bkg_thre": 0.6, "w_obj": 0.01, "gate": 2000},
+    "isaid": {"max_iters": 40000, "spg": 8, "lr": 6e-5, "bkg_thre": 0.5, "w_obj": 0.03, "gate": 4000},
+}
+SHARED_ARGS = {"warmup_iters": 1500, "warmup_lr": 1e-6, "wt_decay": 1e-2, "power": 0.9, "crop_size": 320,
+               "high_thre": 0.7, "low_thre": 0.25, "cam_scales": [1.0, 0.5, 1.5], "w_ptc": 0.3, "w_ctc": 0.5,
+               "w_seg": 0.1, "w_reg": 0.05, "w_joi": 0.3, "w_bod": 1.2, "temp": 0.5, "momentum": 0.9,
+               "local_crop_size": 96}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_SCRIPTS))
+def test_presets_and_paper_mode_run_every_value_of_their_official_script(name):
+    """Each argparse default of the official script, read off the config that preset + paper.yaml make."""
+    o, a = OFFICIAL_SCRIPTS[name], SHARED_ARGS
+    cfg = load_config([REPO / "config" / f"{name}.yaml", REPO / "config" / "paper.yaml"])
+    c, s = cfg["classifier"], cfg["segmentation"]
+    assert c["joint_segmentation"]
+    for sec in (c, s):
+        assert (sec["iterations"], sec["batch_size"], sec["lr"]) == (o["max_iters"], o["spg"], o["lr"])
+        assert (sec["lr_warmup_iterations"], sec["warmup_ratio"], sec["weight_decay"], sec["power"]) == \
+            (a["warmup_iters"], a["warmup_lr"], a["wt_decay"], a["power"])
+        assert sec["crop_size"] == a["crop_size"] and sec["head_lr_mult"] == 8 and sec["clip_grad"] == 1.0
+    assert c["bkg_thre"] == cfg["refine"]["bkg_thre"] == o["bkg_thre"]
+    assert (c["high_thre"], c["low_thre"]) == (cfg["refine"]["high_thre"], cfg["refine"]["low_thre"]) == \
+        (a["high_thre"], a["low_thre"])
+    assert c["cam_scales"] == cfg["cams"]["scales"] == a["cam_scales"] and c["band_cam"] == "multiscale"
+    assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["temperature"], c["ctc"]["momentum"],
+            c["ctc"]["local_size"]) == (a["w_ptc"], a["w_ctc"], a["temp"], a["momentum"], a["local_crop_size"])
+    assert (s["seg_weight"], s["energy_loss"]["weight"], s["joint_loss"]["weight"], s["boundary_loss"]["weight"],
+            s["object_loss"]["weight"]) == (a["w_seg"], a["w_reg"], a["w_joi"], a["w_bod"], o["w_obj"])
+    assert s["loss_warmup_iterations"] == o["gate"]
+    assert (c["aux_layer"], c["logits"], c["final_norm"], c["freeze_pos_embed"]) == \
+        ("adaptive", "pool_then_classify", True, True)
+    assert (s["decoder_channels"], s["decoder_norm"], s["decoder_dropout"], s["decoder_bias"]) == (512, False, 0.0, False)
+    for key in ("object_loss", "boundary_loss", "energy_loss", "joint_loss"):
+        assert s[key]["form"] == "published" and s[key]["enabled"]
+    assert cfg["refine"]["par_softmax"] and cfg["cams"]["relu"] == "after_merge"
+
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_run_the_published_models_and_cpu_overlay_replaces_them(name):
     published = load_config([REPO / "config" / f"{name}.yaml"])
     assert published["classifier"]["backbone"] == "deit_base_patch16_224"
     assert published["classifier"]["pretrained"] and not published["classifier"]["random_init"]
-    assert published["classifier"]["patch_size"] is None and published["segmentation"]["iterations"] == 40000
+    assert published["classifier"]["patch_size"] is None
+    assert published["segmentation"]["iterations"] == (15000 if name == "vaihingen" else 40000)
     assert published["masks"]["generator"] == "sam" and published["classifier"]["crop_size"] == 320
     c = published["classifier"]
-    assert c["linking"]["features"] == "dino" and c["linking"]["threshold"] == "adaptive"
+    assert c["linking"]["features"] == "dino" and c["linking"]["threshold"] == "batch_mean"
     assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["local_crops"], c["ctc"]["local_size"]) == (0.3, 0.5, 8, 96)
     assert published["refine"]["cam_aux_weight"] == 0.0
     assert published["segmentation"]["energy_loss"]["scale"] == 0.5  # nothing of the demo's (0.25) carries over

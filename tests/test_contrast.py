@@ -32,7 +32,8 @@ def _cfg(**extra):
 
 def _batch(b=2, size=32):
     g = torch.Generator().manual_seed(0)
-    return {"image": torch.randint(1, 255, (b, 3, size, size), generator=g).float(),
+    image = torch.randint(1, 255, (b, 3, size, size), generator=g).float()
+    return {"image": image, "local": (image * 0.9).round(), "view2": image.flip(-1),
             "cls": torch.tensor([[1.0, 0, 1], [0, 1, 0]])[:b], "valid": torch.ones(b, size, size, dtype=torch.bool)}
 
 
@@ -49,29 +50,42 @@ def test_pair_targets_same_class_positive_different_negative_ignored_neither():
     assert pos[0, 2, 3]  # ... and with an ignored token
 
 
-def test_link_pairs_adaptive_threshold_is_the_mean_similarity():
-    feats = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 3)
-    # cosines: 1 within {0, 1}, 0 to token 2, 1 on the diagonal; mean = 5/9
-    linked = link_pairs(feats, "adaptive")
+def test_link_pairs_batch_mean_threshold_is_the_mean_abs_similarity_of_the_batch():
+    feats = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 3)
+    # |cosines|: 1 within {0, 1} (opposite signs count), 0 to token 2, 1 on the diagonal; mean = 5/9
+    linked = link_pairs(feats, "batch_mean")
     assert linked[0].int().tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    # one threshold for the whole batch: an image of identical tokens (|cos| 1 everywhere) raises the mean
+    # to (5 + 9) / 18 = 7/9, still under 1; a third image of orthogonal tokens would lower it.
+    same = torch.ones(1, 2, 1, 3)
+    both = link_pairs(torch.cat([feats, same]), "batch_mean")
+    assert both[0].int().tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]] and both[1].all()
+    # signed, per image (the former atsg rule): tokens 0 and 1 are no longer linked
+    assert link_pairs(feats, "image_mean")[0].int().tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     assert not link_pairs(feats, 1.0).any() and link_pairs(feats, -0.5).all()
 
 
+def test_linked_pairs_are_positive_even_for_ignored_tokens_and_a_token_with_itself():
+    labels = torch.tensor([[1, IGNORE, 2]])
+    pos, neg = pair_targets(labels)
+    assert not pos[0].diagonal().any() and not pos[0, 1].any() and neg[0, 0, 2] and not neg[0, 0, 1]
+    linked = torch.eye(3, dtype=torch.bool)[None] | torch.tensor([[[0, 1, 1], [1, 0, 0], [1, 0, 0]]]).bool()
+    pos, neg = pair_targets(labels, linked)
+    assert pos[0].diagonal().all() and pos[0, 0, 1] and pos[0, 0, 2] and not neg.any()
+
+
 def test_ptc_loss_known_values():
+    """The published get_masked_ptc_loss: 0.5 (1 - sum_pos |cos| / (n_pos + 1)) + 0.5 sum_neg |cos| / (n_neg + 1)."""
     tokens = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]).T.reshape(1, 2, 2, 2)
     labels = torch.tensor([[1, 1, 2, 1]])
     pos, neg = pair_targets(labels)
-    # positives (0,1), (0,3), (1,3) and mirrors: |cos| = 1 (sign is ignored) -> 0; negatives with 2: cos 0
-    assert ptc_loss(tokens, pos, neg).item() == pytest.approx(0.0, abs=1e-6)
-    labels = torch.tensor([[1, 2, 1, 1]])  # (0, 1) negative with |cos| 1, (0, 2) positive with cos 0
+    # positives (0,1), (0,3), (1,3) and mirrors: 6 pairs of |cos| 1 (sign is ignored); negatives with 2: cos 0
+    assert ptc_loss(tokens, pos, neg).item() == pytest.approx(0.5 * (1 - 6 / 7), abs=1e-6)
+    labels = torch.tensor([[1, 2, 1, 1]])
     pos, neg = pair_targets(labels)
-    # positives (0,2), (0,3), (2,3): |cos| 0, 1, 0; negatives (0,1), (1,2), (1,3): |cos| 1, 0, 1
-    assert ptc_loss(tokens, pos, neg).item() == pytest.approx(0.5 * (1 - 1 / 3) + 0.5 * (2 / 3))
-    t = F.normalize(tokens.flatten(2).transpose(1, 2), dim=-1)[0]
-    cos = (t @ t.T).abs()
-    expected = 0.5 * (1 - cos[pos[0]].mean()) + 0.5 * cos[neg[0]].mean()
-    assert ptc_loss(tokens, pos, neg).item() == pytest.approx(expected.item())
-    assert ptc_loss(tokens, torch.zeros_like(pos), torch.zeros_like(neg)).item() == 0.0
+    # positives (0,2), (0,3), (2,3) and mirrors: |cos| 0, 1, 0; negatives (0,1), (1,2), (1,3): |cos| 1, 0, 1
+    assert ptc_loss(tokens, pos, neg).item() == pytest.approx(0.5 * (1 - 2 / 7) + 0.5 * (4 / 7))
+    assert ptc_loss(tokens, torch.zeros_like(pos), torch.zeros_like(neg)).item() == 0.5
 
 
 def test_ctc_loss_known_value_and_no_negatives():
@@ -147,8 +161,24 @@ def test_objective_gradients_reach_the_student_never_the_teacher_or_link_tokens(
     assert model.classifier.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert model.projection.mlp[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.teacher.backbone is None  # published: the teacher is the projection head alone
     out = model(_batch()["image"], link_block=0)
     assert not out["link_tokens"].requires_grad
+
+
+def test_published_teacher_is_an_ema_of_the_head_alone():
+    cfg = _cfg()
+    torch.manual_seed(0)
+    model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), cfg["ctc"])
+    before = [p.clone() for p in model.teacher.head.parameters()]
+    with torch.no_grad():
+        for p in model.projection.parameters():
+            p.add_(1.0)
+    model.update_teacher(0.9)
+    for t, b, s in zip(model.teacher.head.parameters(), before, model.projection.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * s)
+    old = _cfg(ctc={"form": "atsg"})
+    assert ContrastiveClassifier(CAMClassifier(old, 3, 3), old["ctc"]).teacher.backbone is not None
 
 
 @pytest.mark.parametrize("switch,term", [("ptc", "ptc"), ("ctc", "ctc")])

@@ -36,7 +36,7 @@ def _batch():
     boundaries = torch.zeros(2, 32, 32, dtype=torch.long)
     boundaries[:, 4, 4:20] = 1
     return {"image": image, "cls": torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]), "objects": objects,
-            "boundaries": boundaries, "valid": valid}
+            "boundaries": boundaries, "valid": valid, "local": image.clone(), "view2": image.flip(-1)}
 
 
 def _model(cfg, joint_decoder=True):
@@ -46,19 +46,23 @@ def _model(cfg, joint_decoder=True):
 
 
 def test_segmentation_branch_waits_for_the_warmup_then_trains_decoders_and_backbone():
+    """As published: object and boundary losses train the decoder from step 0; the pseudo-label
+    cross-entropy, energy and joint losses count from step W + 1 (n_iter <= W multiplies them by 0)."""
     cfg = _cfg()
     model, objective = _model(cfg), JointObjective(cfg, True, 3, 6)
-    loss, parts = objective(model, _batch(), 4)
-    assert parts["seg"] == 0.0 and parts["joint"] == 0.0 and "ptc" in parts and "ctc" in parts
-    loss.backward()
-    assert model.decoder.classifier.weight.grad is None and model.foreground.classifier.weight.grad is None
-    model.zero_grad(set_to_none=True)
     loss, parts = objective(model, _batch(), 5)
+    assert parts["seg"] == parts["joint"] == parts["energy"] == 0.0 and "ptc" in parts and "ctc" in parts
+    assert parts["object"] > 0
+    loss.backward()
+    assert model.decoder.conv8.weight.grad.abs().sum() > 0  # the object loss
+    assert model.foreground.conv8.weight.grad is None
+    model.zero_grad(set_to_none=True)
+    loss, parts = objective(model, _batch(), 6)
     assert set(parts) >= {"cls", "cls_aux", "ptc", "ctc", "seg", "object", "boundary", "energy", "joint"}
     assert parts["seg"] > 0
     loss.backward()
-    assert model.decoder.classifier.weight.grad.abs().sum() > 0
-    assert model.foreground.classifier.weight.grad.abs().sum() > 0
+    assert model.decoder.conv8.weight.grad.abs().sum() > 0
+    assert model.foreground.conv8.weight.grad.abs().sum() > 0
     assert model.classifier.backbone.vit.blocks[-1].mlp.fc2.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.teacher.parameters())
 
@@ -67,7 +71,8 @@ def test_on_the_fly_pseudo_labels_follow_the_image_labels_and_ignore_padding():
     cfg = _cfg()
     model, objective = _model(cfg), JointObjective(cfg, True, 3, 6)
     batch = _batch()
-    labels = objective.pseudo_labels(model, batch["image"], batch["cls"], batch["valid"])
+    cam, _ = objective.classification.step_cams(model, batch)
+    labels = objective.pseudo_labels(cam, batch["image"], batch["cls"], batch["valid"])
     assert labels.shape == (2, 32, 32) and not labels.requires_grad
     assert (labels[1, :, 24:] == IGNORE).all()
     assert set(labels[0].unique().tolist()) <= {0, 1, 3, IGNORE}  # only tile 0's classes (1, 3) or background

@@ -23,6 +23,9 @@ def test_smaller_masks_drawn_over_larger_and_tiny_ones_skipped():
     assert objects[0, 0] != 3 and objects.max() == 2
     assert boundaries[5, 10] == 1 and boundaries[10, 10] == 0
     assert objects[boundaries.astype(bool)].max() == 0  # boundary pixels leave the object map
+    assert boundaries[1, 0] == 1  # the skipped tiny mask's boundary is in the map (published SAMAug) ...
+    _, painted = object_and_boundary_maps([small, tiny, big], shape, 50, 50, painted_only=True)
+    assert painted[1, 0] == 0 and painted[5, 10] == 1  # ... unless only painted masks give boundaries
 
 
 def test_at_most_max_objects_are_painted():
@@ -45,9 +48,11 @@ def test_partition_maps_equal_the_per_mask_construction():
     seeds = rng.integers(0, 12, (6, 8))
     segments = np.kron(seeds, np.ones((5, 5), int))  # blocky superpixels, some labels repeated apart
     for min_area, max_objects in ((1, 50), (30, 4), (100, 2)):
-        expected = object_and_boundary_maps(segments_to_masks(segments), segments.shape, min_area, max_objects)
-        got = partition_maps(segments, min_area, max_objects)
-        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+        for painted in (False, True):
+            expected = object_and_boundary_maps(segments_to_masks(segments), segments.shape, min_area, max_objects,
+                                                painted)
+            got = partition_maps(segments, min_area, max_objects, painted)
+            assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
 
 
 def _ellipses(n, shape, seed):
@@ -57,13 +62,14 @@ def _ellipses(n, shape, seed):
             + ((xx - rng.integers(0, shape[1])) / rng.integers(2, 30)) ** 2 <= 1 for _ in range(n)]
 
 
+@pytest.mark.parametrize("painted", [False, True])
 @pytest.mark.parametrize("min_area, max_objects", [(50, 50), (1, 400), (0, 3), (10 ** 6, 5)])
-def test_vectorised_maps_equal_the_published_per_mask_loop(min_area, max_objects):
+def test_vectorised_maps_equal_the_published_per_mask_loop(min_area, max_objects, painted):
     masks = _ellipses(300, (48, 64), seed=min_area)  # overlapping masks, more than 255 of them
     masks += [masks[3].copy(), np.zeros((48, 64), bool)]  # a tie in area and an empty mask
-    expected = per_mask_maps(masks, (48, 64), min_area, max_objects)
+    expected = per_mask_maps(masks, (48, 64), min_area, max_objects, painted)
     for given in (masks, np.stack(masks)):
-        got = object_and_boundary_maps(given, (48, 64), min_area, max_objects)
+        got = object_and_boundary_maps(given, (48, 64), min_area, max_objects, painted)
         assert got[0].dtype == np.uint16 and got[1].dtype == np.uint8
         assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
     assert object_and_boundary_maps([], (4, 5), 1, 5)[0].shape == (4, 5)

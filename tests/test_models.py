@@ -14,23 +14,59 @@ TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_ini
 
 
 def _cfg(section, **extra):
+    if section == "classifier":
+        extra = {"aux_candidates": [0, 1], **extra}
     return validate_config({section: {**TINY_VIT, **extra}})[section]
 
 
-def test_classifier_logits_are_global_max_of_the_class_maps():
+def test_classifier_logits_pool_the_tokens_then_classify_as_published():
     torch.manual_seed(0)
     model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=5)
     out = model(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8))
     assert out["maps"].shape == (2, 5, 8, 6) and out["maps_aux"].shape == (2, 5, 8, 6)
+    pooled = out["tokens"].amax((2, 3))
+    assert torch.allclose(out["logits"], pooled @ model.head.weight[:, :, 0, 0].T, atol=1e-5)
+    assert not torch.allclose(out["logits"], out["maps"].amax((2, 3)), atol=1e-3)
+    assert model.head.bias is None and model.head_aux.bias is None
+    other = CAMClassifier(_cfg("classifier", logits="classify_then_pool"), in_chans=3, n_targets=5)
+    out = other(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8))
     assert torch.allclose(out["logits"], out["maps"].amax((2, 3)))
     assert torch.allclose(out["logits_aux"], out["maps_aux"].amax((2, 3)))
-    assert model.head.bias is None and model.head_aux.bias is None
+
+
+def test_final_tokens_are_taken_after_the_final_norm_unless_switched_off():
+    torch.manual_seed(0)
+    model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=2)
+    x = model.backbone.prepare(torch.rand(1, 3, 64, 64) * 255)
+    pre = model.backbone(x, [2])[0]
+    post = model.backbone(x, [2], final_norm=True)[0]
+    normed = model.backbone.vit.norm(pre.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    assert torch.allclose(post, normed, atol=1e-5) and not torch.allclose(pre, post, atol=1e-2)
+    assert torch.allclose(model.tokens(x * 0 + 100)[0], model.backbone(model.backbone.prepare(
+        torch.full((1, 3, 64, 64), 100.0)), [2], final_norm=True)[0], atol=1e-5)
+
+
+def test_adaptive_aux_block_is_the_candidate_closest_to_the_candidates_mean():
+    from atsg.models.classifier import choose_block
+
+    maps = [torch.full((2, 1, 1, 1), v) for v in (0.0, 1.0, 5.0)]  # means 0, 1, 5: overall mean 2 -> block 1
+    assert choose_block(maps) is maps[1]
+    maps = [torch.tensor([0.0, 4.0]).view(2, 1, 1, 1), torch.tensor([3.0, 3.0]).view(2, 1, 1, 1)]
+    # one group (published): mean 2.5, errors 2.5 and 0.5 -> block 1 for both images
+    assert torch.equal(choose_block(maps), maps[1])
+    # per image: image 0 mean 1.5 (errors 1.5, 1.5: the earlier wins), image 1 mean 3.5 (0.5, 0.5: earlier)
+    assert torch.equal(choose_block(maps, torch.tensor([0, 1])).flatten(), torch.tensor([0.0, 4.0]))
+    torch.manual_seed(0)
+    model = CAMClassifier(_cfg("classifier", aux_candidates=[0, 1, 2]), in_chans=3, n_targets=2)
+    assert model.aux_blocks == [0, 1, 2]
+    with pytest.raises(ConfigError, match="classifier.aux_candidates"):
+        CAMClassifier(_cfg("classifier", aux_candidates=[-5, -4, -3]), in_chans=3, n_targets=2)
 
 
 def test_classifier_accepts_sizes_that_are_not_multiples_of_the_patch():
     model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=2)
     cam, cam_aux, tokens = model.cams(torch.zeros(1, 3, 50, 61))
-    assert cam.shape == (1, 2, 7, 8) and tokens.shape == (1, 32, 7, 8) and (cam >= 0).all()
+    assert cam.shape == (1, 2, 7, 8) and cam_aux.shape == (1, 2, 7, 8) and tokens.shape == (1, 32, 7, 8)
 
 
 def test_classification_gradients_reach_backbone_and_both_heads():
@@ -97,3 +133,12 @@ def test_pretrained_weights_that_cannot_be_fetched_fail_at_once_with_the_key(mon
                                           r"cannot be reached .*segmentation.checkpoint"):
         ViTBackbone("vit_tiny_patch16_224", 3, {"pretrained": True}, "segmentation")
     assert time.monotonic() - start < 5
+
+
+def test_a_vit_with_a_cnn_stem_needs_timm_position_embedding_resampling():
+    hybrid = {"backbone": "vit_tiny_r_s16_p8_224", "pretrained": False, "random_init": True, "aux_layer": -2}
+    with pytest.raises(ConfigError, match="classifier.pos_embed_resize: .* set it to timm"):
+        CAMClassifier(validate_config({"classifier": hybrid})["classifier"], 3, 2)
+    cfg = validate_config({"classifier": {**hybrid, "pos_embed_resize": "timm"}})["classifier"]
+    out = CAMClassifier(cfg, 3, 2)(torch.rand(1, 3, 64, 64) * 255)
+    assert out["maps"].shape == (1, 2, 2, 2)

@@ -96,14 +96,16 @@ def test_joint_loss_known_value():
 
 def test_augmentation_moves_masks_with_the_image():
     rng = np.random.default_rng(0)
-    image = torch.arange(16.0).view(1, 4, 4)
-    objects = torch.arange(16).view(4, 4)
-    out_image, label, maps = rescale_crop_flip(image, None, rng, 6, (1.0, 1.0), True,
-                                               {"objects": (objects, 0), "boundaries": (objects % 2, 0)})
-    assert label is None and maps["objects"].shape == (6, 6)
-    inside = out_image[0] > 0
-    assert torch.equal(maps["objects"][inside], out_image[0][inside].long())  # same pixels, same flip
-    assert (maps["objects"][4:, :] == 0).all()  # padding is no object
+    image = torch.arange(1.0, 17.0).view(1, 4, 4)
+    objects = torch.arange(1, 17).view(4, 4)
+    for _ in range(5):  # the tile lands anywhere on the crop's canvas, as the published random_crop places it
+        out_image, label, maps = rescale_crop_flip(image, None, rng, 6, (1.0, 1.0), True,
+                                                   {"objects": (objects, 0), "boundaries": (objects % 2, 0)})
+        assert label is None and maps["objects"].shape == (6, 6)
+        inside = out_image[0] > 0
+        assert inside.sum() == 16
+        assert torch.equal(maps["objects"][inside], out_image[0][inside].long())  # same pixels, same flip
+        assert (maps["objects"][~inside] == 0).all()  # padding is no object
 
 
 def _batch(b=2, size=32):
@@ -115,22 +117,28 @@ def _batch(b=2, size=32):
             "objects": objects, "boundaries": (objects % 2), "valid": torch.ones(b, size, size, dtype=torch.bool)}
 
 
-def test_objective_weak_has_every_term_after_warmup_supervised_only_cross_entropy():
+def test_objective_gates_energy_and_joint_until_after_warmup_supervised_only_cross_entropy():
+    """As published: object and boundary losses from step 0; energy and joint while step <= W count 0."""
     torch.manual_seed(0)
     cfg = _cfg(loss_warmup_iterations=3, energy_loss={"scale": 0.25})
     objective = SegmentationObjective(cfg, True, supervised=False)
     model = Segmenter(cfg, 3, 4, foreground=objective.joint)
     batch = _batch()
-    early, parts = objective(model, batch, 0)
-    assert parts["object"] == parts["boundary"] == parts["energy"] == parts["joint"] == 0.0
-    assert early.item() == pytest.approx(0.1 * parts["seg"], rel=1e-5)
-    loss, parts = objective(model, batch, 3)
-    assert set(parts) == {"seg", "object", "boundary", "energy", "joint"} and parts["boundary"] > 0
+    for step in (0, 3):
+        early, parts = objective(model, batch, step)
+        assert parts["energy"] == parts["joint"] == 0.0 and parts["object"] > 0 and parts["boundary"] != 0
+        assert early.item() == pytest.approx(0.1 * parts["seg"] + 0.01 * parts["object"] + 1.2 * parts["boundary"],
+                                             rel=1e-5)
+    loss, parts = objective(model, batch, 4)
+    assert set(parts) == {"seg", "object", "boundary", "energy", "joint"} and parts["energy"] < 0 < parts["joint"]
     loss.backward()
-    assert model.foreground.classifier.weight.grad.abs().sum() > 0
+    assert model.foreground.conv8.weight.grad.abs().sum() > 0
+    gated = SegmentationObjective(_cfg(loss_warmup_iterations=3, object_loss={"after_warmup": True},
+                                       boundary_loss={"after_warmup": True}), True, supervised=False)
+    assert gated(model, batch, 3)[1]["object"] == gated(model, batch, 3)[1]["boundary"] == 0.0
     sup = SegmentationObjective(cfg, True, supervised=True)
     assert not sup.needs_masks and not sup.joint
-    model = Segmenter(cfg, 3, 4).eval()  # no dropout: two passes give the same logits
+    model = Segmenter(cfg, 3, 4).eval()
     loss, parts = sup(model, {"image": batch["image"], "label": batch["label"]}, 10)
     assert set(parts) == {"seg"}
     assert loss.item() == pytest.approx(balanced_cross_entropy(model(batch["image"]), batch["label"], True).item(),

@@ -28,27 +28,107 @@ def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, backgroun
     return 0.5 * (ce[bg].mean() + ce[fg].mean())
 
 
+class _WeightedObjectVariance(torch.autograd.Function):
+    """sum_i w[key_i] |x_i - mean of x over key_i|^2 for pixels x (P, C) grouped by ``key`` (P,), deterministic.
+
+    Per-key sums are segment sums over the pixels sorted by key (index_add_ and the backward of a gather
+    accumulate in an order that depends on thread timing on CPU, so two runs would differ in the last bits);
+    the gradient is written out: 2 w[key_i] (x_i - mean), the mean's own term vanishing as deviations sum to 0.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, key: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        order = torch.argsort(key, stable=True)
+        count = torch.bincount(key, minlength=weight.shape[0])
+        sums = torch.segment_reduce(x[order], "sum", lengths=count, axis=0, unsafe=True)
+        dev = x - (sums / count.clamp(min=1)[:, None].to(x.dtype))[key]
+        w = weight[key]
+        ctx.save_for_backward(dev, w)
+        return (dev.pow(2).sum(1) * w).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        dev, w = ctx.saved_tensors
+        return grad * 2.0 * w[:, None] * dev, None, None
+
+
+def _objects_as_keys(objects: torch.Tensor, n_ids: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(key (B * H * W,) = image * n_ids + id, mask of pixels in an object) of an object map (B, H, W)."""
+    b = objects.shape[0]
+    ids = objects.reshape(b, -1).long()
+    key = (ids + n_ids * torch.arange(b, device=ids.device)[:, None]).reshape(-1)
+    return key, (ids.reshape(-1) > 0) & (ids.reshape(-1) < n_ids)
+
+
 def object_loss(logits: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
     """SAM object consistency: for every object, the mean squared difference between the logits of its
     pixels and their mean over the object; averaged over channels, pixels of an object, then objects.
 
     ``logits`` (B, C, H, W), ``objects`` (B, H, W) ids (0 = no object). No object: 0.
     """
-    b, c = logits.shape[:2]
-    x = logits.float().permute(0, 2, 3, 1).reshape(-1, c)
-    ids = objects.reshape(b, -1).long()
-    n_ids = int(ids.max()) + 1 if ids.numel() else 1
-    key = (ids + n_ids * torch.arange(b, device=ids.device)[:, None]).reshape(-1)
-    inside = key % n_ids != 0
+    c = logits.shape[1]
+    n_ids = int(objects.max()) + 1 if objects.numel() else 1
+    key, inside = _objects_as_keys(objects, n_ids)
     if not inside.any():
         return logits.sum() * 0.0
-    key, x = key[inside], x[inside]
-    count = torch.zeros(b * n_ids, device=x.device).index_add_(0, key, torch.ones_like(key, dtype=x.dtype))
-    total = torch.zeros(b * n_ids, c, device=x.device).index_add_(0, key, x)
-    mean = total / count.clamp(min=1)[:, None]
-    sq = ((x - mean[key]) ** 2).mean(1)
-    per_object = torch.zeros(b * n_ids, device=x.device).index_add_(0, key, sq) / count.clamp(min=1)
-    return per_object[count > 0].mean()
+    key = key[inside]
+    count = torch.bincount(key, minlength=objects.shape[0] * n_ids)
+    present = count > 0
+    # mean over an object's pixels and channels, then over objects: weight 1 / (C n_k N_objects)
+    weight = 1.0 / (c * count.clamp(min=1) * present.sum()).float()
+    x = logits.float().permute(0, 2, 3, 1).reshape(-1, c)[inside]
+    return _WeightedObjectVariance.apply(x, key, weight)
+
+
+def object_loss_published(logits: torch.Tensor, objects: torch.Tensor, max_id: int) -> torch.Tensor:
+    """The published SAM object loss (``ObjectLoss``), vectorised.
+
+    Each image's object ids are first renumbered 1..k in increasing order (the published dataset does this
+    after cropping). For every id up to ``max_id`` and every image holding it (n pixels): the squared
+    difference n/(n+1) (logit - the object's mean logit) over the object's pixels and all channels; the sum
+    over images, channels, pixels and ids, divided by B*C*H*W (each id's MSE averages over every element).
+    """
+    b, c = logits.shape[:2]
+    ids = torch.zeros_like(objects, dtype=torch.long)
+    for i in range(b):  # renumber: the k-th smallest nonzero id present becomes k
+        present, inverse = torch.unique(objects[i], return_inverse=True)
+        rank = torch.arange(len(present), device=objects.device) + (0 if present[0] == 0 else 1)
+        ids[i] = rank[inverse]
+    key, inside = _objects_as_keys(ids, max_id + 1)
+    if not inside.any():
+        return logits.sum() * 0.0
+    key = key[inside]
+    count = torch.bincount(key, minlength=b * (max_id + 1)).float()
+    weight = (count / (count + 1)).pow(2) / logits.numel()
+    x = logits.float().permute(0, 2, 3, 1).reshape(-1, c)[inside]
+    return _WeightedObjectVariance.apply(x, key, weight)
+
+
+def boundary_loss_published(logits: torch.Tensor, boundaries: torch.Tensor, kernel: int = 3,
+                            tolerance: int = 5) -> torch.Tensor:
+    """The published boundary loss value (``BoundaryLoss``): boundaries of the argmax class map (class
+    indices, not one-hot) and of the SAM boundary map by integer max pooling, each map split into two halves
+    treated as two channels, 1 - boundary F1 averaged. The argmax passes no gradient: the loss never trains
+    (METHOD.md); the result is a constant of the logits for the logs."""
+    n = logits.shape[0]
+    with torch.no_grad():
+        pred = torch.softmax(logits.float(), 1).argmax(1)
+        gt = boundaries.long()
+
+        def edges(m):
+            inv = 1 - m
+            return F.max_pool2d(inv, kernel, stride=1, padding=(kernel - 1) // 2) - inv
+
+        gt_b, pred_b = edges(gt), edges(pred)
+        gt_ext = F.max_pool2d(gt_b, tolerance, stride=1, padding=(tolerance - 1) // 2)
+        pred_ext = F.max_pool2d(pred_b, tolerance, stride=1, padding=(tolerance - 1) // 2)
+        gt_b, pred_b = gt_b.reshape(n, 2, -1), pred_b.reshape(n, 2, -1)
+        gt_ext, pred_ext = gt_ext.reshape(n, 2, -1), pred_ext.reshape(n, 2, -1)
+        precision = (pred_b * gt_ext).sum(2) / (pred_b.sum(2) + 1e-7)
+        recall = (pred_ext * gt_b).sum(2) / (gt_b.sum(2) + 1e-7)
+        f1 = 2 * precision * recall / (precision + recall + 1e-7)
+        value = (1 - f1).mean()
+    return value + logits.sum() * 0.0
 
 
 def soft_boundaries(probs: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -133,6 +213,58 @@ def energy_loss(logits: torch.Tensor, images: torch.Tensor, sigma_rgb: float, si
         energy = 2.0 * (s * ws).sum() - value
         total = total - energy / (n * n)
     return total / probs.shape[0]
+
+
+def energy_loss_published(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, sigma_rgb: float,
+                          sigma_xy: float, scale: float, kernel_weight: float,
+                          valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The published dense-CRF energy loss (``get_energy_loss`` + ``DenseEnergyLoss``) with an exact kernel.
+
+    At ``scale`` (image by nearest neighbour, probabilities bilinear, labels and ``valid`` by nearest), S =
+    softmax x valid, gate = valid - max probability, 1 on pixels without pseudo-label, at least 0, and W
+    the Gaussian kernel exp(-|p_i - p_j|^2 / 2 (sigma_xy scale)^2 - |I_i - I_j|^2 / 2 sigma_rgb^2) (the
+    published permutohedral lattice only approximates it): value -kernel_weight sum_i S_i . gate_i (W S)_i
+    / batch, gradient -2 kernel_weight gate W S / batch as the published backward.
+    """
+    probs = torch.softmax(logits.float(), 1)
+    h, w = logits.shape[-2:]
+    size = (max(1, int(h * scale)), max(1, int(w * scale)))
+    if valid is None:
+        valid = torch.ones_like(labels, dtype=torch.bool)
+    img = F.interpolate(images.float(), size=size, mode="nearest")
+    probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+    roi = F.interpolate(valid[:, None].float(), size=size, mode="nearest")[:, 0]
+    unlabelled = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0] == IGNORE
+    gate = (roi - probs.max(1).values).masked_fill(unlabelled, 1.0).clamp(min=0.0)
+    seg = probs * roi[:, None]
+    ys, xs = torch.meshgrid(torch.arange(size[0], device=logits.device, dtype=torch.float32),
+                            torch.arange(size[1], device=logits.device, dtype=torch.float32), indexing="ij")
+    pos = torch.stack([ys, xs], -1).reshape(-1, 2) / (sigma_xy * scale)
+    total = probs.new_zeros(())
+    for b in range(probs.shape[0]):
+        keep = roi[b].flatten() > 0  # S is 0 elsewhere: those pixels add nothing to any sum
+        if not keep.any():
+            continue
+        feats = torch.cat([pos, img[b].flatten(1).T / sigma_rgb], 1)[keep]
+        s = seg[b].flatten(1).T[keep]
+        with torch.no_grad():
+            a = _bilateral_filter(feats, s.detach()) * gate[b].flatten()[keep][:, None]
+        total = total - (2.0 * (s * a).sum() - (s.detach() * a).sum())
+    return kernel_weight * total / probs.shape[0]
+
+
+def joint_loss_published(logits: torch.Tensor, fg_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The published joint loss (``JointLoss(foreground_seg, segs, label)``): the foreground decoder's softmax
+    (one channel per class) times the sigmoid of the main logits, class by class, renormalised and clamped
+    to [1e-7, 1 - 1e-7]; NLL summed over labelled pixels / their number."""
+    fgp = torch.sigmoid(logits.float())
+    joint = torch.softmax(fg_logits.float(), 1) * fgp
+    prob = (joint / joint.sum(1, keepdim=True)).clamp(1e-7, 1 - 1e-7)
+    labelled = labels != IGNORE
+    if not labelled.any():
+        return logits.sum() * 0.0
+    losses = F.nll_loss(torch.log(prob), labels, ignore_index=IGNORE, reduction="none")
+    return losses.sum() / labelled.sum()
 
 
 def joint_loss(logits: torch.Tensor, fg_logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

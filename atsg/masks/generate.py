@@ -35,6 +35,7 @@ class SuperpixelGenerator:
         name = cfg["generator"]
         self.name, self.params = name, dict(cfg[name])
         self.min_area, self.max_objects = cfg["min_area"], cfg["max_objects"]
+        self.painted_only = cfg["boundaries"] == "painted"
         fn = {"felzenszwalb": felzenszwalb, "slic": slic}[name]
         try:
             fn(np.zeros((8, 8, 3), np.uint8), **self.params)
@@ -44,8 +45,8 @@ class SuperpixelGenerator:
 
     def maps(self, images: np.ndarray) -> list[Maps]:
         """(objects, boundaries) of each of (B, bands, H, W) tiles."""
-        return [partition_maps(self.fn(_rgb(image), **self.params), self.min_area, self.max_objects)
-                for image in images]
+        return [partition_maps(self.fn(_rgb(image), **self.params), self.min_area, self.max_objects,
+                               self.painted_only) for image in images]
 
 
 class SamGenerator:
@@ -57,6 +58,7 @@ class SamGenerator:
         from .sam_auto import GridMaskGenerator
 
         self.min_area, self.max_objects = cfg["min_area"], cfg["max_objects"]
+        self.painted_only = cfg["boundaries"] == "painted"
         self.sam = load_sam(cfg["sam_model_type"], cfg["sam_checkpoint"], device)
         self.grid = self.official = None
         if cfg["crop_n_layers"] == 0:
@@ -91,15 +93,16 @@ class SamGenerator:
     def maps(self, images: np.ndarray) -> list[Maps]:
         """(objects, boundaries) of each of (B, bands, H, W) tiles, each tile resized to SAM's input."""
         stacks = self.mask_stacks([_rgb(image) for image in images])
-        return [object_and_boundary_maps(m, images.shape[-2:], self.min_area, self.max_objects) for m in stacks]
+        return [object_and_boundary_maps(m, images.shape[-2:], self.min_area, self.max_objects, self.painted_only)
+                for m in stacks]
 
     def window_maps(self, window: Window, images: np.ndarray) -> list[Maps]:
         """(objects, boundaries) of each tile of ``window`` from (n, bands, h, w) tile images, with SAM run
         once on the window at native resolution."""
         (stack,) = self.mask_stacks([_rgb(paste(window, images))], native=True)
         size = images.shape[-2:]
-        return [object_and_boundary_maps(cut(stack, offset, size), size, self.min_area, self.max_objects)
-                for offset in window.offsets]
+        return [object_and_boundary_maps(cut(stack, offset, size), size, self.min_area, self.max_objects,
+                                         self.painted_only) for offset in window.offsets]
 
 
 def build_generator(cfg: Mapping, device, timed: bool = False):

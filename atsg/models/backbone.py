@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
@@ -120,6 +121,12 @@ class ViTBackbone(nn.Module):
         self.embed_dim = self.vit.embed_dim
         # The token stride: the patch size, times the CNN stem's stride for hybrid ViTs.
         self.patch_size = int(self.vit.patch_embed.feat_ratio(as_scalar=True))
+        self.pos_embed_resize = cfg.get("pos_embed_resize", "official")
+        if self.pos_embed_resize != "timm" and not _plain_vit(self.vit):
+            raise ConfigError(f"config key {section}.pos_embed_resize: {name} is not a plain ViT (one class token, "
+                              f"learned position embedding over it and the patches); set it to timm")
+        if cfg.get("freeze_pos_embed", False) and getattr(self.vit, "pos_embed", None) is not None:
+            self.vit.pos_embed.requires_grad_(False)  # as published: the position embedding never trains
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return (images_uint8.float() - self.mean) / self.std
@@ -135,26 +142,71 @@ class ViTBackbone(nn.Module):
             raise ConfigError(f"block {index} does not exist in a ViT with {self.depth} blocks")
         return idx
 
-    def forward(self, x: torch.Tensor, blocks: Sequence[int]) -> list[torch.Tensor]:
-        """Token maps of ``blocks`` for a normalised float image batch whose sides are multiples of the patch."""
-        idx = [self.block_index(b) for b in blocks]
-        feats = self.vit.forward_intermediates(x, indices=sorted(set(idx)), norm=False, output_fmt="NCHW",
-                                               intermediates_only=True)
-        by_idx = dict(zip(sorted(set(idx)), feats))
-        return [by_idx[i] for i in idx]
+    def forward(self, x: torch.Tensor, blocks: Sequence[int], final_norm: bool = False) -> list[torch.Tensor]:
+        """Token maps (B, D, h, w) of ``blocks`` for a normalised float image batch whose sides are multiples of
+        the patch; with ``final_norm`` the last block's map is taken after the ViT's final LayerNorm."""
+        return self.forward_with_class_token(x, blocks, final_norm)[0]
 
-    def forward_with_class_token(self, x: torch.Tensor, blocks: Sequence[int]) -> tuple[list[torch.Tensor],
-                                                                                         torch.Tensor]:
-        """Token maps of ``blocks`` and the normalised final class token (B, D) in one pass.
+    def forward_with_class_token(self, x: torch.Tensor, blocks: Sequence[int],
+                                 final_norm: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Token maps of ``blocks`` (as :meth:`forward`) and the normalised final class token (B, D), in one pass.
 
         A ViT without a class token gives the mean of its normalised final patch tokens instead.
         """
         idx = [self.block_index(b) for b in blocks]
-        final, feats = self.vit.forward_intermediates(x, indices=sorted(set(idx)), norm=False, output_fmt="NCHW")
-        by_idx = dict(zip(sorted(set(idx)), feats))
+        wanted = sorted(set(idx))
+        if self.pos_embed_resize == "timm":
+            final, feats = self.vit.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NLC")
+        else:
+            feats, final = self._blocks(x, wanted)
         prefix = self.vit.num_prefix_tokens
         cls = final[:, 0] if getattr(self.vit, "cls_token", None) is not None else final[:, prefix:].mean(1)
-        return [by_idx[i] for i in idx], cls
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        last = self.depth - 1
+        maps = {}
+        for i, f in zip(wanted, feats):
+            if final_norm and i == last:
+                f = final[:, prefix:]
+            maps[i] = f.reshape(f.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return [maps[i] for i in idx], cls
+
+    def _blocks(self, x: torch.Tensor, wanted: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(patch tokens (B, N, D) of the ``wanted`` blocks before any norm, all tokens after the final norm),
+        through timm's own modules with the position embedding resampled the published way."""
+        vit = self.vit
+        t = vit.patch_embed(x)  # (B, h, w, D): the model is made with dynamic_img_size
+        b, h, w, d = t.shape
+        t = torch.cat([vit.cls_token.expand(b, -1, -1), t.reshape(b, h * w, d)], 1) + self._pos_embed(h, w)
+        t = vit.norm_pre(vit.patch_drop(vit.pos_drop(t)))
+        feats = []
+        for i, blk in enumerate(vit.blocks):
+            t = blk(t)
+            if i in wanted:
+                feats.append(t[:, 1:])
+        return feats, vit.norm(t)
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """The position embedding for an (h, w) token grid, resampled from the model's own grid: ``official``
+        plain bicubic to the size (the published ViT's prepare_tokens), ``dino`` bicubic by the scale factor
+        (grid + 0.1) / own grid (DINO's interpolate_pos_encoding, identity on a square grid of its own size)."""
+        pos = self.vit.pos_embed
+        gh, gw = self.vit.patch_embed.grid_size
+        patch = pos[:, 1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        if self.pos_embed_resize == "dino":
+            if (h, w) != (gh, gw) or h != w:
+                patch = F.interpolate(patch, scale_factor=((h + 0.1) / gh, (w + 0.1) / gw), mode="bicubic")
+        else:
+            patch = F.interpolate(patch, size=(h, w), mode="bicubic", align_corners=False)
+        return torch.cat([pos[:, :1], patch.flatten(2).transpose(1, 2)], 1)
+
+
+def _plain_vit(vit: nn.Module) -> bool:
+    """A ViT of the published kind: a plain patch embedding (no CNN stem), one class token, no register tokens,
+    a learned position embedding that covers the class token and the patch grid."""
+    return (getattr(vit, "cls_token", None) is not None and getattr(vit, "reg_token", None) is None
+            and getattr(vit, "pos_embed", None) is not None and not getattr(vit, "no_embed_class", False)
+            and vit.num_prefix_tokens == 1 and hasattr(vit, "norm_pre") and hasattr(vit, "patch_drop")
+            and isinstance(getattr(vit, "patch_embed", None), timm.layers.PatchEmbed))
 
 
 def pad_to_patch(x: torch.Tensor, patch: int, value: float = 0.0) -> torch.Tensor:

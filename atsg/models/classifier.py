@@ -1,23 +1,62 @@
-"""The CAM classifier of METHOD.md: ViT tokens -> bias-free 1x1 heads -> global max pooling."""
+"""The CAM classifier of METHOD.md: ViT tokens -> bias-free 1x1 heads; image logits by global max pooling.
+
+Published form (the defaults): final tokens after the ViT's final LayerNorm (``final_norm``), logits of the
+max-pooled token map (``logits: pool_then_classify``), and an adaptive auxiliary block (``aux_layer:
+adaptive``): at every forward pass, among ``aux_candidates`` the block whose mean activation is closest to
+the candidates' mean.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .backbone import ViTBackbone
 
 
+def choose_block(maps: Sequence[torch.Tensor], groups: torch.Tensor | None = None) -> torch.Tensor:
+    """The adaptive auxiliary token map: of candidate maps (each (B, D, h, w)), per group of images the one
+    whose mean activation (over tokens and channels) is closest, in mean absolute difference over the
+    group's images, to the mean over candidates and images; ties go to the earlier candidate.
+
+    ``groups`` (B,) group ids; None: the whole batch is one group (the published code's choice).
+    """
+    if len(maps) == 1:
+        return maps[0]
+    with torch.no_grad():
+        means = torch.stack([m.detach().float().mean(dim=(1, 2, 3)) for m in maps])  # (L, B)
+        if groups is None:
+            groups = torch.zeros(means.shape[1], dtype=torch.long, device=means.device)
+        choice = torch.empty_like(groups)
+        for g in torch.unique(groups):
+            members = groups == g
+            m = means[:, members]
+            choice[members] = torch.argmin((m - m.mean()).abs().mean(1))
+    if bool((choice == choice[0]).all()):
+        return maps[int(choice[0])]
+    stacked = torch.stack(list(maps))  # (L, B, D, h, w)
+    return stacked[choice, torch.arange(len(choice), device=choice.device)]
+
+
 class CAMClassifier(nn.Module):
-    """Final-block and auxiliary-block heads; logits by global max pooling of the class maps."""
+    """Final-block and auxiliary-block heads; logits by global max pooling."""
 
     def __init__(self, cfg: Mapping, in_chans: int, n_targets: int, section: str = "classifier"):
         super().__init__()
         self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
-        self.aux_layer = self.backbone.block_index(cfg["aux_layer"])
+        adaptive = cfg["aux_layer"] == "adaptive"
+        key = f"{section}.aux_candidates" if adaptive else f"{section}.aux_layer"
+        try:
+            self.aux_blocks = [self.backbone.block_index(b)
+                               for b in (cfg["aux_candidates"] if adaptive else [cfg["aux_layer"]])]
+        except ConfigError as exc:
+            raise ConfigError(f"config key {key}: {exc}") from None
+        self.final_norm = bool(cfg.get("final_norm", True))
+        self.pool_first = cfg.get("logits", "pool_then_classify") == "pool_then_classify"
         dim = self.backbone.embed_dim
         self.head = nn.Conv2d(dim, n_targets, 1, bias=False)
         self.head_aux = nn.Conv2d(dim, n_targets, 1, bias=False)
@@ -26,31 +65,41 @@ class CAMClassifier(nn.Module):
     def head_parameters(self):
         return list(self.head.parameters()) + list(self.head_aux.parameters())
 
+    def _features(self, images: torch.Tensor, extra: Sequence[int] = (), class_token: bool = False,
+                  groups: torch.Tensor | None = None):
+        """(final tokens, auxiliary tokens, tokens of ``extra`` blocks, class token or None)."""
+        x = self.backbone.prepare(images)
+        last = self.backbone.depth - 1
+        blocks = [last, *self.aux_blocks, *extra]
+        feats, cls = self.backbone.forward_with_class_token(x, blocks, self.final_norm)
+        n = len(self.aux_blocks)
+        aux = choose_block(feats[1:1 + n], groups)
+        return feats[0], aux, feats[1 + n:], (cls if class_token else None)
+
+    def _logits(self, tokens: torch.Tensor, maps: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
+        if self.pool_first:  # as published: max-pool the tokens, then the 1x1 classifier
+            return head(F.adaptive_max_pool2d(tokens, 1)).flatten(1)
+        return F.adaptive_max_pool2d(maps, 1).flatten(1)
+
     def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(final, auxiliary) token maps of a uint8/float image batch (B, bands, H, W)."""
-        x = self.backbone.prepare(images)
-        final, aux = self.backbone(x, [self.backbone.depth - 1, self.aux_layer])
+        final, aux, _, _ = self._features(images)
         return final, aux
 
     def forward(self, images: torch.Tensor, link_block: int | None = None,
                 class_token: bool = False) -> dict[str, torch.Tensor]:
         """Logits, class maps and final tokens; with ``link_block`` also that block's tokens (detached,
         "link_tokens"), with ``class_token`` the normalised final class token ("class_token")."""
-        x = self.backbone.prepare(images)
-        blocks = [self.backbone.depth - 1, self.aux_layer] + ([link_block] if link_block is not None else [])
-        if class_token:
-            feats, cls = self.backbone.forward_with_class_token(x, blocks)
-        else:
-            feats, cls = self.backbone(x, blocks), None
-        final, aux = feats[0], feats[1]
+        extra = [link_block] if link_block is not None else []
+        final, aux, more, cls = self._features(images, extra, class_token)
         maps, maps_aux = self.head(final), self.head_aux(aux)
         out = {
-            "logits": F.adaptive_max_pool2d(maps, 1).flatten(1),
-            "logits_aux": F.adaptive_max_pool2d(maps_aux, 1).flatten(1),
+            "logits": self._logits(final, maps, self.head),
+            "logits_aux": self._logits(aux, maps_aux, self.head_aux),
             "maps": maps, "maps_aux": maps_aux, "tokens": final,
         }
         if link_block is not None:
-            out["link_tokens"] = feats[2].detach()
+            out["link_tokens"] = more[0].detach()
         if cls is not None:
             out["class_token"] = cls
         return out
@@ -61,7 +110,9 @@ class CAMClassifier(nn.Module):
         return self.backbone.forward_with_class_token(x, [self.backbone.depth - 1])[1]
 
     @torch.no_grad()
-    def cams(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ReLU class maps (final, auxiliary) at token resolution, and the final tokens."""
-        out = self.forward(images)
-        return F.relu(out["maps"]), F.relu(out["maps_aux"]), out["tokens"]
+    def cams(self, images: torch.Tensor, groups: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class maps (final, auxiliary) at token resolution, before any ReLU, and the final tokens; ``groups``
+        as in :func:`choose_block` (None: the batch is one group)."""
+        final, aux, _, _ = self._features(images, groups=groups)
+        return self.head(final), self.head_aux(aux), final

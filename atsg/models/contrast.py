@@ -1,4 +1,5 @@
-"""The classifier as trained with class-token contrast: CAM classifier + projection head + EMA teacher."""
+"""The classifier as trained with class-token contrast: CAM classifier + projection head + EMA teacher (of the
+head alone, as published, or of backbone and head)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ class ContrastiveClassifier(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.projection = self.teacher = None
+        self.head_only_teacher = bool(ctc) and ctc.get("form", "published") == "published"
         if ctc and ctc["enabled"]:
             self.projection = ProjectionHead(classifier.backbone.embed_dim, ctc["hidden_dim"],
                                              ctc["bottleneck_dim"], ctc["out_dim"])
-            self.teacher = EMATeacher(classifier.backbone, self.projection)
+            self.teacher = EMATeacher(None if self.head_only_teacher else classifier.backbone, self.projection)
 
     def head_parameters(self):
         heads = self.classifier.head_parameters()
@@ -37,7 +39,7 @@ class ContrastiveClassifier(nn.Module):
         return self.classifier(images, **kwargs)
 
     def update_teacher(self, momentum: float) -> None:
-        self.teacher.update(self.classifier.backbone, self.projection, momentum)
+        self.teacher.update(None if self.head_only_teacher else self.classifier.backbone, self.projection, momentum)
 
     def classifier_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The classifier's own entries of a state dict of this module."""

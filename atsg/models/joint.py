@@ -13,9 +13,10 @@ import torch
 
 from .classifier import CAMClassifier
 from .contrast import ContrastiveClassifier
-from .segmenter import LargeFOV, upsample_logits
+from .segmenter import LargeFOV, foreground_channels, upsample_logits
 
-BACKBONE_KEYS = ("backbone", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "model_kwargs")
+BACKBONE_KEYS = ("backbone", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "model_kwargs",
+                 "final_norm", "pos_embed_resize")
 """Settings that fix the ViT's architecture: the exported segmentation model takes them from the classifier."""
 
 
@@ -27,7 +28,8 @@ class JointModel(ContrastiveClassifier):
         super().__init__(classifier, ctc)
         dim = classifier.backbone.embed_dim
         self.decoder = LargeFOV.from_config(dim, n_classes, segmentation)
-        self.foreground = LargeFOV.from_config(dim, 1, segmentation) if foreground else None
+        self.foreground = (LargeFOV.from_config(dim, foreground_channels(segmentation, n_classes), segmentation)
+                           if foreground else None)
 
     def head_parameters(self):
         heads = super().head_parameters() + list(self.decoder.parameters())
@@ -36,7 +38,7 @@ class JointModel(ContrastiveClassifier):
         return heads
 
     def segment(self, tokens: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits (B, classes, *size), foreground logit (B, 1, *size) or None) of final tokens (B, D, h, w)."""
+        """(logits (B, classes, *size), foreground decoder's logits or None) of final tokens (B, D, h, w)."""
         p = self.classifier.backbone.patch_size
         padded = (tokens.shape[-2] * p, tokens.shape[-1] * p)
         logits = upsample_logits(self.decoder(tokens), padded, size)

@@ -15,7 +15,8 @@ SECTION = "classifier.linking"
 
 
 class LinkingFeatures(nn.Module):
-    """Final-block tokens of a frozen timm ViT, resampled to the classifier's token grid."""
+    """Final-block tokens of a frozen timm ViT (after its final norm, as the published DinoFeaturizer),
+    resampled to the classifier's token grid when the grids differ."""
 
     def __init__(self, cfg: Mapping, in_chans: int):
         super().__init__()
@@ -25,6 +26,7 @@ class LinkingFeatures(nn.Module):
                 f"{cfg['backbone']} (a local file, e.g. DINO's dino_vitbase16_pretrain.pth; or "
                 f"{SECTION}.pretrained: true when online), or set {SECTION}.features: self")
         self.vit = ViTBackbone(cfg["backbone"], in_chans, {**cfg, "random_init": False}, SECTION)
+        self.final_norm = bool(cfg.get("final_norm", True))
         self.vit.eval()
         for p in self.vit.parameters():
             p.requires_grad_(False)
@@ -36,7 +38,7 @@ class LinkingFeatures(nn.Module):
     def forward(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, D, *size) features of an image batch (0-255 values)."""
         x = self.vit.prepare(images)
-        feats = self.vit(x, [self.vit.depth - 1])[0].float()
+        feats = self.vit(x, [self.vit.depth - 1], self.final_norm)[0].float()
         if tuple(feats.shape[-2:]) != tuple(size):
             feats = F.interpolate(feats, size=size, mode="bilinear", align_corners=False)
         return feats

@@ -32,25 +32,28 @@ class ProjectionHead(nn.Module):
 
 
 class EMATeacher(nn.Module):
-    """A frozen copy of (backbone, projection head) that follows the student by exponential moving average."""
+    """A frozen copy of the projection head (and, with ``backbone``, of the backbone) that follows the student by
+    exponential moving average. The published teacher is the head alone: its backbone is the student's."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module | None, head: nn.Module):
         super().__init__()
-        self.backbone = copy.deepcopy(backbone)
+        self.backbone = copy.deepcopy(backbone) if backbone is not None else None
         self.head = copy.deepcopy(head)
         for p in self.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, backbone: nn.Module, head: nn.Module, momentum: float) -> None:
+    def update(self, backbone: nn.Module | None, head: nn.Module, momentum: float) -> None:
         """teacher = momentum * teacher + (1 - momentum) * student, parameter by parameter."""
-        for mine, theirs in ((self.backbone, backbone), (self.head, head)):
+        pairs = [(self.head, head)] + ([(self.backbone, backbone)] if self.backbone is not None else [])
+        for mine, theirs in pairs:
             for t, s in zip(mine.parameters(), theirs.parameters()):
                 t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Projection of the normalised final class token of an image batch (0-255 values, any size)."""
+        """Projection of the normalised final class token of an image batch (0-255 values, any size), through
+        the teacher's own backbone."""
         x = self.backbone.prepare(images)
         _, cls = self.backbone.forward_with_class_token(x, [-1])
         return self.head(cls)

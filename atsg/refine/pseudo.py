@@ -37,6 +37,13 @@ class Refiner:
         label[score <= self.par.constant_response(bkg)] = 0
         return label
 
+    @staticmethod
+    def _with_background(cam: torch.Tensor, cls: torch.Tensor, bkg: float) -> torch.Tensor:
+        """Softmax over [constant ``bkg``, the image's classes] (B, 1 + K, h, w); absent classes get 0."""
+        maps = torch.cat([torch.full_like(cam[:, :1], bkg), cam], 1)
+        present = torch.cat([torch.ones_like(cls[:, :1]), cls], 1).bool()[:, :, None, None]
+        return torch.softmax(maps.masked_fill(~present, float("-inf")), 1)
+
     def cam_labels(self, images: torch.Tensor, cams: torch.Tensor, cls: torch.Tensor,
                    tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Labels (B, H, W) from CAMs (B, K, h, w) in [0, 1]: walk, then PAR / thresholds (no voting)."""
@@ -50,18 +57,23 @@ class Refiner:
             if cfg["uncertain_band"]:
                 return cam_to_label_band(cam, cls, cfg["high_thre"], cfg["low_thre"], self.background)
             return cam_to_label(cam, cls, cfg["bkg_thre"], self.background)
-        small = [max(1, round(s * cfg["par_scale"])) for s in size]
+        small = [max(1, int(s * cfg["par_scale"])) for s in size]
         image = F.interpolate(images.float() / 255.0, size=small, mode="bilinear", align_corners=False)
         cam_small = F.interpolate(cam, size=small, mode="bilinear", align_corners=False)
-        refined = self._par(image, cam_small, size)
+        refined = None if cfg["par_softmax"] and self.background else self._par(image, cam_small, size)
         if not self.background:
             label = self._argmax(refined, cls, None)
             label[(cls.sum(1) == 0)[:, None, None].expand_as(label)] = IGNORE
             return label
+        if cfg["par_softmax"]:  # as published: softmax over [background, present classes], then PAR of each
+            def labels_at(bkg):
+                return self._par(image, self._with_background(cam_small, cls, bkg), size).argmax(1)
+        else:
+            def labels_at(bkg):
+                return self._argmax(refined, cls, bkg)
         if not cfg["uncertain_band"]:
-            return self._argmax(refined, cls, cfg["bkg_thre"])
-        high = self._argmax(refined, cls, cfg["high_thre"])
-        low = self._argmax(refined, cls, cfg["low_thre"])
+            return labels_at(cfg["bkg_thre"])
+        high, low = labels_at(cfg["high_thre"]), labels_at(cfg["low_thre"])
         label = high.clone()
         label[high == 0] = IGNORE
         label[(high == 0) & (low == 0)] = 0

@@ -66,7 +66,8 @@ class ExtractCams(ShardedStage):
         for idx in unit_progress(units, "extract_cams"):
             batch = torch.from_numpy(read_tiles(images, idx)).to(device)
             mask = torch.from_numpy(read_tiles(valid, idx)).to(device).bool()
-            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask)
+            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask,
+                                           relu=self.c["relu"])
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
             group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)

@@ -1,4 +1,5 @@
-"""Training samples from tiles.zarr: random rescale, crop and flip, seeded per (step, slot).
+"""Training samples from tiles.zarr: random rescale, crop, flip and photometric augmentation (and the class-token
+contrast's extra views), seeded per (step, slot).
 
 Sample ``i`` of the run is fully determined by (seed, i): a resumed run draws
 exactly the batches an uninterrupted run would have drawn.
@@ -16,6 +17,7 @@ import zarr
 from torch.utils.data import Dataset
 
 from ..store import IGNORE, TileReader
+from .views import augment_main, local_view, second_global_view
 
 
 def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.random.Generator,
@@ -23,12 +25,14 @@ def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.r
                       extra: dict[str, tuple[torch.Tensor, int]] | None = None):
     """image (C, H, W) float, label (H, W) long or None -> a crop x crop sample (image padded 0, label IGNORE).
 
+    As the published transforms: the side scaled to int(scale * side); an image smaller than the crop is
+    placed at a random offset on a zero canvas of the crop's size; then a random crop window and flip.
     ``extra`` maps (name -> (map (H, W), pad value)), e.g. SAM objects and boundaries, follow the same
     rescale (nearest), crop and flip; with ``extra`` the result is (image, label, {name: map}).
     """
     scale = float(rng.uniform(*scale_range))
     h, w = image.shape[-2:]
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
     image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
     maps = dict(extra or {})
     if label is not None:
@@ -37,8 +41,10 @@ def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.r
             for k, (m, pad) in maps.items()}
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
     if ph or pw:
-        image = F.pad(image, (0, pw, 0, ph), value=0.0)
-        maps = {k: (F.pad(m, (0, pw, 0, ph), value=pad), pad) for k, (m, pad) in maps.items()}
+        top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
+        sides = (left, pw - left, top, ph - top)
+        image = F.pad(image, sides, value=0.0)
+        maps = {k: (F.pad(m, sides, value=pad), pad) for k, (m, pad) in maps.items()}
     y = int(rng.integers(0, image.shape[-2] - crop + 1))
     x = int(rng.integers(0, image.shape[-1] - crop + 1))
     image = image[:, y:y + crop, x:x + crop]
@@ -73,6 +79,9 @@ class TrainSamples(Dataset):
         self.masks_path = str(masks_path) if masks_path else None
         self.indices = np.asarray(indices)
         self.cfg, self.targets = cfg, targets
+        ctc = cfg.get("ctc") or {}
+        # the class-token contrast's published views: the classifier's (and paper mode's) samples only
+        self.ctc_views = targets == "cls" and bool(ctc.get("enabled")) and ctc.get("form") == "published"
         self._tiles = self._labels = self._masks = None
 
     def __len__(self) -> int:  # samples are addressed by a global counter; the sampler bounds it
@@ -108,9 +117,16 @@ class TrainSamples(Dataset):
         if self._masks is not None:  # SAM objects (0 = none) and boundaries (0 = none); padding is neither
             extra.update({"objects": (torch.from_numpy(self._masks["objects"][tile].astype(np.int64)), 0),
                           "boundaries": (torch.from_numpy(self._masks["boundaries"][tile].astype(np.int64)), 0)})
+        tile_image = image
         image, label, maps = rescale_crop_flip(image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"],
                                                self.cfg["flip"], extra)
-        sample = {"image": image.contiguous(), "tile": tile}  # batches in the usual (B, C, H, W) layout
+        views = {}
+        if self.ctc_views:  # drawn before the main view's own augmentation, from the crop and the whole tile
+            aug, ctc = self.cfg["augment"], self.cfg["ctc"]
+            views["local"] = local_view(image, rng, aug, ctc).contiguous()
+            views["view2"] = second_global_view(tile_image, rng, self.cfg["crop_size"], aug, ctc).contiguous()
+        image = augment_main(image, rng, self.cfg["augment"])
+        sample = {"image": image.contiguous(), "tile": tile, **views}  # batches in the usual (B, C, H, W) layout
         sample.update(maps)
         sample["valid"] = sample["valid"].bool()
         if label is not None:

@@ -41,12 +41,12 @@ ValidateFn = Callable[[nn.Module], dict]
 
 
 def lr_factor(step: int, cfg: Mapping) -> float:
-    """Learning rate of ``step`` relative to ``cfg['lr']``: linear warm-up from warmup_lr, then poly decay."""
+    """Learning rate of ``step`` (0-based) relative to ``cfg['lr']``, as the published PolyWarmupAdamW: a linear
+    warm-up from ``warmup_ratio``, 1 - (1 - step / W)(1 - warmup_ratio), then (1 - step / iterations) ^ power."""
     warm = cfg["lr_warmup_iterations"]
     if step < warm:
-        start = cfg["warmup_lr"] / cfg["lr"]
-        return start + (1.0 - start) * step / warm
-    return (1.0 - step / (cfg["iterations"] + 1)) ** cfg["power"]
+        return 1.0 - (1.0 - step / warm) * (1.0 - cfg["warmup_ratio"])
+    return max(0.0, 1.0 - step / cfg["iterations"]) ** cfg["power"]
 
 
 def save_atomic(obj, path: Path) -> None:

@@ -2,7 +2,7 @@
 segmentation losses of the decoders on pseudo-labels made on the fly.
 
 The pseudo-labels are those of the published single-stage code: the detached multi-scale CAM of the
-current weights (settings of section ``cams``), refined by PAR with the uncertain band (section
+current weights (``classifier.cam_scales``, with flips), refined by PAR with the uncertain band (section
 ``refine``; the affinity walk and mask voting belong to the staged pipeline and are not used here).
 """
 
@@ -12,12 +12,11 @@ from typing import Mapping
 
 import torch
 
-from ..cam import multiscale_cams
 from ..models.joint import JointModel
 from ..refine.pseudo import Refiner
 from ..store import IGNORE
 from .classifier_objective import ClassifierObjective
-from .segmentation_objective import SegmentationObjective
+from .segmentation_objective import SegmentationObjective, warmed_up
 
 
 class JointObjective:
@@ -27,7 +26,6 @@ class JointObjective:
         self.classification = ClassifierObjective(cfg["classifier"], background, in_chans)
         self.segmentation = SegmentationObjective(cfg["segmentation"], background, supervised=False)
         self.refiner = Refiner({**cfg["refine"], "affinity": False, "mask_voting": False}, background, n_classes)
-        self.scales, self.flip = cfg["cams"]["scales"], cfg["cams"]["flip"]
         self.warmup = cfg["segmentation"]["loss_warmup_iterations"]
 
     @property
@@ -40,21 +38,23 @@ class JointObjective:
         return self
 
     @torch.no_grad()
-    def pseudo_labels(self, model: JointModel, images: torch.Tensor, cls: torch.Tensor,
+    def pseudo_labels(self, cam: torch.Tensor, images: torch.Tensor, cls: torch.Tensor,
                       valid: torch.Tensor) -> torch.Tensor:
-        """Labels (B, H, W) of a training batch from the current classifier (no gradient)."""
-        cam, _ = multiscale_cams(model.classifier, images, self.scales, self.flip, tuple(images.shape[-2:]),
-                                 valid=valid)
+        """Labels (B, H, W) of a training batch from the step's multi-scale CAM of the current classifier."""
         label = self.refiner.cam_labels(images, cam, cls)
         label[~valid] = IGNORE  # crop padding and nodata
         return label
 
     def __call__(self, model: JointModel, batch: dict, step: int) -> tuple[torch.Tensor, dict]:
-        total, parts, out = self.classification.compute(model, batch, step)
-        if step < self.warmup:  # as published: the segmentation branch starts after the warm-up
-            return total, {**parts, **{name: 0.0 for name in self.segmentation.term_names}}
+        # As published: one multi-scale CAM per step feeds PTC's token labels and the pseudo-labels; the object
+        # and boundary losses count from step 0, the cross-entropy, energy and joint losses after the warm-up.
+        started = warmed_up(step, self.warmup)
+        cams = self.classification.step_cams(model, batch) if started or self.classification.multiscale_band else None
+        total, parts, out = self.classification.compute(model, batch, step, cams)
         images = batch["image"]
-        labels = self.pseudo_labels(model, images, batch["cls"], batch["valid"])
+        labels = None
+        if started:
+            labels = self.pseudo_labels(cams[0], images, batch["cls"], batch["valid"])
         logits, fg = model.segment(out["tokens"], tuple(images.shape[-2:]))
-        seg, seg_parts = self.segmentation.loss(logits, fg, batch, labels, step)
+        seg, seg_parts = self.segmentation.loss(logits, fg, batch, labels, step, gate_seg=True)
         return total + seg, {**parts, **seg_parts}
