@@ -19,6 +19,7 @@ validate_config(config)  # fills schema defaults; a bad key or value stops here 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tiling.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/cams.smk"
 include: "workflow/rules/masks.smk"

@@ -17,7 +17,7 @@ from .artifacts import ARTIFACTS, artifact_key
 from .config import deep_merge, run_dir, validate_config
 from .errors import ConfigError
 
-VARIANT_SECTIONS = ("classifier", "cams", "masks", "refine", "segmentation", "predict")
+VARIANT_SECTIONS = ("pretrain", "classifier", "cams", "masks", "refine", "segmentation", "predict")
 """Sections a variant may change: tiles and evaluation stay those of the run, so rows compare."""
 
 STAGES = (("cam", "CAM"), ("pseudo_labels", "pseudo-labels"), ("predictions", "predictions"))

@@ -22,11 +22,11 @@ from .config import artifact_settings, supervised_section
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = ("scenes", "tiles", "classifier", "cams", "masks", "pseudo_labels", "segmentation", "supervised",
+ARTIFACTS = ("scenes", "tiles", "pretrain", "classifier", "cams", "masks", "pseudo_labels", "segmentation", "supervised",
              "predictions", "supervised_predictions", "eval")
 """Every artifact of a run, upstream first (``scenes``: the synthetic demo's rasters only)."""
 
-RULES = {"scenes": "synth", "tiles": "tile", "classifier": "train_classifier", "cams": "extract_cams",
+RULES = {"scenes": "synth", "tiles": "tile", "pretrain": "pretrain", "classifier": "train_classifier", "cams": "extract_cams",
          "masks": "generate_masks", "pseudo_labels": "refine_labels", "segmentation": "train_segmentation",
          "supervised": "train_supervised", "predictions": "predict", "supervised_predictions": "predict_supervised",
          "eval": "evaluate"}
@@ -42,6 +42,17 @@ def needs_masks(cfg: Mapping) -> bool:
     """Whether segmentation training reads masks.zarr (SAM object or boundary loss on)."""
     seg = cfg["segmentation"]
     return bool(seg["object_loss"]["enabled"] or seg["boundary_loss"]["enabled"])
+
+
+def uses_pretrain(cfg: Mapping, section: str) -> bool:
+    """Whether a model section (classifier or segmentation) reads the pretrain stage's output: its weights, or
+    (classifier) the frozen teacher that links tokens."""
+    c = cfg[section]
+    if c.get("weights") == "pretrain":
+        return True
+    if section != "classifier":
+        return False
+    return bool(c["ptc"]["enabled"] and c["linking"]["enabled"] and c["linking"]["features"] == "pretrain")
 
 
 def synthetic(cfg: Mapping) -> bool:
@@ -83,7 +94,8 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     if artifact == "tiles":
         return ("scenes",) if synthetic(cfg) else ()
     if artifact == "classifier":
-        return ("tiles", "masks") if joint(cfg) and masks else ("tiles",)
+        ups = ("tiles", "masks") if joint(cfg) and masks else ("tiles",)
+        return ups + (("pretrain",) if uses_pretrain(cfg, "classifier") else ())
     if artifact == "cams":
         return ("tiles", "classifier")
     if artifact == "pseudo_labels":
@@ -93,8 +105,11 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
         if cfg["refine"]["affinity"]:
             ups.append("classifier")
         return tuple(ups)
+    pre = ("pretrain",) if uses_pretrain(cfg, "segmentation") else ()
     if artifact == "segmentation":
-        return ("tiles", "pseudo_labels", "masks") if masks else ("tiles", "pseudo_labels")
+        return (("tiles", "pseudo_labels", "masks") if masks else ("tiles", "pseudo_labels")) + pre
+    if artifact == "supervised":
+        return ("tiles",) + pre
     if artifact == "predictions":
         return ("tiles", "classifier" if joint(cfg) else "segmentation")
     if artifact == "supervised_predictions":
@@ -104,7 +119,7 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
         if cfg["evaluate"]["supervised_baseline"]:
             ups.append("supervised_predictions")
         return tuple(ups)
-    if artifact in ("masks", "supervised"):
+    if artifact in ("masks", "pretrain"):
         return ("tiles",)
     raise KeyError(f"unknown artifact {artifact!r}; one of {ARTIFACTS}")
 
@@ -167,6 +182,8 @@ def artifact_files(cfg: Mapping, artifact: str) -> tuple[str, ...]:
         return files + (("classifier/segmenter.pt",) if joint(cfg) else ())
     if artifact in ("segmentation", "supervised"):
         return (f"{artifact}/model.pt", f"{artifact}/metrics.json")
+    if artifact == "pretrain":
+        return ("pretrain/backbone.pt", "pretrain/teacher.pt", "pretrain/metrics.json")
     if artifact == "predictions":
         return ("predictions.zarr", "predictions")
     if artifact == "eval":

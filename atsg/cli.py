@@ -80,12 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/tiles.zarr)")
     p.set_defaults(func=cmd_tile)
 
+    p = sub.add_parser("pretrain", help="self-supervised pretraining of the backbone on the tiles' images",
+                       description="DINO / iBOT self-distillation with multi-crop views of the tiles of "
+                                   "pretrain.splits (labels are never read) -> backbone.pt and teacher.pt, which "
+                                   "weights: pretrain and linking.features: pretrain read (config section pretrain).")
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/pretrain)")
+    p.set_defaults(func=cmd_pretrain)
+
     p = sub.add_parser("train_classifier", help="train the CAM classifier on image-level labels",
                        description="Train the ViT CAM classifier (final + auxiliary heads, multi-label soft margin "
                                    "loss) on the train split; keep the best checkpoint by validation on the val split "
                                    "(config section classifier).")
     _config_args(p)
-    _stage_io(p, tiles=True)
+    _stage_io(p, tiles=True, pretrain=True)
     p.add_argument("--masks", type=Path, help="masks.zarr for the SAM losses in paper mode "
                                               "(classifier.joint_segmentation; default: results/{run}/masks.zarr)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/classifier)")
@@ -125,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cross-entropy alone: the upper bound), with the shared engine (config section "
                                    "segmentation).")
     _config_args(p)
-    _stage_io(p, tiles=True)
+    _stage_io(p, tiles=True, pretrain=True)
     p.add_argument("--labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
     p.add_argument("--masks", type=Path, help="masks.zarr for the object and boundary losses "
                                               "(default: results/{run}/masks.zarr)")
@@ -235,9 +244,12 @@ def _on_devices(cfg, step, section: str, job: str, gpus: int = 1):
     return claim_devices(gpus if working else 0, cfg["devices"], job, cfg[section].get("device", "auto"))
 
 
-def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool = False) -> None:
+def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool = False, pretrain: bool = False) -> None:
     if tiles:
         p.add_argument("--tiles", type=Path, help="tiles.zarr (default: results/{run}/tiles.zarr)")
+        if pretrain:
+            p.add_argument("--pretrain", type=Path, help="the pretrain stage's folder, for weights: pretrain and "
+                                                         "linking.features: pretrain (default: results/{run}/pretrain)")
     if classifier:
         p.add_argument("--classifier", type=Path, help="classifier model (default: results/{run}/classifier/model.pt)")
 
@@ -276,7 +288,7 @@ def cmd_tile(args) -> None:
 def _paths(args, cfg) -> dict:
     """Stage inputs and outputs: the arguments given, else the standard places under results/{run}/."""
     run = run_dir(cfg)
-    default = {"tiles": run / "tiles.zarr", "classifier": run / "classifier" / "model.pt",
+    default = {"tiles": run / "tiles.zarr", "pretrain": run / "pretrain", "classifier": run / "classifier" / "model.pt",
                "cams": run / "cams.zarr", "masks": run / "masks.zarr", "labels": run / "pseudo_labels.zarr",
                "pseudo_labels": run / "pseudo_labels.zarr", "model": run / "segmentation" / "model.pt",
                "predictions": run / "predictions.zarr", "geotiffs": run / "predictions"}
@@ -312,6 +324,16 @@ def _training(cfg, section: str, job: str):
             yield True
 
 
+def cmd_pretrain(args) -> None:
+    cfg = _config(args, "pretrain")
+    io = _paths(args, cfg)
+    with _training(cfg, "pretrain", "pretrain") as here:
+        if here:
+            from .stages.pretrain import run_pretrain
+
+            _report(run_pretrain(cfg, io["tiles"], args.out or io["pretrain"]))
+
+
 def cmd_train_classifier(args) -> None:
     cfg = _config(args, "classifier")
     io = _paths(args, cfg)
@@ -319,7 +341,8 @@ def cmd_train_classifier(args) -> None:
         if here:
             from .stages.classifier import run_train_classifier
 
-            _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"]))
+            _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"],
+                                         io["pretrain"]))
 
 
 def cmd_extract_cams(args) -> None:
@@ -363,7 +386,7 @@ def cmd_train_segmentation(args) -> None:
             from .stages.segmentation import run_train_segmentation
 
             _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised,
-                                           None if args.supervised else io["masks"]))
+                                           None if args.supervised else io["masks"], io["pretrain"]))
 
 
 def cmd_predict(args) -> None:

@@ -146,6 +146,9 @@ def _check_consistency(cfg: dict) -> None:
     if c["select_metric"] == "seg_miou" and not c["joint_segmentation"]:
         raise ConfigError("config key classifier.select_metric: seg_miou scores the segmentation decoder of paper "
                           "mode; set classifier.joint_segmentation true or choose cam_miou / f1")
+    if c["select_metric"] == "cam_miou_calibrated" and not c["bkg_candidates"]:
+        raise ConfigError("config key classifier.bkg_candidates: select_metric cam_miou_calibrated needs the "
+                          "background thresholds to try, e.g. [0.2, 0.3, 0.4, 0.5, 0.6]")
     if split["method"] == "ratio" and sum(split["ratios"]) <= 0:
         raise ConfigError("config key split.ratios: the fractions must not all be 0")
 

@@ -60,6 +60,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def all_sum(tensor):
+    """The sum of ``tensor`` over every training process (itself when there is one)."""
+    dist = _dist()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
 

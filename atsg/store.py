@@ -41,7 +41,7 @@ SCHEMAS: dict[str, dict[str, tuple[str, int]]] = {
         "cls_labels": ("uint8", 2),
         "split": ("uint8", 1),
     },
-    "cams": {"cams": ("float16", 4), "cams_aux": ("float16", 4)},
+    "cams": {"cams": ("float16", 4), "cams_aux": ("float16", 4), "scores": ("float16", 2)},
     "masks": {"objects": ("uint16", 3), "boundaries": ("uint8", 3)},
     "pseudo_labels": {"labels": ("uint8", 3)},
     "predictions": {"labels": ("uint8", 3)},

@@ -60,7 +60,10 @@ TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_ini
             "img_size": 128, "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2,
             "iterations": 4, "batch_size": 2, "crop_size": 64, "workers": 0, "val_every": 2,
             "checkpoint_every": 2, "lr_warmup_iterations": 1, "log_every": 2}
-TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
+TINY_PRETRAIN = {**TINY_VIT, "views": {"global_size": 64, "local_crops": 2, "local_size": 32},
+                 "head": {"hidden_dim": 32, "bottleneck_dim": 16, "out_dim": 64}, "val_tiles": 4}
+"""A tiny pretrain section of TINY_VIT's architecture (config/config.yaml starts both models from it)."""
+TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1}, "pretrain": TINY_PRETRAIN,
         "tiling": {"size": 128, "stride": 128}, "split": {"ratios": [1, 1, 1]},
         "classifier": dict(TINY_VIT), "segmentation": {**TINY_VIT, "decoder_channels": 16},
         "cams": {"batch_size": 4}, "refine": {"batch_size": 4},
@@ -68,17 +71,23 @@ TINY = {"run": "tiny", "synthetic": {"scenes": 3, "size": 256, "seed": 1},
 """The tiny end-to-end config (over config/config.yaml) of the chain fixture."""
 
 
+def run_workflow(tmp_path_factory, name: str, cfg: dict) -> tuple[Path, dict, Path]:
+    """The whole workflow run once with ``cfg`` over the demo config in a fresh folder: (work folder,
+    environment, results/{run})."""
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    work = tmp_path_factory.mktemp(name)
+    (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    result = run_snakemake(work, env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return work, env, work / "results" / cfg["run"]
+
+
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
     """The whole workflow run once on TINY: (work folder, environment, results/tiny). Tests that change files
     work on a copy (copy_chain)."""
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    work = tmp_path_factory.mktemp("chain")
-    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    result = run_snakemake(work, env)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return work, env, work / "results" / "tiny"
+    return run_workflow(tmp_path_factory, "chain", TINY)
 
 
 def tiny_config() -> dict:

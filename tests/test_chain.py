@@ -49,11 +49,15 @@ def test_stores_have_the_schema_shapes(chain):
 
 def test_models_and_training_metrics(chain):
     _, _, run = chain
-    for stage, key in (("classifier", "cam_miou"), ("segmentation", "miou"), ("supervised", "miou")):
+    for stage, key in (("classifier", "cam_miou_calibrated"), ("segmentation", "miou"), ("supervised", "miou")):
         metrics = json.loads((run / stage / "metrics.json").read_text())
         assert metrics["select_metric"] == key and [h["step"] for h in metrics["history"]] == [2, 4]
         assert metrics["best_step"] in (2, 4) and (run / stage / "model.pt").stat().st_size > 0
         assert (run / stage / "checkpoints" / "last.pt").exists()
+    history = json.loads((run / "classifier" / "metrics.json").read_text())["history"]
+    assert all(h["cam_miou_calibrated"] >= h["cam_miou"] and 0.05 <= h["bkg_thre_calibrated"] <= 0.6 for h in history)
+    pretrain = json.loads((run / "pretrain" / "metrics.json").read_text())
+    assert pretrain["method"] == "ibot" and pretrain["history"][-1]["step"] == 4
 
 
 def test_geotiffs_carry_the_scene_georeference(chain):
@@ -82,16 +86,22 @@ def test_scene_geotiff_agrees_with_tile_predictions(chain):
 def test_evaluation_outputs(chain):
     _, _, run = chain
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"cam", "pseudo_labels", "predictions", "supervised", "lineage"}
-    for entry in (v for k, v in metrics.items() if k != "lineage"):
+    assert set(metrics) == {"cam", "pseudo_labels", "predictions", "supervised", "majority", "classification",
+                            "lineage"}
+    for entry in (v for k, v in metrics.items() if k not in ("lineage", "majority", "classification")):
         assert entry["split"] == "test" and 0 <= entry["miou"] <= 1 and 0 <= entry["oa"] <= 1
         assert set(entry["iou"]) == {"clutter", "impervious_surface", "building", "low_vegetation", "tree", "car"}
         assert "mean_f1" in entry and "val" in entry["splits"]
     assert "weak_to_supervised" in metrics["supervised"]
+    # the baselines the report states beside the stages: the majority class, the all-classes classifier
+    assert metrics["majority"]["class"] in metrics["cam"]["iou"] and 0 < metrics["majority"]["miou"] < 0.5
+    for split, entry in metrics["classification"].items():
+        assert 0 <= entry["f1"] <= 1 and 0 < entry["f1_all_classes"] <= 1 and entry["tiles"] > 0
     rows = (run / "eval" / "confusion.csv").read_text().splitlines()
     assert len(rows) == 7 and rows[0].split(",")[1] == "clutter"
     report = (run / "eval" / "report.md").read_text()
-    assert "mIoU by stage and split" in report and "pseudo-labels" in report
+    assert "mIoU by stage and split" in report and "pseudo-labels" in report and "majority class" in report
+    assert "| test |" in report.split("## Classifier")[1]
     for fig in ("samples.png", "confusion.png", "legend.png"):
         assert (run / "eval" / "figures" / fig).stat().st_size > 1000
 
@@ -208,7 +218,8 @@ def test_changing_how_a_stage_runs_reruns_nothing(chain, section):
 def test_a_resumed_training_keeps_its_checkpoint_when_only_run_keys_change(chain, tmp_path):
     work, env, run = chain
     base = [sys.executable, "-m", "atsg.cli", "train_classifier", "--configfile", str(REPO / "config" / "config.yaml"),
-            "--configfile", str(work / "tiny.yaml"), "--tiles", str(run / "tiles.zarr"), "--out", str(tmp_path)]
+            "--configfile", str(work / "tiny.yaml"), "--tiles", str(run / "tiles.zarr"),
+            "--pretrain", str(run / "pretrain"), "--out", str(tmp_path)]
     subprocess.run(base, env=env, check=True, capture_output=True)
     first = torch.load(tmp_path / "model.pt", weights_only=False)
     again = subprocess.run(base + ["--set", "classifier.log_every=1", "--set", "classifier.workers=1", "--set",
@@ -325,7 +336,7 @@ def test_paper_mode_trains_one_network_and_predicts_with_it(paper):
     assert pred.attrs["model_sha256"] == file_sha256(run / "classifier" / "segmenter.pt")
     assert int(pred["labels"][:].max()) < 6
     eval_metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(eval_metrics) == {"cam", "pseudo_labels", "predictions", "lineage"}
+    assert set(eval_metrics) == {"cam", "pseudo_labels", "predictions", "majority", "classification", "lineage"}
 
 
 def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(paper):

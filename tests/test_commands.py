@@ -18,7 +18,7 @@ from atsg.config import deep_merge, load_config
 from conftest import REPO
 
 PLACEHOLDERS = ("<", "…", "...")
-STAGES = ("synth", "tile", "train_classifier", "extract_cams", "generate_masks", "refine_labels", "train_segmentation",
+STAGES = ("synth", "tile", "pretrain", "train_classifier", "extract_cams", "generate_masks", "refine_labels", "train_segmentation",
           "predict", "evaluate")
 
 

@@ -141,8 +141,12 @@ def test_presets_run_the_published_models_and_cpu_overlay_replaces_them(name):
     assert published["refine"]["cam_aux_weight"] == 0.0
     assert published["segmentation"]["energy_loss"]["scale"] == 0.5  # nothing of the demo's (0.25) carries over
     quick = load_config([REPO / "config" / f"{name}.yaml", REPO / "config" / "cpu.yaml"])
-    assert quick["classifier"]["random_init"] and not quick["classifier"]["pretrained"]
-    assert quick["classifier"]["linking"]["features"] == "self"  # needs no DINO file
+    # no weights to download: both models start from the pretrain stage, whose teacher links tokens
+    assert quick["classifier"]["weights"] == quick["segmentation"]["weights"] == "pretrain"
+    assert quick["pretrain"]["weights"] == "random_init" and quick["classifier"]["linking"]["features"] == "pretrain"
+    assert {k: quick["pretrain"][k] for k in ("backbone", "patch_size", "embed_dim", "depth", "num_heads")} == \
+        {k: quick["classifier"][k] for k in ("backbone", "patch_size", "embed_dim", "depth", "num_heads")}
+    assert published["refine"]["thresholds"] == "fixed" and quick["refine"]["thresholds"] == "val"
     assert quick["masks"]["generator"] == "felzenszwalb" and quick["dataset"] == published["dataset"]
 
 

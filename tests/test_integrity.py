@@ -41,6 +41,9 @@ def _error_line(stderr: str) -> str:
 
 
 def _leftovers(folder: Path) -> list[str]:
+    """Hidden, temporary or partial files in ``folder`` (none when a stage failed before making it)."""
+    if not folder.exists():
+        return []
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or ".tmp-" in p.name
                   or p.name.endswith(".partial"))
 

@@ -176,7 +176,7 @@ def uninterrupted(chain, tmp_path_factory):
     def get(stage):
         if stage not in runs:
             base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml", *LONGER,
-                    "--threads", 2, "--tiles", run / "tiles.zarr"]
+                    "--threads", 2, "--tiles", run / "tiles.zarr", "--pretrain", run / "pretrain"]
             if stage == "train_segmentation":
                 base += ["--labels", run / "pseudo_labels.zarr", "--masks", run / "masks.zarr"]
             full = tmp_path_factory.mktemp(stage)
@@ -313,7 +313,7 @@ def test_two_training_processes_match_one(chain, tmp_path):
     classification loss is a mean over tiles, so two halves give the one-process gradient up to rounding."""
     work, env, run = chain
     base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml", "--threads", 1,
-            "--tiles", run / "tiles.zarr", "--set", "classifier.ptc.enabled=false",
+            "--tiles", run / "tiles.zarr", "--pretrain", run / "pretrain", "--set", "classifier.ptc.enabled=false",
             "--set", "classifier.ctc.enabled=false", "--set", "classifier.batch_size=4",
             "--set", "classifier.iterations=6"]
     subprocess.run(_atsg("train_classifier", *base, "--out", tmp_path / "one"), env=env, check=True,

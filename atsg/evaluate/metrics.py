@@ -151,3 +151,11 @@ def score_stores(truth, pred, classes: Sequence[str], select: np.ndarray | None 
             for i in idx:
                 acc.update(np.asarray(truth[int(i)]), np.asarray(pred[int(i)]))
     return acc.scores()
+
+
+def majority_scores(support: np.ndarray, majority: int, classes: Sequence[str]) -> Scores:
+    """The scores of predicting class ``majority`` at every labelled pixel of a split whose per-class truth
+    counts are ``support``: the baseline any trained model must beat."""
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    confusion[:, majority] = support
+    return Scores(confusion, np.asarray(support, np.int64).copy(), list(classes))

@@ -23,11 +23,22 @@ ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
 
 
 def _weights_source(cfg: Mapping, section: str) -> str:
+    """The one source of a backbone's weights: ``weights`` when set, else the one of the switches pretrained,
+    checkpoint and random_init that is on. ``weights: pretrain`` is resolved by the stage (the pretrain stage's
+    backbone file becomes the checkpoint) before a model is built."""
+    weights = cfg.get("weights")
+    if weights == "pretrain":
+        raise ConfigError(f"config key {section}.weights: pretrain needs the pretrain stage's backbone; run the "
+                          f"stage through the workflow, or give its folder with --pretrain DIR")
+    if weights == "checkpoint" and not cfg.get("checkpoint"):
+        raise ConfigError(f"config key {section}.weights: checkpoint needs {section}.checkpoint (a local file)")
+    if weights:
+        return weights
     chosen = [k for k in ("pretrained", "checkpoint", "random_init") if cfg.get(k)]
     if len(chosen) != 1:
         raise ConfigError(
             f"config key {section}: choose exactly one weight source among {section}.pretrained, "
-            f"{section}.checkpoint and {section}.random_init (found {chosen or 'none'})")
+            f"{section}.checkpoint and {section}.random_init (found {chosen or 'none'}), or set {section}.weights")
     return chosen[0]
 
 
@@ -147,18 +158,23 @@ class ViTBackbone(nn.Module):
         the patch; with ``final_norm`` the last block's map is taken after the ViT's final LayerNorm."""
         return self.forward_with_class_token(x, blocks, final_norm)[0]
 
-    def forward_with_class_token(self, x: torch.Tensor, blocks: Sequence[int],
-                                 final_norm: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward_with_class_token(self, x: torch.Tensor, blocks: Sequence[int], final_norm: bool = False,
+                                 mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+                                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Token maps of ``blocks`` (as :meth:`forward`) and the normalised final class token (B, D), in one pass.
 
-        A ViT without a class token gives the mean of its normalised final patch tokens instead.
+        A ViT without a class token gives the mean of its normalised final patch tokens instead. ``mask`` (B, h, w)
+        bool replaces those patch embeddings by ``mask_token`` (D,) before the position embedding (masked image
+        modelling); it needs the published position-embedding path.
         """
         idx = [self.block_index(b) for b in blocks]
         wanted = sorted(set(idx))
         if self.pos_embed_resize == "timm":
+            if mask is not None:
+                raise ConfigError("masked tokens need pos_embed_resize official or dino (not timm)")
             final, feats = self.vit.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NLC")
         else:
-            feats, final = self._blocks(x, wanted)
+            feats, final = self._blocks(x, wanted, mask, mask_token)
         prefix = self.vit.num_prefix_tokens
         cls = final[:, 0] if getattr(self.vit, "cls_token", None) is not None else final[:, prefix:].mean(1)
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
@@ -170,11 +186,14 @@ class ViTBackbone(nn.Module):
             maps[i] = f.reshape(f.shape[0], h, w, -1).permute(0, 3, 1, 2)
         return [maps[i] for i in idx], cls
 
-    def _blocks(self, x: torch.Tensor, wanted: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _blocks(self, x: torch.Tensor, wanted: list[int], mask: torch.Tensor | None = None,
+                mask_token: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(patch tokens (B, N, D) of the ``wanted`` blocks before any norm, all tokens after the final norm),
         through timm's own modules with the position embedding resampled the published way."""
         vit = self.vit
         t = vit.patch_embed(x)  # (B, h, w, D): the model is made with dynamic_img_size
+        if mask is not None:
+            t = torch.where(mask[..., None], mask_token.to(t.dtype), t)
         b, h, w, d = t.shape
         t = torch.cat([vit.cls_token.expand(b, -1, -1), t.reshape(b, h * w, d)], 1) + self._pos_embed(h, w)
         t = vit.norm_pre(vit.patch_drop(vit.pos_drop(t)))

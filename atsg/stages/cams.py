@@ -1,4 +1,5 @@
-"""Stage extract_cams: tiles.zarr + classifier -> cams.zarr (multi-scale, flip, both heads, float16).
+"""Stage extract_cams: tiles.zarr + classifier -> cams.zarr (multi-scale, flip, both heads, float16; and the
+classifier's image-level class probabilities, ``scores``).
 
 Sharded: a unit is one batch of consecutive tiles (``cams.batch_size``), so every tile is computed in the
 same batch whether the stage runs as one job or as many.
@@ -48,8 +49,8 @@ class ExtractCams(ShardedStage):
                  "classifier_sha256": file_sha256(self.classifier_path), "classes": tiles.classes,
                  "target_classes": list(tiles.attrs["target_classes"]), "tile_size": list(tiles.size)}
         dims = ("tile", "class", "y", "x")
-        create_tile_arrays(path, "cams", {"cams": shape, "cams_aux": shape}, {}, {"cams": dims, "cams_aux": dims},
-                           attrs)
+        create_tile_arrays(path, "cams", {"cams": shape, "cams_aux": shape, "scores": (tiles.n, tiles.n_targets)},
+                           {}, {"cams": dims, "cams_aux": dims, "scores": ("tile", "class")}, attrs)
 
     def fill(self, group, units: list[np.ndarray], folders) -> dict:
         import torch
@@ -71,6 +72,8 @@ class ExtractCams(ShardedStage):
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
             group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)
+            with torch.no_grad():  # the image-level classification (the report's classifier F1)
+                group["scores"][sl] = torch.sigmoid(model(batch)["logits"].float()).cpu().numpy().astype(np.float16)
         summary = {"tiles": int(sum(len(u) for u in units)), "device": str(device),
                    "seconds": time.perf_counter() - start}
         if self.timed:

@@ -24,6 +24,7 @@ from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.joint_objective import JointObjective
+from .pretrain import with_pretrain
 from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, \
     save_model_file
 from .segmentation import SegmentationValidation
@@ -49,6 +50,7 @@ class ClassifierValidation:
     def __call__(self, model) -> dict:
         g = self.tiles.group
         acc = ConfusionAccumulator(self.tiles.classes)
+        by_threshold = {float(t): ConfusionAccumulator(self.tiles.classes) for t in self.cfg["bkg_candidates"]}
         preds, targets = [], []
         for idx in batches(self.indices, self.cfg["batch_size"], "validate"):
             images = torch.from_numpy(read_tiles(g["images"], idx)).to(self.device)
@@ -64,11 +66,18 @@ class ClassifierValidation:
             aux = minmax_normalise(F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear",
                                                  align_corners=False), valid) if w else None
             cam = fuse_heads(cam, aux, w)
+            truth = read_tiles(g["labels"], idx)
             label = cam_to_label(cam, cls, self.cfg["bkg_thre"], self.tiles.background)
-            acc.update(read_tiles(g["labels"], idx), label.cpu().numpy())
+            acc.update(truth, label.cpu().numpy())
+            for t, a in by_threshold.items():
+                a.update(truth, cam_to_label(cam, cls, t, self.tiles.background).cpu().numpy())
         scores = acc.scores()
-        return {"f1": multilabel_f1(torch.cat(preds), torch.cat(targets)), "cam_miou": scores.miou(),
-                "cam_oa": scores.oa}
+        out = {"f1": multilabel_f1(torch.cat(preds), torch.cat(targets)), "cam_miou": scores.miou(),
+               "cam_oa": scores.oa}
+        if by_threshold:  # the CAM labels at the background threshold that suits this checkpoint best
+            best = max(by_threshold, key=lambda t: (by_threshold[t].scores().miou(), -t))
+            out.update(cam_miou_calibrated=by_threshold[best].scores().miou(), bkg_thre_calibrated=float(best))
+        return out
 
 
 class JointValidation:
@@ -85,12 +94,17 @@ class JointValidation:
         return {**self.classifier(model), "seg_miou": scores["miou"], "seg_oa": scores["oa"]}
 
 
-def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_path: Path | None = None) -> dict:
+def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_path: Path | None = None,
+                         pretrain_dir: Path | None = None) -> dict:
     """Train the CAM classifier; in paper mode (``classifier.joint_segmentation``) also the segmentation
-    decoders, written as ``segmenter.pt`` beside the classifier's ``model.pt``."""
-    c = cfg["classifier"]
+    decoders, written as ``segmenter.pt`` beside the classifier's ``model.pt``. ``pretrain_dir``: the pretrain
+    stage's folder (read with ``weights: pretrain`` or ``linking.features: pretrain``)."""
     out_dir = Path(out_dir)
     tiles = Tiles.open(tiles_path)
+    inputs = {"tiles": recorded_key(tiles.attrs, tiles.path)}
+    config = cfg  # the settings as given: what the artifact key records
+    cfg = {**cfg, "classifier": with_pretrain(cfg, "classifier", pretrain_dir, tiles.bands, inputs)}
+    c = cfg["classifier"]
     train_idx = tiles.require("train", "classifier training")
     val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), c["val_tiles"])
     device = select_device(c, "classifier")
@@ -102,7 +116,6 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
              classifier.backbone.embed_dim, classifier.backbone.patch_size, len(train_idx), len(val_idx), device)
 
     validation = ClassifierValidation(tiles, val_idx, c, device)
-    inputs = {"tiles": recorded_key(tiles.attrs, tiles.path)}
     if joint:
         objective = JointObjective(cfg, tiles.background, tiles.bands, len(tiles.classes)).to(device)
         model = JointModel(classifier, c["ctc"], cfg["segmentation"], len(tiles.classes),
@@ -117,7 +130,7 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
         objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
         model = ContrastiveClassifier(classifier, c["ctc"])
         masks_path = None
-    made = record(cfg, "classifier", inputs)
+    made = record(config, "classifier", inputs)
     engine = Engine(model, c, device, out_dir / "checkpoints", made["artifact_key"], c["select_metric"],
                     "train_classifier")
     result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls", masks_path=masks_path), objective, validation)

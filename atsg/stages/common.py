@@ -147,7 +147,7 @@ def load_trained(path: str | Path, kind: str, tiles: Tiles, build, device: torch
     architecture from the settings saved with it (its weights come from the file, never from timm)."""
     ck = load_model_file(path, kind)
     check_classes(ck, tiles, path)
-    model = build(dict(ck["config"], pretrained=False, checkpoint=None, random_init=True))
+    model = build(dict(ck["config"], pretrained=False, checkpoint=None, random_init=True, weights=None))
     model.load_state_dict(ck["state_dict"])
     return model.to(device).eval(), ck
 

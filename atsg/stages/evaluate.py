@@ -17,7 +17,8 @@ from ..artifacts import RULES, lineage
 from ..cam import cam_to_label, restrict_to_labels
 from ..errors import DataError
 from ..evaluate.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
-from ..evaluate.metrics import ConfusionAccumulator
+from ..evaluate.metrics import ConfusionAccumulator, majority_scores
+from ..losses.classification import multilabel_f1
 from ..store import SPLITS, open_store
 from .common import Tiles, evenly_spaced, read_cams, read_tiles
 
@@ -79,6 +80,9 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     if "supervised" in stores:
         inputs["supervised_predictions"] = (stores["supervised"].attrs, supervised_path)
     made = lineage(cfg, "eval", check_lineage(inputs, expect))
+    chosen = stores["pseudo_labels"].attrs.get("thresholds")  # refine.thresholds: val
+    if chosen:
+        r = {**r, **chosen["values"]}
     sources = ["cam", *stores]
     acc = {s: {sp: ConfusionAccumulator(tiles.classes) for sp in SPLITS} for s in sources}
     codes = tiles.split_codes()
@@ -106,6 +110,9 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     if "supervised" in metrics:
         sup, weak = metrics["supervised"]["miou"], metrics["predictions"]["miou"]
         metrics["supervised"]["weak_to_supervised"] = weak / sup if sup else None
+    metrics["majority"] = _majority_baseline(acc["cam"], tiles.classes, exclude, e["split"])
+    metrics["cam"]["bkg_thre"] = r["bkg_thre"]
+    metrics["classification"] = classifier_f1(cams, tiles, codes)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, "lineage": made}, indent=1))
     confusion = acc["predictions"][e["split"]].confusion
@@ -123,6 +130,41 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     ungeoreferenced = [sc["id"] for sc in tiles.attrs.get("scenes", []) if not sc.get("crs")]
     (out_dir / "report.md").write_text(report_markdown(metrics, tiles.classes, e["split"], made, ungeoreferenced))
     return {s: round(metrics[s]["miou"], 4) for s in sources}
+
+
+def _majority_baseline(accs: Mapping, classes, exclude, split: str) -> dict:
+    """mIoU of predicting the train split's most frequent class everywhere, per split."""
+    train = accs["train"].support
+    if train.sum() == 0:
+        return {"class": None, "split": split, "miou": None, "splits": {}}
+    majority = int(np.argmax(train))
+    by_split = {sp: {"miou": majority_scores(a.support, majority, classes).miou(exclude)}
+                for sp, a in accs.items() if a.support.sum() > 0}
+    return {"class": classes[majority], "split": split, "miou": by_split.get(split, {}).get("miou"),
+            "splits": _clean_nested(by_split)}
+
+
+def _clean_nested(d: dict) -> dict:
+    return {k: _clean(v) for k, v in d.items()}
+
+
+def classifier_f1(cams, tiles: Tiles, codes: np.ndarray) -> dict:
+    """Per split: the classifier's image-level F1 (mean over classes of scores > 0.5 against the image-level
+    labels) and that of the all-classes baseline (every class predicted for every tile). None for a cams
+    store made before it recorded scores."""
+    if "scores" not in cams:
+        return {}
+    scores = torch.from_numpy(np.asarray(cams["scores"][:], dtype=np.float32))
+    targets = torch.from_numpy(np.asarray(tiles.group["cls_labels"][:]))
+    out = {}
+    for code, sp in enumerate(SPLITS):
+        idx = np.flatnonzero(codes == code)
+        if len(idx) == 0:
+            continue
+        t = targets[idx]
+        out[sp] = {"f1": multilabel_f1(scores[idx] > 0.5, t), "f1_all_classes": multilabel_f1(torch.ones_like(t), t),
+                   "tiles": int(len(idx))}
+    return out
 
 
 def _clean(d: dict) -> dict:
@@ -165,6 +207,8 @@ def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None 
         shown = ", ".join(ungeoreferenced[:5]) + (" ..." if len(ungeoreferenced) > 5 else "")
         lines += [f"**Warning: outputs are not georeferenced**: {len(ungeoreferenced)} scene(s) have no CRS "
                   f"({shown}); their predictions carry pixel coordinates only.", ""]
+    if metrics.get("cam", {}).get("bkg_thre") is not None:
+        lines += [f"CAM labels: background at or under {metrics['cam']['bkg_thre']:g} of the normalised CAM.", ""]
     lines += ["## mIoU by stage and split", "", "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
               "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |"]
     for s in SOURCES:
@@ -173,9 +217,20 @@ def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None 
         m = metrics[s]
         cells = [_fmt(m["splits"][sp]["miou"]) if sp in m["splits"] else "-" for sp in SPLITS]
         lines.append(f"| {TITLES[s]} | " + " | ".join(cells) + f" | {_fmt(m['oa'])} | {_fmt(m['mean_f1'])} |")
+    base = metrics.get("majority") or {}
+    if base.get("class") is not None:
+        cells = [_fmt(base["splits"][sp]["miou"]) if sp in base["splits"] else "-" for sp in SPLITS]
+        lines.append(f"| majority class ({base['class']} everywhere; baseline) | " + " | ".join(cells) + " | - | - |")
     if "supervised" in metrics and metrics["supervised"].get("weak_to_supervised") is not None:
         lines += ["", f"Weak / fully supervised mIoU on {split}: "
                       f"**{metrics['supervised']['weak_to_supervised']:.3f}**"]
+    cls = metrics.get("classification") or {}
+    if cls:
+        lines += ["", "## Classifier (image-level labels)", "",
+                  "Mean F1 over classes of the classifier's image-level predictions (probability > 0.5), beside "
+                  "the all-classes baseline that predicts every class for every tile.", "",
+                  "| split | classifier F1 | all-classes F1 | tiles |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {sp} | {_fmt(v['f1'])} | {_fmt(v['f1_all_classes'])} | {v['tiles']} |" for sp, v in cls.items()]
     lines += ["", f"## Per-class IoU ({split})", "",
               "| class | " + " | ".join(TITLES[s] for s in SOURCES if s in metrics) + " |",
               "| --- | " + " | ".join("---:" for s in SOURCES if s in metrics) + " |"]

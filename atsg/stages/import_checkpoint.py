@@ -48,7 +48,7 @@ def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: P
     classes, in_chans = list(ds["classes"]), len(ds["bands"])
     n_targets = len(classes) - 1 if ds["background"] else len(classes)
     # every weight comes from the file: the network is built without pretrained weights or a checkpoint
-    c = {**cfg["classifier"], "pretrained": False, "checkpoint": None, "random_init": True}
+    c = {**cfg["classifier"], "pretrained": False, "checkpoint": None, "random_init": True, "weights": None}
     seg = cfg["segmentation"]
     model = JointModel(CAMClassifier(c, in_chans, n_targets), c["ctc"], seg, len(classes), foreground=True)
     official = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in _read(path).items()}

@@ -12,6 +12,7 @@ from ..artifacts import record, recorded_key
 from ..device import select_device
 from ..errors import DataError
 from ..integrity import seal
+from ..refine.calibrate import choose_thresholds
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
 from .classifier import load_classifier
@@ -48,25 +49,39 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
              "masks_generator": masks.attrs.get("generator") if masks is not None else None,
              "classifier_sha256": file_sha256(classifier_path) if model is not None else None}
     g_tiles = tiles.group
+
+    def batch_of(idx):
+        images = torch.from_numpy(read_tiles(g_tiles["images"], idx)).to(device)
+        cls = torch.from_numpy(read_tiles(g_tiles["cls_labels"], idx)).to(device)
+        cam = read_cams(cams, idx, r["cam_aux_weight"]).to(device)
+        objects = (torch.from_numpy(read_tiles(masks["objects"], idx).astype(np.int64)).to(device)
+                   if masks is not None else None)
+        tokens = None
+        if model is not None:
+            with torch.no_grad():
+                tokens = model.tokens(images)[0].float()
+        valid = torch.from_numpy(read_tiles(g_tiles["valid"], idx)).to(device).bool()
+        return images, cls, cam, objects, tokens, valid
+
+    chosen = None
+    if r["thresholds"] == "val":
+        val_idx = tiles.require("val", "refine.thresholds: val")
+        chosen = choose_thresholds(r, tiles, val_idx, batch_of)
+        refiner = Refiner({**r, **chosen["values"]}, tiles.background, len(tiles.classes)).to(device)
+        attrs["thresholds"] = chosen
     shape = (tiles.n, *tiles.size)
     ignored = 0
     with atomic_store(out) as tmp:
         g = create_tile_arrays(tmp, "pseudo_labels", {"labels": shape}, {"labels": IGNORE},
                                {"labels": ("tile", "y", "x")}, attrs)
         for idx in batches(np.arange(tiles.n), r["batch_size"], "refine_labels"):
-            images = torch.from_numpy(read_tiles(g_tiles["images"], idx)).to(device)
-            cls = torch.from_numpy(read_tiles(g_tiles["cls_labels"], idx)).to(device)
-            cam = read_cams(cams, idx, r["cam_aux_weight"]).to(device)
-            objects = (torch.from_numpy(read_tiles(masks["objects"], idx).astype(np.int64)).to(device)
-                       if masks is not None else None)
-            tokens = None
-            if model is not None:
-                with torch.no_grad():
-                    tokens = model.tokens(images)[0].float()
+            images, cls, cam, objects, tokens, valid = batch_of(idx)
             label = refiner(images, cam, cls, objects, tokens)
-            valid = torch.from_numpy(read_tiles(g_tiles["valid"], idx)).to(device).bool()
             label[~valid] = IGNORE  # padding and nodata are never trained on
             ignored += int((label == IGNORE).sum())
             g["labels"][int(idx[0]):int(idx[-1]) + 1] = label.to(torch.uint8).cpu().numpy()
         seal(tmp)
-    return {"tiles": tiles.n, "ignored_fraction": ignored / max(1, tiles.n * shape[1] * shape[2])}
+    summary = {"tiles": tiles.n, "ignored_fraction": ignored / max(1, tiles.n * shape[1] * shape[2])}
+    if chosen is not None:
+        summary["thresholds"] = chosen["values"]
+    return summary

@@ -22,6 +22,7 @@ from ..store import open_store
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
+from .pretrain import with_pretrain
 from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, \
     save_model_file
 
@@ -49,14 +50,15 @@ class SegmentationValidation:
 
 
 def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | None, out_dir: Path,
-                           supervised: bool | None = None, masks_path: Path | None = None) -> dict:
-    c = cfg["segmentation"]
-    supervised = c["supervised"] if supervised is None else supervised
+                           supervised: bool | None = None, masks_path: Path | None = None,
+                           pretrain_dir: Path | None = None) -> dict:
+    supervised = cfg["segmentation"]["supervised"] if supervised is None else supervised
     out_dir = Path(out_dir)
     tiles = Tiles.open(tiles_path)
     train_idx = tiles.require("train", "segmentation training")
-    val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), c["val_tiles"])
+    val_idx = evenly_spaced(tiles.require("val", "checkpoint selection"), cfg["segmentation"]["val_tiles"])
     inputs = {"tiles": recorded_key(tiles.attrs, tiles.path)}
+    c = with_pretrain(cfg, "segmentation", pretrain_dir, tiles.bands, inputs)
     if not supervised:
         if labels_path is None:
             raise DataError("train_segmentation needs a pseudo-label store (--labels) unless it is supervised")

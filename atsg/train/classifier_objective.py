@@ -45,7 +45,7 @@ class ClassifierObjective:
         self.ptc, self.ctc, self.link = cfg["ptc"], cfg["ctc"], cfg["linking"]
         self.linker = None
         self.self_link = self.ptc["enabled"] and self.link["enabled"] and self.link["features"] == "self"
-        if self.ptc["enabled"] and self.link["enabled"] and self.link["features"] == "dino":
+        if self.ptc["enabled"] and self.link["enabled"] and self.link["features"] in ("dino", "pretrain"):
             self.linker = LinkingFeatures(self.link, in_chans)
 
     @property

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, dict, int], tuple[torch.Tensor, dict]]
 """(model, batch on device, step) -> (loss, {name: float})."""
 ValidateFn = Callable[[nn.Module], dict]
-"""model -> metrics dict holding the selection score under the configured key."""
+"""model -> metrics dict holding the selection score under the configured key (select None: the latest weights
+are kept, the metrics only logged)."""
 
 
 def lr_factor(step: int, cfg: Mapping) -> float:
@@ -142,7 +143,7 @@ class Engine:
         with torch.no_grad(), autocast(self.device, self.amp):
             metrics = validate(self.model)
         self.model.train()
-        score = float(metrics[self.select])
+        score = float(metrics[self.select]) if self.select else float(step)  # no metric: the latest weights
         history.append({"step": step, **metrics})
         log.info("%s: step %d validation %s", self.name, step,
                  ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

@@ -8,6 +8,7 @@ def classifier_inputs(wildcards):
     cfg = cfg_of(wildcards)
     if joint(cfg) and needs_masks(cfg):
         inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
+    inputs.update(pretrain_input("classifier")(wildcards))
     return inputs
 
 
@@ -27,7 +28,7 @@ def roots_where(paper_mode):
 
 
 CLASSIFIER_SHELL = (
-    "atsg train_classifier --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} {params.masks} "
+    "atsg train_classifier --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} {params.masks} {params.pretrain} "
     "--out {params.out:q} --log {log:q}"
 )
 
@@ -43,6 +44,7 @@ rule train_classifier:
     params:
         cfg=classifier_params,
         out=out_dir("classifier"),
+        pretrain=pretrain_arg,
         masks="",
     threads: TRAIN_THREADS
     resources:
@@ -69,6 +71,7 @@ rule train_classifier_joint:
     params:
         cfg=classifier_params,
         out=out_dir("classifier"),
+        pretrain=pretrain_arg,
         masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
     threads: TRAIN_THREADS
     resources:

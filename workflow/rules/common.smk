@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from atsg.ablation import artifact_roots, variant_configs
-from atsg.artifacts import artifact_files, artifact_key, joint, needed, needs_masks, upstream
+from atsg.artifacts import artifact_files, artifact_key, joint, needed, needs_masks, upstream, uses_pretrain
 from atsg.config import dataset_root, run_dir, run_json, section_json, supervised_json
 from atsg.shards import partial_path
 

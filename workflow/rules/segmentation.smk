@@ -8,6 +8,7 @@ def segmentation_inputs(wildcards):
     }
     if needs_masks(cfg_of(wildcards)):
         inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
+    inputs.update(pretrain_input("segmentation")(wildcards))
     return inputs
 
 
@@ -20,6 +21,7 @@ rule train_segmentation:
     params:
         cfg=stage_params("segmentation"),
         out=out_dir("segmentation"),
+        pretrain=pretrain_arg,
         masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
     threads: TRAIN_THREADS
     resources:
@@ -32,18 +34,20 @@ rule train_segmentation:
         GPU_ENV
     shell:
         "atsg train_segmentation --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} "
-        "--labels {input.labels:q} {params.masks} --out {params.out:q} --log {log:q}"
+        "--labels {input.labels:q} {params.masks} {params.pretrain} --out {params.out:q} --log {log:q}"
 
 
 rule train_supervised:
     input:
-        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        unpack(lambda wildcards: {"tiles": artifact(wildcards, "tiles", "tiles.zarr"),
+                                  **pretrain_input("segmentation")(wildcards)}),
     output:
         model="{root}/supervised/model.pt",
         metrics="{root}/supervised/metrics.json",
     params:
         cfg=supervised_params,
         out=out_dir("supervised"),
+        pretrain=pretrain_arg,
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -55,4 +59,4 @@ rule train_supervised:
         GPU_ENV
     shell:
         "atsg train_segmentation --supervised --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} "
-        "--tiles {input.tiles:q} --out {params.out:q} --log {log:q}"
+        "--tiles {input.tiles:q} {params.pretrain} --out {params.out:q} --log {log:q}"
