@@ -16,6 +16,7 @@ from typing import Mapping
 from .artifacts import ARTIFACTS, artifact_key
 from .config import deep_merge, run_dir, validate_config
 from .errors import ConfigError
+from .store import write_json, write_text
 
 VARIANT_SECTIONS = ("pretrain", "classifier", "cams", "masks", "refine", "segmentation", "predict")
 """Sections a variant may change: tiles and evaluation stay those of the run, so rows compare."""
@@ -124,6 +125,6 @@ def write_ablation(metrics_paths: Mapping[str, str | Path], cfg: Mapping, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = list(cfg["ablation"]["splits"])
-    (out_dir / "ablation.json").write_text(json.dumps({"splits": splits, "rows": rows}, indent=2) + "\n")
-    (out_dir / "ablation.md").write_text(ablation_markdown(rows, splits, cfg["run"]), encoding="utf-8")
+    write_json(out_dir / "ablation.json", {"splits": splits, "rows": rows}, indent=2)
+    write_text(out_dir / "ablation.md", ablation_markdown(rows, splits, cfg["run"]))
     return rows

@@ -115,6 +115,14 @@ def cam_to_label(cam: torch.Tensor, cls_labels: torch.Tensor, bkg_thre: float, b
     return label
 
 
+def labels_at_size(cam: torch.Tensor, cls_labels: torch.Tensor, size, bkg_thre: float,
+                   background: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAM labels at ``size`` (the CAMs upsampled bilinearly, then :func:`cam_to_label`) and the highest CAM
+    of the image's classes per pixel (B, H, W): how every CAM-label score of atsg is made."""
+    cam = F.interpolate(cam.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return cam_to_label(cam, cls_labels, bkg_thre, background), restrict_to_labels(cam, cls_labels).amax(1)
+
+
 def cam_to_label_band(cam: torch.Tensor, cls_labels: torch.Tensor, high: float, low: float,
                       background: bool) -> torch.Tensor:
     """CAM -> label with the uncertain band: max <= high -> ignore, max <= low -> background."""

@@ -34,7 +34,7 @@ import zarr
 
 from .errors import DataError
 from .integrity import seal
-from .store import atomic_store, naming_full_disk
+from .store import atomic_store, naming_full_disk, write_json
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +100,8 @@ def open_partial(out: str | Path, kind: str) -> zarr.Group:
 
 def write_marker(path: str | Path, shard: Shard, partial_id: str, units: int, summary: Mapping) -> None:
     """The proof that ``shard`` filled the partial store ``partial_id``: written last, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with naming_full_disk(path):
-            tmp.write_text(json.dumps({"shard": shard.index, "shards": shard.count, "partial_id": partial_id,
-                                       "units": units, "finished": time.time(), **summary}, indent=1))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_json(path, {"shard": shard.index, "shards": shard.count, "partial_id": partial_id, "units": units,
+                      "finished": time.time(), **summary})
 
 
 def read_markers(paths: Sequence[str | Path], partial_id: str) -> list[dict]:

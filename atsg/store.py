@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -93,6 +94,33 @@ def naming_full_disk(path: str | Path) -> Iterator[None]:
         if full is not None and full.filename is None:
             raise OSError(errno.ENOSPC, full.strerror or os.strerror(errno.ENOSPC), str(path)) from exc
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``path``, renamed to ``path`` only when the block succeeds: a reader
+    never sees half a file, and a failed write (a full disk, a kill) leaves nothing behind and names ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with naming_full_disk(path):
+            yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """``text`` (UTF-8) to ``path``, atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, obj, indent: int = 1) -> None:
+    """``obj`` as JSON to ``path``, atomically (metrics.json and the other small records of a stage)."""
+    write_text(path, json.dumps(obj, indent=indent))
 
 
 @contextlib.contextmanager

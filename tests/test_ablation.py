@@ -16,12 +16,13 @@ def _demo(**sections):
 
 def test_default_variants_switch_each_component_off():
     variants = variant_configs(_demo())
-    assert list(variants) == ["no_ctc", "no_ptc", "no_linking", "no_voting", "with_affinity", "no_object",
+    assert list(variants) == ["no_ctc", "no_ptc", "no_linking", "no_par", "no_voting", "with_affinity", "no_object",
                               "no_boundary", "no_energy", "no_joint", "seed_classifier", "seed_segmentation"]
     assert variants["no_ctc"]["classifier"]["ctc"]["enabled"] is False
     assert variants["no_ctc"]["classifier"]["ptc"]["enabled"] is True  # everything else as the run has it
     assert variants["no_linking"]["classifier"]["linking"]["enabled"] is False
     assert variants["no_voting"]["refine"]["mask_voting"] is False
+    assert variants["no_par"]["refine"]["par"] is False and variants["no_par"]["refine"]["mask_voting"] is True
     assert variants["no_joint"]["segmentation"]["joint_loss"]["enabled"] is False
     assert variants["no_energy"]["segmentation"]["energy_loss"]["scale"] == 0.25  # the demo's own setting kept
 
@@ -35,7 +36,7 @@ def test_variants_share_every_artifact_upstream_of_their_change():
     classifier_on = {"classifier", "cams", "pseudo_labels", "segmentation", "predictions", "eval"}
     for name in ("no_ctc", "no_ptc", "no_linking", "seed_classifier"):
         assert own[name] == classifier_on
-    for name in ("no_voting", "with_affinity"):
+    for name in ("no_par", "no_voting", "with_affinity"):
         assert own[name] == {"pseudo_labels", "segmentation", "predictions", "eval"}
     for name in ("no_object", "no_boundary", "no_energy", "no_joint"):
         assert own[name] == {"segmentation", "predictions", "eval"}

@@ -86,8 +86,8 @@ def test_scene_geotiff_agrees_with_tile_predictions(chain):
 def test_evaluation_outputs(chain):
     _, _, run = chain
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"cam", "pseudo_labels", "predictions", "supervised", "majority", "classification",
-                            "lineage"}
+    assert set(metrics) == {"cam", "cam_all_classes", "pseudo_labels", "predictions", "supervised", "majority",
+                            "classification", "lineage"}
     for entry in (v for k, v in metrics.items() if k not in ("lineage", "majority", "classification")):
         assert entry["split"] == "test" and 0 <= entry["miou"] <= 1 and 0 <= entry["oa"] <= 1
         assert set(entry["iou"]) == {"clutter", "impervious_surface", "building", "low_vegetation", "tree", "car"}
@@ -336,7 +336,8 @@ def test_paper_mode_trains_one_network_and_predicts_with_it(paper):
     assert pred.attrs["model_sha256"] == file_sha256(run / "classifier" / "segmenter.pt")
     assert int(pred["labels"][:].max()) < 6
     eval_metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(eval_metrics) == {"cam", "pseudo_labels", "predictions", "majority", "classification", "lineage"}
+    assert set(eval_metrics) == {"cam", "cam_all_classes", "pseudo_labels", "predictions", "majority",
+                                 "classification", "lineage"}
 
 
 def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(paper):

@@ -51,6 +51,8 @@ def test_vaihingen_preset_has_official_split():
     ("split.ratios=[1, 2]", "split.ratios"),
     ("tiling.sizee=3", "tiling"),
     ("run=has space", "run"),
+    ("evaluate.figure_tiles=0", "evaluate.figure_tiles"),  # the rule promises figures/samples.png
+    ("segmentation.cross_entropy=focal", "segmentation.cross_entropy"),
 ])
 def test_wrong_values_name_the_key(assignment, key):
     with pytest.raises(ConfigError, match=rf"config key {key}\b"):

@@ -1,6 +1,7 @@
 """Never a silent wrong result: stores are sealed and checked when read, every failure reaches the rule's log
 with its traceback, and a failed stage leaves nothing behind (on copies of the chain's artifacts)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from atsg.errors import DataError
 from atsg.integrity import seal, verify
 from atsg.shards import Shard, Step, partial_path, write_marker
 from atsg.stages.masks import run_generate_masks
-from atsg.store import SCHEMAS, TileReader
+from atsg.store import SCHEMAS, TileReader, write_json
 from conftest import REPO, tiny_config
 
 
@@ -191,3 +192,14 @@ def test_a_failed_whole_run_of_a_sharded_stage_leaves_no_partial_store(chain, tm
     with pytest.raises(RuntimeError, match="half way"):
         run_generate_masks(cfg, run / "tiles.zarr", out)
     assert not out.exists() and not partial_path(out).exists() and _leftovers(tmp_path) == []
+
+
+def test_a_small_record_is_written_whole_or_not_at_all(full_disk):
+    """metrics.json and the other records of a stage: a full disk names the file, leaves the previous version
+    and no temporary file; a reader never sees half a file."""
+    path = full_disk / "metrics.json"
+    write_json(path, {"miou": 0.5})
+    with pytest.raises(OSError, match=f"No space left on device.*{path}"):
+        write_json(path, {"history": ["x" * 1000] * 200})
+    assert json.loads(path.read_text()) == {"miou": 0.5}
+    assert [p.name for p in full_disk.iterdir()] == ["metrics.json"]

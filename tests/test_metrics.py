@@ -68,3 +68,26 @@ def test_shape_mismatch_and_unknown_truth_class_are_errors():
         confusion_matrix(np.zeros(3), np.zeros(4), 3)
     with pytest.raises(Exception, match="holds class 5"):
         confusion_matrix(np.array([5]), np.array([0]), 3)
+
+
+def test_cam_labels_with_and_without_the_image_level_labels_hand_case():
+    """The report's CAM row keeps each tile's labelled classes; its every-class row lets every class win, as a
+    model that never sees image-level labels must."""
+    from types import SimpleNamespace
+
+    from atsg.stages.evaluate import cam_labels
+
+    cam = np.zeros((1, 2, 2, 2), np.float32)
+    cam[0, 0] = 0.3  # class 1 (impervious) everywhere, weak
+    cam[0, 1, 0, 0] = 0.9  # class 2 strong at one pixel, but the tile is labelled with class 1 only
+    cam[0, 0, 1, 1] = 0.02  # under the background threshold
+    store = zarr.create_array(store={}, shape=cam.shape, chunks=cam.shape, dtype="float32")
+    store[:] = cam
+    cls = zarr.create_array(store={}, shape=(1, 2), chunks=(1, 2), dtype="uint8")
+    cls[:] = [[1, 0]]
+    tiles = SimpleNamespace(group={"cls_labels": cls}, size=(2, 2), background=True)
+    r = {"bkg_thre": 0.05, "cam_aux_weight": 0.0}
+    labelled, score = cam_labels({"cams": store}, tiles, np.array([0]), r)
+    assert labelled.tolist() == [[[1, 1], [1, 0]]] and score[0, 0, 0] == np.float32(0.3)
+    every, score = cam_labels({"cams": store}, tiles, np.array([0]), r, image_labels=False)
+    assert every.tolist() == [[[2, 1], [1, 0]]] and score[0, 0, 0] == np.float32(0.9)

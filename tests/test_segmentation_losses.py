@@ -166,3 +166,25 @@ def test_switching_a_loss_off_removes_its_term(key, term):
 
 def test_joint_loss_needs_a_background_class():
     assert not SegmentationObjective(_cfg(), background=False, supervised=False).joint
+
+
+def test_cross_entropy_plain_counts_every_labelled_pixel_once_balanced_halves_background_and_foreground():
+    """A rare background class (Potsdam's clutter) weighs half of the balanced loss, its share of the plain one."""
+    logits = torch.zeros(1, 3, 1, 5)
+    logits[0, 0] = torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0])
+    labels = torch.tensor([[[0, 1, 1, 2, IGNORE]]])
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")[0, 0]
+    bg, fg = ce[0].item(), ce[1:4].mean().item()
+    model = lambda images: logits  # noqa: E731 - the objective only calls it
+    batch = {"image": torch.zeros(1, 3, 1, 5), "label": labels, "valid": torch.ones(1, 1, 5, dtype=torch.bool)}
+    for kind, want in (("balanced", 0.5 * (bg + fg)), ("plain", ce[:4].mean().item())):
+        cfg = _cfg(cross_entropy=kind)
+        for supervised in (True, False):
+            off = {k: {**cfg[k], "enabled": False} for k in ("object_loss", "boundary_loss", "energy_loss",
+                                                             "joint_loss")}
+            objective = SegmentationObjective({**cfg, **off}, True, supervised=supervised)
+            assert objective(model, batch, 0)[1]["seg"] == pytest.approx(want, rel=1e-6), (kind, supervised)
+    assert 0.5 * (bg + fg) != pytest.approx(ce[:4].mean().item())
+    # without a background class both are the plain cross-entropy
+    objective = SegmentationObjective(_cfg(joint_loss={"enabled": False}), False, supervised=True)
+    assert objective(model, batch, 0)[1]["seg"] == pytest.approx(ce[:4].mean().item(), rel=1e-6)

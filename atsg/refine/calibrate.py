@@ -9,42 +9,37 @@ it, so a band that ignores everything cannot win).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..cam import cam_to_label
+from ..cam import labels_at_size
 from ..evaluate.metrics import ConfusionAccumulator
-from ..stages.common import Tiles, evenly_spaced, read_tiles
 from .pseudo import Refiner
 
 
-def choose_thresholds(r: Mapping, tiles: Tiles, val_idx: np.ndarray, batch_of: Callable) -> dict:
-    """{"values": {bkg_thre, low_thre, high_thre}, "chosen_on": "val", "tiles": n, "scores": {...}}; ``batch_of(idx)``
-    gives (images, cls, cam, objects, tokens, valid) of tiles ``idx`` as the refine stage reads them."""
-    idx = evenly_spaced(val_idx, r["calibrate_tiles"])
-    batches = [idx[s:s + r["batch_size"]] for s in range(0, len(idx), r["batch_size"])]
-    data = [(b, batch_of(b), read_tiles(tiles.group["labels"], b)) for b in batches]
+def choose_thresholds(r: Mapping, classes: Sequence[str], background: bool,
+                      data: Sequence[tuple[tuple, np.ndarray]]) -> dict:
+    """{"values": {bkg_thre, low_thre, high_thre}, "chosen_on": "val", "tiles": n, "scores": {...}} from
+    ``data``: (batch, truth) pairs of val tiles, each batch (images, cls, cam, objects, tokens, valid) as the
+    refine stage reads it and its ground truth (B, H, W)."""
     values = {"bkg_thre": r["bkg_thre"], "low_thre": r["low_thre"], "high_thre": r["high_thre"]}
     scores: dict = {"bkg_thre": {}, "band": {}}
-    if not tiles.background:  # no background class: no threshold decides anything
-        return {"values": values, "chosen_on": "val", "tiles": int(len(idx)), "scores": scores}
+    n = int(sum(len(truth) for _, truth in data))
+    if not background or not data:  # no background class: no threshold decides anything
+        return {"values": values, "chosen_on": "val", "tiles": n, "scores": scores}
 
-    def score(label_fn) -> float:
-        acc = ConfusionAccumulator(tiles.classes)
-        for _, batch, truth in data:
+    def score(label_fn: Callable) -> float:
+        acc = ConfusionAccumulator(classes)
+        for batch, truth in data:
             label = label_fn(batch)
             label[~batch[5]] = 255
             acc.update(truth, label.cpu().numpy())
         return acc.scores().miou()
 
-    def cam_labels(t):
-        def fn(batch):
-            cam = F.interpolate(batch[2].float(), size=tiles.size, mode="bilinear", align_corners=False)
-            return cam_to_label(cam, batch[1], t, True)
-        return fn
+    def cam_labels(t: float) -> Callable:
+        return lambda b: labels_at_size(b[2], b[1], b[0].shape[-2:], t, True)[0]
 
     for t in r["bkg_candidates"]:
         scores["bkg_thre"][str(t)] = score(cam_labels(float(t)))
@@ -52,11 +47,11 @@ def choose_thresholds(r: Mapping, tiles: Tiles, val_idx: np.ndarray, batch_of: C
         values["bkg_thre"] = float(max(r["bkg_candidates"], key=lambda t: scores["bkg_thre"][str(t)]))
     if r["uncertain_band"]:
         for low, high in r["band_candidates"]:
-            refiner = Refiner({**r, "low_thre": low, "high_thre": high}, True, len(tiles.classes))
-            refiner = refiner.to(data[0][1][0].device)
+            refiner = Refiner({**r, "low_thre": low, "high_thre": high}, True, len(classes))
+            refiner = refiner.to(data[0][0][0].device)
             with torch.no_grad():
                 scores["band"][f"{low},{high}"] = score(lambda b: refiner(b[0], b[2], b[1], b[3], b[4]))
         if scores["band"]:
             low, high = max(r["band_candidates"], key=lambda p: scores["band"][f"{p[0]},{p[1]}"])
             values.update(low_thre=float(low), high_thre=float(high))
-    return {"values": values, "chosen_on": "val", "tiles": int(len(idx)), "scores": scores}
+    return {"values": values, "chosen_on": "val", "tiles": n, "scores": scores}

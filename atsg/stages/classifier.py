@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -20,6 +19,7 @@ from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.contrast import ContrastiveClassifier
 from ..models.joint import JointModel, segmenter_config
+from ..store import write_json
 from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
@@ -149,5 +149,5 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "resumed_from": result.resumed_from,
                "history": result.history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out_dir / "metrics.json", metrics)
     return {k: v for k, v in metrics.items() if k != "history"}

@@ -8,7 +8,6 @@ the segmenter starts from backbone.pt, ``linking.features: pretrain`` links toke
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -23,9 +22,10 @@ from ..errors import ConfigError, DataError
 from ..losses.selfsup import dino_loss, teacher_probs
 from ..models.backbone import ARCH_KEYS
 from ..models.pretrain import SelfDistillation
+from ..store import write_json
 from ..train.engine import Engine
 from ..train.pretrain_data import PretrainSamples, multicrop
-from ..train.pretrain_objective import PretrainObjective, teacher_temperature
+from ..train.pretrain_objective import PretrainObjective, teacher_temperature, view_major
 from .common import Tiles, evenly_spaced, load_model_file, read_tiles, save_model_file
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ class PretrainValidation:
         for start in range(0, len(self.globals), self.cfg["batch_size"]):
             g = self.globals[start:start + self.cfg["batch_size"]].to(self.device)
             loc = self.locals[start:start + self.cfg["batch_size"]].to(self.device)
-            globals_ = g.transpose(0, 1).reshape(-1, *g.shape[2:])
-            locals_ = loc.transpose(0, 1).reshape(-1, *loc.shape[2:])
+            globals_, locals_ = view_major(g), view_major(loc)
             t_cls, _ = model.teach(globals_)
             targets = teacher_probs(t_cls, model.center, temp)
             student = list(model(globals_)[0].chunk(2)) + list(model(locals_)[0].chunk(loc.shape[1]))
@@ -106,7 +105,7 @@ def run_pretrain(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
                "seconds": round(result.seconds, 1), "steps_per_second": round(result.steps_per_second, 3),
                "torch_threads": torch.get_num_threads(), "resumed_from": result.resumed_from,
                "final_teacher_temp": teacher_temperature(c["iterations"], c), "history": result.history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out_dir / "metrics.json", metrics)
     return {k: v for k, v in metrics.items() if k != "history"}
 
 
@@ -123,10 +122,9 @@ def pretrained_file(pretrain_dir: Path | None, which: str, in_chans: int, key: s
     return path, ck
 
 
-def pretrained_weights(cfg: Mapping, section: str, pretrain_dir: Path | None, in_chans: int) -> dict:
-    """``cfg`` (a model section) with ``weights: pretrain`` resolved to the pretrain stage's student as its
-    checkpoint, checked against the section's architecture."""
-    path, ck = pretrained_file(pretrain_dir, "student", in_chans, f"{section}.weights")
+def pretrained_weights(cfg: Mapping, section: str, path: Path, ck: Mapping) -> dict:
+    """``cfg`` (a model section) with ``weights: pretrain`` resolved to the pretrain stage's student (``path``,
+    its contents ``ck``) as its checkpoint, checked against the section's architecture."""
     arch = ck.get("arch", {})
     wanted = {k: cfg.get(k) for k in ("backbone", *ARCH_KEYS, "model_kwargs")}
     differ = [k for k in wanted if k in arch and arch[k] != wanted[k]]
@@ -145,14 +143,15 @@ def with_pretrain(cfg: Mapping, section: str, pretrain_dir: Path | None, in_chan
     c = dict(cfg[section])
     if not uses_pretrain(cfg, section):
         return c
+    key = f"{section}.weights" if c.get("weights") == "pretrain" else f"{section}.linking.features"
+    path, student = pretrained_file(pretrain_dir, "student", in_chans, key)
+    inputs["pretrain"] = recorded_key(student, path)
     if c.get("weights") == "pretrain":
-        c = pretrained_weights(c, section, pretrain_dir, in_chans)
+        c = pretrained_weights(c, section, path, student)
     if section == "classifier" and c["ptc"]["enabled"] and c["linking"]["enabled"] \
             and c["linking"]["features"] == "pretrain":
         # the teacher's file says how its ViT is built (the pretrain section is not this stage's setting)
         path, ck = pretrained_file(pretrain_dir, "teacher", in_chans, "classifier.linking.features")
         c["linking"] = {**c["linking"], **ck["arch"], "pos_embed_resize": ck["config"]["pos_embed_resize"],
                         "checkpoint": str(path), "pretrained": False}
-    path, ck = pretrained_file(pretrain_dir, "student", in_chans, f"{section}.weights")
-    inputs["pretrain"] = recorded_key(ck, path)
     return c

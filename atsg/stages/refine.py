@@ -16,7 +16,7 @@ from ..refine.calibrate import choose_thresholds
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
 from .classifier import load_classifier
-from .common import Tiles, batches, file_sha256, read_cams, read_tiles
+from .common import Tiles, batches, evenly_spaced, file_sha256, read_cams, read_tiles
 
 
 def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_path: Path | None,
@@ -66,7 +66,10 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
     chosen = None
     if r["thresholds"] == "val":
         val_idx = tiles.require("val", "refine.thresholds: val")
-        chosen = choose_thresholds(r, tiles, val_idx, batch_of)
+        idx = evenly_spaced(val_idx, r["calibrate_tiles"])
+        data = [(batch_of(b), read_tiles(g_tiles["labels"], b))
+                for b in batches(idx, r["batch_size"], "calibrate")]
+        chosen = choose_thresholds(r, tiles.classes, tiles.background, data)
         refiner = Refiner({**r, **chosen["values"]}, tiles.background, len(tiles.classes)).to(device)
         attrs["thresholds"] = chosen
     shape = (tiles.n, *tiles.size)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -18,7 +17,7 @@ from ..errors import DataError
 from ..evaluate.metrics import ConfusionAccumulator
 from ..inference import predict_probs
 from ..models.segmenter import Segmenter
-from ..store import open_store
+from ..store import open_store, write_json
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
@@ -98,5 +97,5 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "resumed_from": result.resumed_from,
                "history": result.history}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out_dir / "metrics.json", metrics)
     return {k: v for k, v in metrics.items() if k != "history"}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..device import autocast
-from ..store import naming_full_disk
+from ..store import atomic_file
 from .data import RangeSampler
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,8 @@ def lr_factor(step: int, cfg: Mapping) -> float:
 def save_atomic(obj, path: Path) -> None:
     """torch.save under a hidden temporary name, renamed into place when complete; a failed write (a full disk)
     leaves nothing behind and names ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with naming_full_disk(path), open(tmp, "wb") as fh:  # through a Python file a full disk is an OSError
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # through a Python file a full disk is an OSError
+        torch.save(obj, fh)
 
 
 class _Step(nn.Module):

@@ -31,6 +31,11 @@ def teacher_temperature(step: int, cfg: Mapping) -> float:
     return cfg["warmup_teacher_temp"] + (cfg["teacher_temp"] - cfg["warmup_teacher_temp"]) * step / warm
 
 
+def view_major(views: torch.Tensor) -> torch.Tensor:
+    """(B, V, C, H, W) views of B images -> (V * B, C, H, W), view by view: chunk(V) gives each view's batch."""
+    return views.transpose(0, 1).reshape(-1, *views.shape[2:])
+
+
 def random_patch_mask(batch: int, grid: tuple[int, int], cfg: Mapping, device) -> torch.Tensor:
     """(batch, h, w) bool: each image masked with probability ``mask_probability``, then a share of its patches
     drawn from ``mask_ratio`` chosen at random."""
@@ -55,8 +60,7 @@ class PretrainObjective:
         if step > 0:
             model.update_teacher(teacher_momentum(step - 1, cfg))
         g, loc = batch["global"], batch["local"]
-        globals_ = g.transpose(0, 1).reshape(-1, *g.shape[2:])  # view-major: (2B, C, G, G)
-        locals_ = loc.transpose(0, 1).reshape(-1, *loc.shape[2:])
+        globals_, locals_ = view_major(g), view_major(loc)  # (2B, C, G, G), (LB, C, L, L)
         temp = teacher_temperature(step, cfg)
         mask = None
         if model.masked:

@@ -26,6 +26,8 @@ def warmed_up(step: int, warmup: int) -> bool:
 class SegmentationObjective:
     def __init__(self, cfg: Mapping, background: bool, supervised: bool):
         self.cfg, self.background, self.weak = cfg, background, not supervised
+        # balanced: background and foreground pixels weigh half each; plain: the background class is one of many
+        self.balanced = background and cfg["cross_entropy"] == "balanced"
         on = {key: self.weak and cfg[key]["enabled"] for key in ("object_loss", "boundary_loss", "energy_loss",
                                                                    "joint_loss")}
         self.objects, self.boundaries, self.energy = on["object_loss"], on["boundary_loss"], on["energy_loss"]
@@ -87,11 +89,11 @@ class SegmentationObjective:
         c = self.cfg
         started = warmed_up(step, c["loss_warmup_iterations"])
         if not self.weak:
-            seg = balanced_cross_entropy(logits, labels, self.background)
+            seg = balanced_cross_entropy(logits, labels, self.balanced)
             return seg, {"seg": seg.item()}
         total, parts = logits.sum() * 0.0, {}
         if started or not gate_seg:
-            seg = balanced_cross_entropy(logits, labels, self.background)
+            seg = balanced_cross_entropy(logits, labels, self.balanced)
             total, parts["seg"] = total + c["seg_weight"] * seg, seg.item()
         else:
             parts["seg"] = 0.0
