@@ -84,7 +84,7 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     chosen = stores["pseudo_labels"].attrs.get("thresholds")  # refine.thresholds: val
     if chosen:
         r = {**r, **chosen["values"]}
-    sources = ["cam", *stores]
+    sources = ["cam", "cam_all_classes", *stores]
     acc = {s: {sp: ConfusionAccumulator(tiles.classes) for sp in SPLITS} for s in sources}
     codes = tiles.split_codes()
     g = tiles.group
