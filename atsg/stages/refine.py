@@ -68,7 +68,7 @@ def run_refine_labels(cfg: Mapping, tiles_path: Path, cams_path: Path, masks_pat
         val_idx = tiles.require("val", "refine.thresholds: val")
         idx = evenly_spaced(val_idx, r["calibrate_tiles"])
         data = [(batch_of(b), read_tiles(g_tiles["labels"], b))
-                for b in batches(idx, r["batch_size"], "calibrate")]
+                for b in np.array_split(idx, range(r["batch_size"], len(idx), r["batch_size"]))]
         chosen = choose_thresholds(r, tiles.classes, tiles.background, data)
         refiner = Refiner({**r, **chosen["values"]}, tiles.background, len(tiles.classes)).to(device)
         attrs["thresholds"] = chosen
