@@ -34,8 +34,11 @@ def test_variants_share_every_artifact_upstream_of_their_change():
     own = {name: {a for a, p in r.items() if p != run} for name, r in roots.items()}
     assert own[None] == set()
     classifier_on = {"classifier", "cams", "pseudo_labels", "segmentation", "predictions", "eval"}
-    for name in ("no_ctc", "no_ptc", "no_linking", "seed_classifier"):
+    for name in ("no_ctc", "no_ptc", "seed_classifier"):
         assert own[name] == classifier_on
+    assert own["no_linking"] == set()  # the demo links no tokens (measured): the variant is the run itself
+    linked = artifact_roots(_demo(classifier={"linking": {"enabled": True}}))["no_linking"]
+    assert {a for a, p in linked.items() if p != run} == classifier_on
     for name in ("no_par", "no_voting", "with_affinity"):
         assert own[name] == {"pseudo_labels", "segmentation", "predictions", "eval"}
     for name in ("no_object", "no_boundary", "no_energy", "no_joint"):

@@ -27,16 +27,18 @@ TITLES = {"cam": "CAM labels", "cam_all_classes": "CAM labels, every class (no i
 FIGURE_FILES = ("samples.png", "confusion.png", "legend.png")
 
 
-def cam_labels(cams, tiles: Tiles, idx: np.ndarray, r: Mapping,
-               image_labels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def cam_labels(cams, tiles: Tiles, idx: np.ndarray, r: Mapping, image_labels: bool = True,
+               cam: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CAM-labels (single background threshold ``refine.bkg_thre``, heads mixed by ``refine.cam_aux_weight``) and
     the max CAM score, at tile size: among each tile's image-level classes, or with ``image_labels`` False among
-    every class (what the CAMs say where no image-level label is known, as for the segmentation model)."""
+    every class (what the CAMs say where no image-level label is known, as for the segmentation model). ``cam``:
+    the tiles' CAMs already read from ``cams`` (read here when None)."""
     cls = torch.from_numpy(read_tiles(tiles.group["cls_labels"], idx))
     if not image_labels:
         cls = torch.ones_like(cls)
-    label, score = labels_at_size(read_cams(cams, idx, r["cam_aux_weight"]), cls, tiles.size, r["bkg_thre"],
-                                  tiles.background)
+    if cam is None:
+        cam = read_cams(cams, idx, r["cam_aux_weight"])
+    label, score = labels_at_size(cam, cls, tiles.size, r["bkg_thre"], tiles.background)
     return label.numpy().astype(np.uint8), score.numpy()
 
 
@@ -91,8 +93,9 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     for start in range(0, tiles.n, 16):
         idx = np.arange(start, min(tiles.n, start + 16))
         truth = read_tiles(g["labels"], idx)
-        preds = {"cam": cam_labels(cams, tiles, idx, r)[0],
-                 "cam_all_classes": cam_labels(cams, tiles, idx, r, image_labels=False)[0]}
+        cam = read_cams(cams, idx, r["cam_aux_weight"])
+        preds = {"cam": cam_labels(cams, tiles, idx, r, cam=cam)[0],
+                 "cam_all_classes": cam_labels(cams, tiles, idx, r, image_labels=False, cam=cam)[0]}
         preds.update({s: read_tiles(st["labels"], idx) for s, st in stores.items()})
         for k, i in enumerate(idx):
             split = SPLITS[codes[i]]
