@@ -158,7 +158,7 @@ def test_pretrain_enters_the_artifact_graph_only_when_read():
     assert "pretrain" not in needed(scratch)
     linked = load_config([REPO / "config" / "config.yaml"],
                          {**base, "classifier": {**TINY_VIT, "weights": "random_init",
-                                                 "linking": {"features": "pretrain"}},
+                                                 "linking": {"enabled": True, "features": "pretrain"}},
                           "segmentation": {**TINY_VIT, "weights": "random_init"}})
     assert upstream(linked, "classifier")[-1] == "pretrain" and "pretrain" not in upstream(linked, "segmentation")
     changed = load_config([REPO / "config" / "config.yaml"], {**base, "segmentation": {**TINY_VIT, "weights": "pretrain"},
