@@ -27,6 +27,7 @@ include: "workflow/rules/refine.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/map.smk"
 
 
 # Cheap bookkeeping jobs run in the Snakemake process itself (on a cluster: never queued).
@@ -38,9 +39,11 @@ localrules:
     generate_masks,
     predict_prepare,
     predict,
+    map_prepare,
 
 
 rule all:
     input:
         every_output(),
+        [MAPS] if MAP_RASTERS else [],
     default_target: True

@@ -154,6 +154,46 @@ def build_parser() -> argparse.ArgumentParser:
     _shard_args(p)
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser(
+        "map", help="apply a trained model to new GeoTIFFs -> Cloud-Optimized GeoTIFF maps (+ polygons)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Map new imagery with a trained segmentation model: each INPUT (a GeoTIFF, a VRT, a folder "
+                    "of them or a glob) becomes OUT/<name>.tif, a Cloud-Optimized GeoTIFF of class indices with "
+                    "the input's CRS, transform and size, the class palette as colour map, class names in its "
+                    "metadata and 255 where the input is nodata. The input is read in windows of overlapping "
+                    "model tiles (blended as predict does), so memory does not grow with its size. Inputs "
+                    "already mapped with the same model and settings are skipped; a killed run resumes. "
+                    "Settings: config section map, overridden by the options below.",
+        epilog="examples:\n"
+               "  atsg map --model results/demo/segmentation/model.pt --out maps/ new_scene.tif\n"
+               "  atsg map --model model.pt --out maps/ --vector --simplify 0.5 --min-area 4 tiles/*.tif\n"
+               "  atsg map --model model.pt --out maps/ --probabilities --scales 0.75 1 1.25 --flip mosaic.vrt")
+    _config_args(p)
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="GeoTIFF, VRT, folder of them or glob (default: config key map.inputs)")
+    p.add_argument("--model", type=Path, help="segmentation model file (default: the run's, by map.model)")
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/maps)")
+    p.add_argument("--work", type=Path, help="folder of the work stores (default: OUT/.atsg-map)")
+    p.add_argument("--redo", action="store_true",
+                   help="map every input again, even those already mapped with this model and settings")
+    p.add_argument("--probabilities", action="store_true", default=None,
+                   help="also write <name>.probabilities.tif (one uint8 band per class)")
+    p.add_argument("--vector", action="store_true", default=None,
+                   help="also write <name>.gpkg (polygons per class, with class name and area)")
+    p.add_argument("--simplify", type=float, metavar="UNITS", help="polygon simplification tolerance, map units")
+    p.add_argument("--min-area", type=float, metavar="UNITS2", help="drop polygons smaller than this, map units^2")
+    p.add_argument("--scales", type=float, nargs="+", metavar="S", help="inference scales (e.g. 0.75 1 1.25)")
+    p.add_argument("--flip", action="store_true", default=None, help="add horizontal flips")
+    p.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring model tiles in pixels")
+    p.add_argument("--resample", action="store_true", default=None,
+                   help="map at the model's training ground sample distance, then back to the input's grid")
+    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="input values mapped to 0-255 (default: the model's own)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass")
+    p.add_argument("--device", help="auto, cpu or cuda[:N]")
+    _shard_args(p)
+    p.set_defaults(func=cmd_map)
+
     p = sub.add_parser("evaluate", help="metrics, confusion matrix, report and figures",
                        description="Score CAM labels, pseudo-labels and predictions against the ground truth "
                                    "(config sections evaluate, refine).")
@@ -398,6 +438,24 @@ def cmd_predict(args) -> None:
         from .stages.predict import run_predict  # after the claim: CUDA starts with the claimed devices
 
         _report(run_predict(cfg, io["tiles"], io["model"], args.out or io["predictions"], geotiffs, step))
+
+
+MAP_OPTIONS = ("probabilities", "vector", "simplify", "min_area", "scales", "flip", "overlap", "resample",
+               "value_range", "batch_size", "device")
+
+
+def cmd_map(args) -> None:
+    args.assignments = list(args.assignments) + [
+        f"map.{key}={json.dumps(getattr(args, key))}" for key in MAP_OPTIONS if getattr(args, key) is not None]
+    cfg = _config(args, "map")
+    run = run_dir(cfg)
+    model = args.model or (run / ("supervised" if cfg["map"]["model"] == "supervised" else "segmentation") / "model.pt")
+    step = _step(args)
+    with _on_devices(cfg, step, "map", "map"):
+        from .stages.map import run_map
+
+        _report(run_map(cfg, model, args.inputs or cfg["map"]["inputs"], args.out or run / "maps", args.work, step,
+                        redo=args.redo))
 
 
 def cmd_evaluate(args) -> None:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("par", "masks", "cams", "tiling", "loader")
+SCRIPTS = ("par", "masks", "cams", "tiling", "loader", "map")
 
 
 def run(name: str, quick: bool) -> dict:
@@ -68,6 +68,18 @@ def rows(results: dict) -> list[list[str]]:
                     f"{r['zarr']['read_s_per_tile'] * 1e3:.2f} ms/tile read, {r['zarr']['s_per_sample'] * 1e3:.2f} ms/sample",
                     f"reads {r['read_speedup']:.2f}x, samples {r['sample_speedup']:.2f}x; {r['size_ratio']:.3f}x the bytes",
                     "equal samples" if r["equal"] else "DIFFERENT"])
+    if "map" in results:
+        r = results["map"]
+        both = [x for x in r["sizes"] if "whole" in x]
+        big = both[-1]
+        out.append([f"mapping a GeoTIFF ({r['device']}), {', '.join(str(x['side']) for x in r['sizes'])} px",
+                    f"{big['whole']['mp_per_s']:.2f} MP/s at {big['side']} px, "
+                    f"+{', '.join(f'{m:.0f}' for m in r['whole_peak_mb'])} MB",
+                    f"{big['atsg']['mp_per_s']:.2f} MP/s at {big['side']} px, "
+                    f"+{', '.join(f'{m:.0f}' for m in r['atsg_peak_mb'])} MB",
+                    f"{big['atsg']['mp_per_s'] / big['whole']['mp_per_s']:.2f}x; peak RSS "
+                    f"{max(r['atsg_peak_rss_mb']):.0f} MB at {r['sizes'][-1]['side']} px",
+                    f"agreement {min(x['agreement'] for x in both):.5f}"])
     return out
 
 

@@ -11,7 +11,7 @@ def test_all_benchmarks_run_and_both_ways_agree():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick"], capture_output=True,
                          text=True, check=True, timeout=600).stdout
     lines = out.strip().splitlines()
-    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 7
+    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 8
     results = json.loads(lines[-1])
 
     par = results["par"]
@@ -33,3 +33,7 @@ def test_all_benchmarks_run_and_both_ways_agree():
 
     loader = results["loader"]
     assert loader["equal"] and loader["tiles"] == 16 and loader["zarr"]["s_per_sample"] > 0
+
+    mapping = results["map"]
+    assert [s["side"] for s in mapping["sizes"]] == [256, 512]
+    assert all(s["agreement"] > 0.999 and s["atsg"]["mp_per_s"] > 0 for s in mapping["sizes"])

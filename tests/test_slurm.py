@@ -5,11 +5,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 import slurm_cluster
 from conftest import REPO, TINY
+from fixtures import random_scene, write_raster
 
 REASON = slurm_cluster.unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -46,7 +48,10 @@ def small_profile(folder: Path) -> Path:
 def test_tiny_workflow_runs_on_slurm_through_the_profile(tmp_path, cli_env):
     work = tmp_path / "work"
     work.mkdir()
-    cfg = {**TINY, "evaluate": {**TINY["evaluate"], "supervised_baseline": False}, "shards": {"extract_cams": 2}}
+    new_scene, _ = random_scene(np.random.default_rng(5), 150, 140, 6)  # mapped by `all`, as map.inputs is set
+    write_raster(tmp_path / "new" / "new_scene.tif", new_scene)
+    cfg = {**TINY, "evaluate": {**TINY["evaluate"], "supervised_baseline": False},
+           "shards": {"extract_cams": 2, "map": 2}, "map": {"inputs": [str(tmp_path / "new")]}}
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     profile = small_profile(tmp_path / "profile")
     cli_env.pop("CUDA_VISIBLE_DEVICES", None)
@@ -70,6 +75,9 @@ def test_tiny_workflow_runs_on_slurm_through_the_profile(tmp_path, cli_env):
         by_rule.setdefault(comment.removeprefix("Comment=rule_").split("_wildcards")[0], []).append(line)
     # one cluster job per non-local job of the chain; preparing and finalising stores stay local
     assert len(by_rule["extract_cams_shard"]) == 2 and "extract_cams_prepare" not in by_rule
+    assert len(by_rule["map_shard"]) == 2 and "map_prepare" not in by_rule and len(by_rule["map"]) == 1
+    assert all("gpu" in line for line in by_rule["map_shard"])
+    assert (run / "maps" / "new_scene.tif").is_file()
     assert {"synth", "tile", "train_classifier", "refine_labels", "train_segmentation", "predict_shard",
             "evaluate"} <= set(by_rule)
     assert all("JobState=COMPLETED" in line for line in lines)

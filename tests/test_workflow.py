@@ -79,7 +79,7 @@ def test_every_rule_runs_in_the_environment_of_its_kind():
             name = block.split(":")[0]
             env = re.search(r"conda:\s+(\w+)", block)
             rules[name] = (env.group(1) if env else None, "gpu=" in block)
-    assert len(rules) == 20  # every rule but `all`
+    assert len(rules) == 23  # every rule but `all`
     for name, (env, gpu) in rules.items():
         assert env == ("GPU_ENV" if gpu else "CPU_ENV"), name
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()

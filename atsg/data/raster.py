@@ -31,7 +31,8 @@ class RasterInfo:
     transform: tuple[float, ...] | None
 
 
-def _open(path: Path):
+def open_raster(path: Path):
+    """An open rasterio dataset, or a one-line error for a file that is not a readable raster."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
@@ -45,7 +46,7 @@ def _open(path: Path):
 
 def inspect_raster(path: Path) -> RasterInfo:
     """Size, bands, dtype and georeference of a raster, reading only its header."""
-    with _open(path) as src:
+    with open_raster(path) as src:
         georeferenced = src.crs is not None or src.transform != rasterio.Affine.identity()
         return RasterInfo(
             path=path,
@@ -116,8 +117,8 @@ class SceneReader:
         self.bands = list(dataset["bands"])
         self.value_range = dataset["value_range"]
         self.decoder = decoder
-        self._image = _open(scene.image)
-        self._label = _open(scene.label) if scene.label is not None else None
+        self._image = open_raster(scene.image)
+        self._label = open_raster(scene.label) if scene.label is not None else None
         self.width, self.height = self._image.width, self._image.height
 
     def __enter__(self) -> "SceneReader":
@@ -128,31 +129,11 @@ class SceneReader:
         if self._label is not None:
             self._label.close()
 
-    def _read(self, src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -> np.ndarray:
-        try:
-            return src.read(indexes=indexes, window=Window(col, row, cols, rows))
-        except RasterioError as exc:
-            raise DataError(
-                f"{path}: rows {row}-{row + rows}, columns {col}-{col + cols} cannot be read "
-                f"({str(exc).splitlines()[0]}); the file is corrupt or truncated: re-export or re-download it"
-            ) from None
-
     def read_image(self, row: int, rows: int, col: int = 0, cols: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """((bands, rows, cols) uint8 pixels, (rows, cols) bool valid) of the window (all columns by default).
-
-        A pixel is valid unless every band read is masked: the raster's nodata value, internal mask or alpha
-        band (GDAL's per-band masks). Invalid pixels are 0."""
+        """((bands, rows, cols) uint8 pixels, (rows, cols) bool valid) of the window (all columns by default);
+        see :func:`read_image_window`."""
         cols = self.width - col if cols is None else cols
-        data = self._read(self._image, self.scene.image, self.bands, row, rows, col, cols)
-        valid = self._valid(self._image, self.scene.image, self.bands, row, rows, col, cols)
-        if data.dtype != np.uint8:
-            low, high = self.value_range
-            scaled = (data.astype(np.float32) - low) * (255.0 / (high - low))
-            data = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-        if valid is None:
-            return data, np.ones((rows, cols), bool)
-        data[:, ~valid] = 0
-        return data, valid
+        return read_image_window(self._image, self.scene.image, self.bands, self.value_range, row, rows, col, cols)
 
     def read_labels(self, row: int, rows: int, col: int = 0, cols: int | None = None):
         """((rows, cols) uint8 class labels, Counter of unknown values) of the window, or None without labels.
@@ -161,20 +142,51 @@ class SceneReader:
             return None
         cols = self.width - col if cols is None else cols
         indexes = list(range(1, self.decoder.bands + 1))
-        raw = self._read(self._label, self.scene.label, indexes, row, rows, col, cols)
-        return self.decoder.decode(raw, self._valid(self._label, self.scene.label, indexes, row, rows, col, cols))
+        raw = _read(self._label, self.scene.label, indexes, row, rows, col, cols)
+        return self.decoder.decode(raw, _valid(self._label, self.scene.label, indexes, row, rows, col, cols))
 
-    def _valid(self, src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -> np.ndarray | None:
-        """(rows, cols) bool: pixels valid in any of the bands ``indexes``; None when the raster masks nothing."""
-        flags = [src.mask_flag_enums[i - 1] for i in indexes]
-        if all(f == [MaskFlags.all_valid] for f in flags):
-            return None
-        try:
-            masks = src.read_masks(indexes=indexes, window=Window(col, row, cols, rows))
-        except RasterioError as exc:
-            raise DataError(f"{path}: the nodata mask of rows {row}-{row + rows} cannot be read "
-                            f"({str(exc).splitlines()[0]}); re-export the file") from None
-        return (masks > 0).any(0)
+
+def _read(src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -> np.ndarray:
+    try:
+        return src.read(indexes=indexes, window=Window(col, row, cols, rows))
+    except RasterioError as exc:
+        raise DataError(
+            f"{path}: rows {row}-{row + rows}, columns {col}-{col + cols} cannot be read "
+            f"({str(exc).splitlines()[0]}); the file is corrupt or truncated: re-export or re-download it"
+        ) from None
+
+
+def _valid(src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -> np.ndarray | None:
+    """(rows, cols) bool: pixels valid in any of the bands ``indexes``; None when the raster masks nothing."""
+    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return None
+    try:
+        masks = src.read_masks(indexes=indexes, window=Window(col, row, cols, rows))
+    except RasterioError as exc:
+        raise DataError(f"{path}: the nodata mask of rows {row}-{row + rows} cannot be read "
+                        f"({str(exc).splitlines()[0]}); re-export the file") from None
+    return (masks > 0).any(0)
+
+
+def read_image_window(src, path: Path, bands, value_range, row: int, rows: int, col: int,
+                      cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """((bands, rows, cols) uint8 pixels, (rows, cols) bool valid) of a window of an open raster (a file, a
+    VRT or a warped view), the window inside the raster.
+
+    Pixels that are not uint8 are mapped linearly from ``value_range`` [low, high] to 0-255. A pixel is valid
+    unless every band read is masked: the raster's nodata value, internal mask or alpha band (GDAL's per-band
+    masks). Invalid pixels are 0."""
+    data = _read(src, path, bands, row, rows, col, cols)
+    valid = _valid(src, path, bands, row, rows, col, cols)
+    if data.dtype != np.uint8:
+        low, high = value_range
+        scaled = (data.astype(np.float32) - low) * (255.0 / (high - low))
+        data = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if valid is None:
+        return data, np.ones((rows, cols), bool)
+    data[:, ~valid] = 0
+    return data, valid
 
 
 def tile_transform(scene_transform: tuple | None, row: int, col: int) -> tuple | None:

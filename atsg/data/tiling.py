@@ -204,6 +204,8 @@ def tile_attrs(plans: list[ScenePlan], cfg: Mapping, inputs: Mapping) -> dict:
         "stride": tiling["stride"],
         "min_pixels": tiling["min_pixels"],
         "bands": list(dataset["band_names"]),
+        "raster_bands": list(dataset["bands"]),
+        "value_range": list(dataset["value_range"]) if dataset["value_range"] else None,
         "splits": list(SPLITS),
         "scenes": scenes,
         "tiles": tiles,

@@ -15,6 +15,7 @@ from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..distributed import is_main
 from ..evaluate.metrics import ConfusionAccumulator
+from ..geo.imagery import imagery_record, model_normalisation
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.contrast import ContrastiveClassifier
@@ -141,7 +142,8 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
     if joint:
         save_model_file(out_dir / "segmenter.pt", JointModel.segmenter_state(result.best_state), "segmentation",
                         segmenter_config(c, cfg["segmentation"]), made, classes=tiles.classes, in_chans=tiles.bands,
-                        supervised=False, joint=True, best_step=result.best_step)
+                        supervised=False, joint=True, best_step=result.best_step,
+                        imagery=imagery_record(tiles.attrs, model_normalisation(classifier)))
     metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
                "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1),

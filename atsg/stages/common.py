@@ -110,7 +110,8 @@ def model_record(path: str | Path) -> dict:
         raise DataError(f"{path}: not a readable model file ({exc}); delete it and retrain") from None
     if not isinstance(data, dict) or "atsg_model" not in data:
         raise DataError(f"{path}: not an atsg model file")
-    return {k: data.get(k) for k in ("atsg_model", "artifact", "artifact_key", "inputs", "classes")}
+    return {k: data.get(k) for k in ("atsg_model", "atsg_version", "artifact", "artifact_key", "inputs", "classes",
+                                     "imagery")}
 
 
 def save_model_file(path: Path, state: dict, kind: str, section: Mapping, record: Mapping, **meta) -> None:
@@ -147,9 +148,15 @@ def load_trained(path: str | Path, kind: str, tiles: Tiles, build, device: torch
     architecture from the settings saved with it (its weights come from the file, never from timm)."""
     ck = load_model_file(path, kind)
     check_classes(ck, tiles, path)
+    return build_trained(ck, build, device), ck
+
+
+def build_trained(ck: Mapping, build, device: torch.device):
+    """The network of a loaded model file in eval mode on ``device``: ``build(cfg)`` makes it from the settings
+    saved with it, and its weights come from the file, never from timm."""
     model = build(dict(ck["config"], pretrained=False, checkpoint=None, random_init=True, weights=None))
     model.load_state_dict(ck["state_dict"])
-    return model.to(device).eval(), ck
+    return model.to(device).eval()
 
 
 def open_masks(path: str | Path | None, tiles: Tiles, purpose: str):

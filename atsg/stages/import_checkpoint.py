@@ -39,6 +39,7 @@ def _read(path: Path) -> dict:
 
 
 def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: Path | None = None) -> dict:
+    from ..geo.imagery import dataset_imagery, imagery_record, model_normalisation
     from ..models.classifier import CAMClassifier
     from ..models.joint import JointModel, segmenter_config
     from ..models.official import from_official, official_key
@@ -73,7 +74,8 @@ def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: P
     made = {"artifact": "classifier", "artifact_key": f"imported-{digest[:16]}", "inputs": {},
             "imported_from": str(path), "imported_sha256": digest}
     save_model_file(out, JointModel.segmenter_state(full), "segmentation", segmenter_config(c, seg), made,
-                    classes=classes, in_chans=in_chans, supervised=False, joint=True, best_step=None)
+                    classes=classes, in_chans=in_chans, supervised=False, joint=True, best_step=None,
+                    imagery=imagery_record(dataset_imagery(ds, cfg["tiling"]), model_normalisation(model.classifier)))
     written = [str(out)]
     if classifier_out is not None:
         save_model_file(classifier_out, model.classifier_state(full), "classifier", c, made, classes=classes,

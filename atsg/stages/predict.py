@@ -19,6 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 from ..artifacts import record, recorded_key
+from ..geo.windows import hann_window
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import IGNORE, base_attrs, create_tile_arrays
 from .common import Tiles, batches, check_classes, file_sha256, model_record, read_tiles
@@ -34,8 +35,7 @@ def prediction_artifact(model: Mapping) -> str:
 def blend_window(size: int, kind: str) -> np.ndarray:
     if kind == "flat":
         return np.ones((size, size), np.float32)
-    w = np.hanning(size + 2)[1:-1].astype(np.float32)  # never exactly 0, so every pixel gets a weight
-    return np.outer(w, w)
+    return hann_window(size)
 
 
 def write_scene_geotiff(path: Path, labels: np.ndarray, scene: Mapping, palette) -> None:

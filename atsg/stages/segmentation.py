@@ -15,6 +15,7 @@ from ..device import select_device
 from ..distributed import is_main
 from ..errors import DataError
 from ..evaluate.metrics import ConfusionAccumulator
+from ..geo.imagery import imagery_record, model_normalisation
 from ..inference import predict_probs
 from ..models.segmenter import Segmenter
 from ..store import open_store, write_json
@@ -89,7 +90,8 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
     # the foreground decoder only trains (joint loss): the model file holds what inference uses
     state = {k: v for k, v in result.best_state.items() if not k.startswith("foreground.")}
     save_model_file(out_dir / "model.pt", state, "segmentation", c, made, classes=tiles.classes,
-                    in_chans=tiles.bands, supervised=supervised, best_step=result.best_step)
+                    in_chans=tiles.bands, supervised=supervised, best_step=result.best_step,
+                    imagery=imagery_record(tiles.attrs, model_normalisation(model)))
     metrics = {"supervised": supervised, "select_metric": "miou", "best_score": result.best_score,
                "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
                "seconds": round(result.seconds, 1),
