@@ -289,3 +289,16 @@ def test_rule_map_maps_a_scene_never_in_the_dataset(chain, tmp_path, cli_env):
     assert (tmp_path / "cli" / out.name).read_bytes() == out.read_bytes()
     with rasterio.open(out) as src, rasterio.open(scene) as ref:
         assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape)
+
+
+def test_a_vrt_and_a_folder_map_like_the_raster(tmp_path, model):
+    from rasterio.shutil import copy as gdal_copy
+
+    path = _scene(tmp_path / "in" / "scene.tif", 150, 170, seed=8)
+    gdal_copy(path, tmp_path / "mosaic.vrt", driver="VRT")
+    run_map(_cfg(), model, [tmp_path / "in"], tmp_path / "from_folder")
+    run_map(_cfg(), model, [tmp_path / "mosaic.vrt"], tmp_path / "from_vrt")
+    with rasterio.open(tmp_path / "from_folder" / "scene.tif") as a, \
+            rasterio.open(tmp_path / "from_vrt" / "mosaic.tif") as b:
+        assert (a.transform, a.shape) == (b.transform, b.shape)
+        assert np.array_equal(a.read(1), b.read(1))
