@@ -21,28 +21,21 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/tiling.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/classifier.smk"
-include: "workflow/rules/cams.smk"
-include: "workflow/rules/masks.smk"
+include: "workflow/rules/sharded.smk"
 include: "workflow/rules/refine.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/map.smk"
 
 
-# Cheap bookkeeping jobs run in the Snakemake process itself (on a cluster: never queued).
+# Cheap bookkeeping jobs (every sharded stage's prepare and finalise too) run in the Snakemake process itself
+# (on a cluster: never queued).
 localrules:
     all,
-    extract_cams_prepare,
-    extract_cams,
-    generate_masks_prepare,
-    generate_masks,
-    predict_prepare,
-    predict,
-    map_prepare,
 
 
 rule all:
+    """Everything up to the evaluation (and the maps, when map.inputs is set)."""
     input:
         every_output(),
         [MAPS] if MAP_RASTERS else [],

@@ -10,8 +10,8 @@ segmentation loss off retrains only the segmentation model.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .artifacts import ARTIFACTS, artifact_key
 from .config import deep_merge, run_dir, validate_config
@@ -32,7 +32,8 @@ def variant_configs(cfg: Mapping) -> dict[str, dict]:
         if outside:
             raise ConfigError(
                 f"config key ablation.variants.{name}.set: {', '.join(outside)} cannot change in an ablation "
-                f"(only {', '.join(VARIANT_SECTIONS)}); every variant shares the run's tiles and evaluation")
+                f"(only {', '.join(VARIANT_SECTIONS)}); every variant shares the run's tiles and evaluation"
+            )
         merged = deep_merge(cfg, spec["set"])
         try:
             out[name] = validate_config(merged)
@@ -72,18 +73,23 @@ def ablation_rows(metrics: Mapping[str, Mapping], cfg: Mapping, same_as_full: se
         raise ConfigError(f"ablation: {', '.join(unknown)} not in ablation.variants of the config")
     rows = []
     for name in ["full", *(n for n in metrics if n != "full")]:
-        row = {"variant": name,
-               "description": "every component on" if name == "full" else variants[name].get("description", ""),
-               "same_as_full": name in same_as_full, "miou": {}}
+        row = {
+            "variant": name,
+            "description": "every component on" if name == "full" else variants[name].get("description", ""),
+            "same_as_full": name in same_as_full,
+            "miou": {},
+        }
         for split in cfg["ablation"]["splits"]:
             row["miou"][split] = {stage: _miou(metrics[name], stage, split) for stage, _ in STAGES}
         rows.append(row)
     full = rows[0]["miou"]
     for row in rows:
         row["delta_predictions"] = {
-            split: None if row["miou"][split]["predictions"] is None or full[split]["predictions"] is None
+            split: None
+            if row["miou"][split]["predictions"] is None or full[split]["predictions"] is None
             else row["miou"][split]["predictions"] - full[split]["predictions"]
-            for split in cfg["ablation"]["splits"]}
+            for split in cfg["ablation"]["splits"]
+        }
     return rows
 
 
@@ -98,10 +104,15 @@ def ablation_markdown(rows: list[dict], splits: list[str], run: str) -> str:
     head = ["variant", "switched off"]
     for split in splits:
         head += [f"{label} {split}" for _, label in STAGES] + [f"Δ pred. {split}"]
-    lines = [f"# Ablations of run {run}", "",
-             "mIoU (%) of CAM labels, pseudo-labels and segmentation predictions, each component switched "
-             "off in turn; Δ pred. is the prediction mIoU minus that of the full configuration.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"# Ablations of run {run}",
+        "",
+        "mIoU (%) of CAM labels, pseudo-labels and segmentation predictions, each component switched "
+        "off in turn; Δ pred. is the prediction mIoU minus that of the full configuration.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for row in rows:
         cells = [row["variant"], row["description"] + (" (same as full config)" if row["same_as_full"] else "")]
         for split in splits:

@@ -16,20 +16,43 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .config import artifact_settings, supervised_section
+from .config import artifact_settings, canonical_json, supervised_section
 
 log = logging.getLogger(__name__)
 
-ARTIFACTS = ("scenes", "tiles", "pretrain", "classifier", "cams", "masks", "pseudo_labels", "segmentation", "supervised",
-             "predictions", "supervised_predictions", "eval")
+ARTIFACTS = (
+    "scenes",
+    "tiles",
+    "pretrain",
+    "classifier",
+    "cams",
+    "masks",
+    "pseudo_labels",
+    "segmentation",
+    "supervised",
+    "predictions",
+    "supervised_predictions",
+    "eval",
+)
 """Every artifact of a run, upstream first (``scenes``: the synthetic demo's rasters only)."""
 
-RULES = {"scenes": "synth", "tiles": "tile", "pretrain": "pretrain", "classifier": "train_classifier", "cams": "extract_cams",
-         "masks": "generate_masks", "pseudo_labels": "refine_labels", "segmentation": "train_segmentation",
-         "supervised": "train_supervised", "predictions": "predict", "supervised_predictions": "predict_supervised",
-         "eval": "evaluate"}
+RULES = {
+    "scenes": "synth",
+    "tiles": "tile",
+    "pretrain": "pretrain",
+    "classifier": "train_classifier",
+    "cams": "extract_cams",
+    "masks": "generate_masks",
+    "pseudo_labels": "refine_labels",
+    "segmentation": "train_segmentation",
+    "supervised": "train_supervised",
+    "predictions": "predict",
+    "supervised_predictions": "predict_supervised",
+    "eval": "evaluate",
+}
 """The rule that makes each artifact (what an error tells the user to rerun)."""
 
 
@@ -86,6 +109,12 @@ def own_settings(cfg: Mapping, artifact: str) -> dict:
     return {s: artifact_settings(cfg, s) for s in own_sections(cfg, artifact)}
 
 
+def artifact_params(cfg: Mapping, artifact: str) -> str:
+    """The ``params`` of the rule that makes ``artifact``: its :func:`own_settings` as canonical JSON, so that
+    Snakemake reruns the rule exactly when they change."""
+    return canonical_json(own_settings(cfg, artifact))
+
+
 def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     """The artifacts ``artifact`` is made from (paper mode: predictions come from the classifier stage)."""
     masks = needs_masks(cfg)
@@ -124,6 +153,41 @@ def upstream(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     raise KeyError(f"unknown artifact {artifact!r}; one of {ARTIFACTS}")
 
 
+@dataclass(frozen=True)
+class Read:
+    """How a stage reads an artifact it is made from: ``file`` (relative to the folder that holds the artifact)
+    is the rule's input, passed to the stage as ``option`` followed by ``file`` or, if set, its folder ``arg``."""
+
+    file: str
+    option: str
+    arg: str | None = None
+
+
+READS = {
+    "scenes": Read("scenes", "--root"),
+    "tiles": Read("tiles.zarr", "--tiles"),
+    "pretrain": Read("pretrain/backbone.pt", "--pretrain", arg="pretrain"),
+    "classifier": Read("classifier/model.pt", "--classifier"),
+    "cams": Read("cams.zarr", "--cams"),
+    "masks": Read("masks.zarr", "--masks"),
+    "pseudo_labels": Read("pseudo_labels.zarr", "--pseudo-labels"),
+    "segmentation": Read("segmentation/model.pt", "--model"),
+    "supervised": Read("supervised/model.pt", "--model"),
+    "predictions": Read("predictions.zarr", "--predictions"),
+    "supervised_predictions": Read("supervised_predictions.zarr", "--supervised"),
+}
+"""How stages read each artifact (paper mode's predictions read the classifier stage's segmenter instead)."""
+
+
+def reads(cfg: Mapping, artifact: str) -> dict[str, Read]:
+    """What the stage that makes ``artifact`` reads: one :class:`Read` per artifact of :func:`upstream`. With
+    :func:`own_sections` this is all a rule is derived from (its input, params and command line)."""
+    out = {up: READS[up] for up in upstream(cfg, artifact)}
+    if artifact == "predictions" and joint(cfg):
+        out["classifier"] = Read("classifier/segmenter.pt", "--model")
+    return out
+
+
 def recorded_key(source: Mapping, where) -> str | None:
     """The artifact key a store's attrs, a model file or a manifest recorded (None, with a warning, for files
     made by an atsg that recorded none: whatever is made from them gets a key no config has)."""
@@ -151,8 +215,7 @@ def lineage(cfg: Mapping, artifact: str, inputs: Mapping[str, str | None]) -> di
     ``inputs`` are the keys the input artifacts recorded; with the stage's own settings from ``cfg`` they give
     the artifact's key the same way :func:`artifact_key` does from a whole config.
     """
-    return {"artifact": artifact, "artifact_key": make_key(own_settings(cfg, artifact), inputs),
-            "inputs": dict(inputs)}
+    return {"artifact": artifact, "artifact_key": make_key(own_settings(cfg, artifact), inputs), "inputs": dict(inputs)}
 
 
 def record(cfg: Mapping, artifact: str, inputs: Mapping[str, str | None]) -> dict:
@@ -187,8 +250,14 @@ def artifact_files(cfg: Mapping, artifact: str) -> tuple[str, ...]:
     if artifact == "predictions":
         return ("predictions.zarr", "predictions")
     if artifact == "eval":
-        return ("eval/metrics.json", "eval/confusion.csv", "eval/report.md", "eval/figures/samples.png",
-                "eval/figures/confusion.png", "eval/figures/legend.png")
+        return (
+            "eval/metrics.json",
+            "eval/confusion.csv",
+            "eval/report.md",
+            "eval/figures/samples.png",
+            "eval/figures/confusion.png",
+            "eval/figures/legend.png",
+        )
     if artifact == "scenes":
         return ("scenes",)
     return (f"{artifact}.zarr",)

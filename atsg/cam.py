@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +45,17 @@ def fuse_heads(cam: torch.Tensor, cam_aux: torch.Tensor | None, aux_weight: floa
 
 
 @torch.no_grad()
-def multiscale_cams(model, images: torch.Tensor, scales: Sequence[float], flip: bool,
-                    out_size: tuple[int, int], clock=None, valid: torch.Tensor | None = None,
-                    relu: str = "after_merge", aux_groups: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+def multiscale_cams(
+    model,
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool,
+    out_size: tuple[int, int],
+    clock=None,
+    valid: torch.Tensor | None = None,
+    relu: str = "after_merge",
+    aux_groups: str = "image",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch.
 
     For each scale (the image resized to int(scale * side)) the batch and its horizontal flip go through the
@@ -115,16 +123,18 @@ def cam_to_label(cam: torch.Tensor, cls_labels: torch.Tensor, bkg_thre: float, b
     return label
 
 
-def labels_at_size(cam: torch.Tensor, cls_labels: torch.Tensor, size, bkg_thre: float,
-                   background: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def labels_at_size(
+    cam: torch.Tensor, cls_labels: torch.Tensor, size, bkg_thre: float, background: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM labels at ``size`` (the CAMs upsampled bilinearly, then :func:`cam_to_label`) and the highest CAM
     of the image's classes per pixel (B, H, W): how every CAM-label score of atsg is made."""
     cam = F.interpolate(cam.float(), size=tuple(size), mode="bilinear", align_corners=False)
     return cam_to_label(cam, cls_labels, bkg_thre, background), restrict_to_labels(cam, cls_labels).amax(1)
 
 
-def cam_to_label_band(cam: torch.Tensor, cls_labels: torch.Tensor, high: float, low: float,
-                      background: bool) -> torch.Tensor:
+def cam_to_label_band(
+    cam: torch.Tensor, cls_labels: torch.Tensor, high: float, low: float, background: bool
+) -> torch.Tensor:
     """CAM -> label with the uncertain band: max <= high -> ignore, max <= low -> background."""
     cam = restrict_to_labels(cam, cls_labels)
     score, idx = cam.max(1)

@@ -43,84 +43,131 @@ The Snakemake workflow (snakemake --cores 2) runs these stages in order and cach
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration")
-    g.add_argument("--configfile", action="append", default=[], metavar="FILE",
-                   help="YAML config file laid over the schema defaults (the published settings); repeat to overlay "
-                        "(e.g. a preset then config/cpu.yaml). Without it (and without --params): the demo, "
-                        "config/config.yaml")
-    g.add_argument("--params", metavar="JSON", action="append", default=[],
-                   help="config sections as JSON (what Snakemake rules pass); repeat to add sections")
-    g.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key, e.g. --set tiling.size=512 (value read as YAML)")
+    g.add_argument(
+        "--configfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML config file laid over the schema defaults (the published settings); repeat to overlay "
+        "(e.g. a preset then config/cpu.yaml). Without it (and without --params): the demo, "
+        "config/config.yaml",
+    )
+    g.add_argument(
+        "--params",
+        metavar="JSON",
+        action="append",
+        default=[],
+        help="config sections as JSON (what Snakemake rules pass); repeat to add sections",
+    )
+    g.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key, e.g. --set tiling.size=512 (value read as YAML)",
+    )
     g.add_argument("--log", metavar="FILE", help="also write the log to FILE")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="at most N CPU threads (torch) or processes (synth); a stage's `threads` key, when set, "
-                        "fixes torch's count (default: the CPUs this process may use)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="at most N CPU threads (torch) or processes (synth); a stage's `threads` key, when set, "
+        "fixes torch's count (default: the CPUs this process may use)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="atsg", description=__doc__.splitlines()[0] + "\n\n" + "\n".join(__doc__.splitlines()[2:]),
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="atsg",
+        description=__doc__.splitlines()[0] + "\n\n" + "\n".join(__doc__.splitlines()[2:]),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"atsg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("synth", help="write the synthetic demo scenes (GeoTIFF images + RGB labels)",
-                       description="Write procedural Potsdam-style aerial scenes as georeferenced GeoTIFFs "
-                                   "with RGB-coded label rasters (config sections synthetic, dataset).")
+    p = sub.add_parser(
+        "synth",
+        help="write the synthetic demo scenes (GeoTIFF images + RGB labels)",
+        description="Write procedural Potsdam-style aerial scenes as georeferenced GeoTIFFs "
+        "with RGB-coded label rasters (config sections synthetic, dataset).",
+    )
     _config_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/scenes)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("tile", help="cut scenes into tiles -> tiles.zarr",
-                       description="Read every scene window by window and write tiles.zarr: images, labels, "
-                                   "image-level labels and splits (config sections dataset, split, tiling).")
+    p = sub.add_parser(
+        "tile",
+        help="cut scenes into tiles -> tiles.zarr",
+        description="Read every scene window by window and write tiles.zarr: images, labels, "
+        "image-level labels and splits (config sections dataset, split, tiling).",
+    )
     _config_args(p)
     p.add_argument("--root", type=Path, help="dataset folder (default: dataset.root, or the synthetic scenes)")
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/tiles.zarr)")
     p.set_defaults(func=cmd_tile)
 
-    p = sub.add_parser("pretrain", help="self-supervised pretraining of the backbone on the tiles' images",
-                       description="DINO / iBOT self-distillation with multi-crop views of the tiles of "
-                                   "pretrain.splits (labels are never read) -> backbone.pt and teacher.pt, which "
-                                   "weights: pretrain and linking.features: pretrain read (config section pretrain).")
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised pretraining of the backbone on the tiles' images",
+        description="DINO / iBOT self-distillation with multi-crop views of the tiles of "
+        "pretrain.splits (labels are never read) -> backbone.pt and teacher.pt, which "
+        "weights: pretrain and linking.features: pretrain read (config section pretrain).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True)
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/pretrain)")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("train_classifier", help="train the CAM classifier on image-level labels",
-                       description="Train the ViT CAM classifier (final + auxiliary heads, multi-label soft margin "
-                                   "loss) on the train split; keep the best checkpoint by validation on the val split "
-                                   "(config section classifier).")
+    p = sub.add_parser(
+        "train_classifier",
+        help="train the CAM classifier on image-level labels",
+        description="Train the ViT CAM classifier (final + auxiliary heads, multi-label soft margin "
+        "loss) on the train split; keep the best checkpoint by validation on the val split "
+        "(config section classifier).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True, pretrain=True)
-    p.add_argument("--masks", type=Path, help="masks.zarr for the SAM losses in paper mode "
-                                              "(classifier.joint_segmentation; default: results/{run}/masks.zarr)")
+    p.add_argument(
+        "--masks",
+        type=Path,
+        help="masks.zarr for the SAM losses in paper mode "
+        "(classifier.joint_segmentation; default: results/{run}/masks.zarr)",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/classifier)")
     p.set_defaults(func=cmd_train_classifier)
 
-    p = sub.add_parser("extract_cams", help="multi-scale CAMs of every tile -> cams.zarr",
-                       description="Multi-scale, flip-fused, min-max normalised CAMs of both classifier heads "
-                                   "(config section cams).")
+    p = sub.add_parser(
+        "extract_cams",
+        help="multi-scale CAMs of every tile -> cams.zarr",
+        description="Multi-scale, flip-fused, min-max normalised CAMs of both classifier heads (config section cams).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True, classifier=True)
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/cams.zarr)")
     _shard_args(p)
     p.set_defaults(func=cmd_extract_cams)
 
-    p = sub.add_parser("generate_masks", help="class-agnostic masks (SAM or superpixels) -> masks.zarr",
-                       description="Object and boundary maps per tile from SAM's automatic mask generator or "
-                                   "scikit-image superpixels (config section masks).")
+    p = sub.add_parser(
+        "generate_masks",
+        help="class-agnostic masks (SAM or superpixels) -> masks.zarr",
+        description="Object and boundary maps per tile from SAM's automatic mask generator or "
+        "scikit-image superpixels (config section masks).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True)
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/masks.zarr)")
     _shard_args(p)
     p.set_defaults(func=cmd_generate_masks)
 
-    p = sub.add_parser("refine_labels", help="CAMs -> pseudo-labels (affinity walk, PAR, mask voting)",
-                       description="Pseudo-labels from the CAMs: affinity random walk, PAR with the two-threshold "
-                                   "background rule and mask voting (config section refine).")
+    p = sub.add_parser(
+        "refine_labels",
+        help="CAMs -> pseudo-labels (affinity walk, PAR, mask voting)",
+        description="Pseudo-labels from the CAMs: affinity random walk, PAR with the two-threshold "
+        "background rule and mask voting (config section refine).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True, classifier=True)
     p.add_argument("--cams", type=Path, help="cams.zarr (default: results/{run}/cams.zarr)")
@@ -128,23 +175,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output store (default: results/{run}/pseudo_labels.zarr)")
     p.set_defaults(func=cmd_refine_labels)
 
-    p = sub.add_parser("train_segmentation", help="train the segmentation model on the pseudo-labels",
-                       description="Train ViT + LargeFOV on the pseudo-labels with the SAM object and boundary, "
-                                   "energy and joint losses (or, with --supervised, on the ground truth with the "
-                                   "cross-entropy alone: the upper bound), with the shared engine (config section "
-                                   "segmentation).")
+    p = sub.add_parser(
+        "train_segmentation",
+        help="train the segmentation model on the pseudo-labels",
+        description="Train ViT + LargeFOV on the pseudo-labels with the SAM object and boundary, "
+        "energy and joint losses (or, with --supervised, on the ground truth with the "
+        "cross-entropy alone: the upper bound), with the shared engine (config section "
+        "segmentation).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True, pretrain=True)
-    p.add_argument("--labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
-    p.add_argument("--masks", type=Path, help="masks.zarr for the object and boundary losses "
-                                              "(default: results/{run}/masks.zarr)")
+    p.add_argument(
+        "--pseudo-labels",
+        "--labels",
+        dest="labels",
+        type=Path,
+        help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)",
+    )
+    p.add_argument(
+        "--masks", type=Path, help="masks.zarr for the object and boundary losses (default: results/{run}/masks.zarr)"
+    )
     p.add_argument("--supervised", action="store_true", help="train on the ground truth (fully supervised)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/segmentation)")
     p.set_defaults(func=cmd_train_segmentation)
 
-    p = sub.add_parser("predict", help="predict every tile -> predictions.zarr + GeoTIFF per scene",
-                       description="Per-tile predictions and one georeferenced GeoTIFF per source scene, "
-                                   "overlapping tiles blended (config section predict).")
+    p = sub.add_parser(
+        "predict",
+        help="predict every tile -> predictions.zarr + GeoTIFF per scene",
+        description="Per-tile predictions and one georeferenced GeoTIFF per source scene, "
+        "overlapping tiles blended (config section predict).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True)
     p.add_argument("--model", type=Path, help="segmentation model (default: results/{run}/segmentation/model.pt)")
@@ -155,107 +215,169 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
-        "map", help="apply a trained model to new GeoTIFFs -> Cloud-Optimized GeoTIFF maps (+ polygons)",
+        "map",
+        help="apply a trained model to new GeoTIFFs -> Cloud-Optimized GeoTIFF maps (+ polygons)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Map new imagery with a trained segmentation model: each INPUT (a GeoTIFF, a VRT, a folder "
-                    "of them or a glob) becomes OUT/<name>.tif, a Cloud-Optimized GeoTIFF of class indices with "
-                    "the input's CRS, transform and size, the class palette as colour map, class names in its "
-                    "metadata and 255 where the input is nodata. The input is read in windows of overlapping "
-                    "model tiles (blended as predict does), so memory does not grow with its size. Inputs "
-                    "already mapped with the same model and settings are skipped; a killed run resumes. "
-                    "Settings: config section map, overridden by the options below.",
+        "of them or a glob) becomes OUT/<name>.tif, a Cloud-Optimized GeoTIFF of class indices with "
+        "the input's CRS, transform and size, the class palette as colour map, class names in its "
+        "metadata and 255 where the input is nodata. The input is read in windows of overlapping "
+        "model tiles (blended as predict does), so memory does not grow with its size. Inputs "
+        "already mapped with the same model and settings are skipped; a killed run resumes. "
+        "Settings: config section map, overridden by the options below.",
         epilog="examples:\n"
-               "  atsg map --model results/demo/segmentation/model.pt --out maps/ new_scene.tif\n"
-               "  atsg map --model model.pt --out maps/ --vector --simplify 0.5 --min-area 4 tiles/*.tif\n"
-               "  atsg map --model model.pt --out maps/ --probabilities --scales 0.75 1 1.25 --flip mosaic.vrt")
+        "  atsg map --model results/demo/segmentation/model.pt --out maps/ new_scene.tif\n"
+        "  atsg map --model model.pt --out maps/ --vector --simplify 0.5 --min-area 4 tiles/*.tif\n"
+        "  atsg map --model model.pt --out maps/ --probabilities --scales 0.75 1 1.25 --flip mosaic.vrt",
+    )
     _config_args(p)
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="GeoTIFF, VRT, folder of them or glob (default: config key map.inputs)")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="GeoTIFF, VRT, folder of them or glob (default: config key map.inputs)",
+    )
     p.add_argument("--model", type=Path, help="segmentation model file (default: the run's, by map.model)")
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/maps)")
     p.add_argument("--work", type=Path, help="folder of the work stores (default: OUT/.atsg-map)")
-    p.add_argument("--redo", action="store_true",
-                   help="map every input again, even those already mapped with this model and settings")
-    p.add_argument("--probabilities", action="store_true", default=None,
-                   help="also write <name>.probabilities.tif (one uint8 band per class)")
-    p.add_argument("--vector", action="store_true", default=None,
-                   help="also write <name>.gpkg (polygons per class, with class name and area)")
+    p.add_argument(
+        "--redo",
+        action="store_true",
+        help="map every input again, even those already mapped with this model and settings",
+    )
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        default=None,
+        help="also write <name>.probabilities.tif (one uint8 band per class)",
+    )
+    p.add_argument(
+        "--vector",
+        action="store_true",
+        default=None,
+        help="also write <name>.gpkg (polygons per class, with class name and area)",
+    )
     p.add_argument("--simplify", type=float, metavar="UNITS", help="polygon simplification tolerance, map units")
     p.add_argument("--min-area", type=float, metavar="UNITS2", help="drop polygons smaller than this, map units^2")
     p.add_argument("--scales", type=float, nargs="+", metavar="S", help="inference scales (e.g. 0.75 1 1.25)")
     p.add_argument("--flip", action="store_true", default=None, help="add horizontal flips")
     p.add_argument("--overlap", type=int, metavar="PX", help="overlap of neighbouring model tiles in pixels")
-    p.add_argument("--resample", action="store_true", default=None,
-                   help="map at the model's training ground sample distance, then back to the input's grid")
-    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="input values mapped to 0-255 (default: the model's own)")
+    p.add_argument(
+        "--resample",
+        action="store_true",
+        default=None,
+        help="map at the model's training ground sample distance, then back to the input's grid",
+    )
+    p.add_argument(
+        "--value-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="input values mapped to 0-255 (default: the model's own)",
+    )
     p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass")
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
     _shard_args(p)
     p.set_defaults(func=cmd_map)
 
-    p = sub.add_parser("evaluate", help="metrics, confusion matrix, report and figures",
-                       description="Score CAM labels, pseudo-labels and predictions against the ground truth "
-                                   "(config sections evaluate, refine).")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, confusion matrix, report and figures",
+        description="Score CAM labels, pseudo-labels and predictions against the ground truth "
+        "(config sections evaluate, refine).",
+    )
     _config_args(p)
     _stage_io(p, tiles=True)
     p.add_argument("--cams", type=Path, help="cams.zarr (default: results/{run}/cams.zarr)")
     p.add_argument("--pseudo-labels", type=Path, help="pseudo_labels.zarr (default: results/{run}/pseudo_labels.zarr)")
     p.add_argument("--predictions", type=Path, help="predictions.zarr (default: results/{run}/predictions.zarr)")
     p.add_argument("--supervised", type=Path, help="predictions of the supervised model (optional)")
-    p.add_argument("--expect", metavar="JSON",
-                   help="artifact keys this run's config makes, {artifact: key}: an input with another key is an "
-                        "error (the workflow passes them; default with --configfile: computed from the config)")
+    p.add_argument(
+        "--expect",
+        metavar="JSON",
+        help="artifact keys this run's config makes, {artifact: key}: an input with another key is an "
+        "error (the workflow passes them; default with --configfile: computed from the config)",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("ablate", help="run the ablation target of the workflow and print its table",
-                       description="Run the Snakemake target `ablation`: the run, then the run again with each "
-                                   "variant of ablation.variants (default: each ATSG component switched off in "
-                                   "turn), reusing every artifact a variant shares with the run; then print "
-                                   "eval/ablation.md. Arguments after -- go to snakemake unchanged.",
-                       epilog="example: atsg ablate --cores 2 --configfile config/cpu.yaml -- --dry-run")
+    p = sub.add_parser(
+        "ablate",
+        help="run the ablation target of the workflow and print its table",
+        description="Run the Snakemake target `ablation`: the run, then the run again with each "
+        "variant of ablation.variants (default: each ATSG component switched off in "
+        "turn), reusing every artifact a variant shares with the run; then print "
+        "eval/ablation.md. Arguments after -- go to snakemake unchanged.",
+        epilog="example: atsg ablate --cores 2 --configfile config/cpu.yaml -- --dry-run",
+    )
     p.add_argument("--cores", default="all", help="snakemake --cores (default: all)")
-    p.add_argument("--configfile", action="append", default=[], metavar="FILE",
-                   help="config file, as with snakemake (without one: the demo, config/config.yaml); repeat to "
-                        "overlay")
-    p.add_argument("--snakefile", type=Path,
-                   help="the workflow (default: ./Snakefile, else the one beside the installed package)")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
-                   help="further snakemake arguments, e.g. -- --resources gpu=4 --profile profiles/slurm")
+    p.add_argument(
+        "--configfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="config file, as with snakemake (without one: the demo, config/config.yaml); repeat to overlay",
+    )
+    p.add_argument(
+        "--snakefile", type=Path, help="the workflow (default: ./Snakefile, else the one beside the installed package)"
+    )
+    p.add_argument(
+        "snakemake_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- ARGS",
+        help="further snakemake arguments, e.g. -- --resources gpu=4 --profile profiles/slurm",
+    )
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("ablation_table", help="the ablation table from each variant's eval/metrics.json",
-                       description="Write eval/ablation.md and eval/ablation.json: CAM, pseudo-label and "
-                                   "prediction mIoU of the full configuration and of each ablation variant "
-                                   "(config sections run, ablation). The rule `ablation` calls this.")
+    p = sub.add_parser(
+        "ablation_table",
+        help="the ablation table from each variant's eval/metrics.json",
+        description="Write eval/ablation.md and eval/ablation.json: CAM, pseudo-label and "
+        "prediction mIoU of the full configuration and of each ablation variant "
+        "(config sections run, ablation). The rule `ablation` calls this.",
+    )
     _config_args(p)
-    p.add_argument("--metrics", action="append", default=[], metavar="NAME=PATH", required=True,
-                   help="eval/metrics.json of the full configuration (NAME full) and of each variant")
+    p.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        required=True,
+        help="eval/metrics.json of the full configuration (NAME full) and of each variant",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
     p.set_defaults(func=cmd_ablation_table)
 
-    p = sub.add_parser("info", help="arrays, shapes, dtypes, chunks and attrs of a store (--verify: check it)",
-                       description="Describe a Zarr store written by atsg. With --verify, check every chunk of it "
-                                   "against its seal (missing, truncated or corrupt tiles, chunks that do not "
-                                   "decode, arrays of the wrong dtype or dimensions) and exit with status 2 on any defect.")
+    p = sub.add_parser(
+        "info",
+        help="arrays, shapes, dtypes, chunks and attrs of a store (--verify: check it)",
+        description="Describe a Zarr store written by atsg. With --verify, check every chunk of it "
+        "against its seal (missing, truncated or corrupt tiles, chunks that do not "
+        "decode, arrays of the wrong dtype or dimensions) and exit with status 2 on any defect.",
+    )
     p.add_argument("store", type=Path)
     p.add_argument("--verify", action="store_true", help="check every tile of the store; exit 2 on any defect")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("import_checkpoint", help="a published ATSG checkpoint -> atsg model files",
-                       description="Read a state dict of the official network (model_seg_neg_fp.py) into the paper-"
-                                   "mode model the config describes (e.g. --configfile config/potsdam.yaml "
-                                   "config/paper.yaml): a segmentation model file for predict, and with "
-                                   "--classifier-out the classifier's.")
+    p = sub.add_parser(
+        "import_checkpoint",
+        help="a published ATSG checkpoint -> atsg model files",
+        description="Read a state dict of the official network (model_seg_neg_fp.py) into the paper-"
+        "mode model the config describes (e.g. --configfile config/potsdam.yaml "
+        "config/paper.yaml): a segmentation model file for predict, and with "
+        "--classifier-out the classifier's.",
+    )
     _config_args(p)
     p.add_argument("checkpoint", type=Path, help="the official .pth file")
     p.add_argument("--out", type=Path, required=True, help="segmentation model file to write")
     p.add_argument("--classifier-out", type=Path, help="also write the classifier model file (for extract_cams)")
     p.set_defaults(func=cmd_import_checkpoint)
 
-    p = sub.add_parser("config", help="print the validated configuration with all defaults",
-                       description="Merge and validate the configuration and print it as YAML.")
+    p = sub.add_parser(
+        "config",
+        help="print the validated configuration with all defaults",
+        description="Merge and validate the configuration and print it as YAML.",
+    )
     _config_args(p)
     p.set_defaults(func=cmd_config)
     return parser
@@ -263,8 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _shard_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
-        "sharding", "Without these options the stage runs whole in this process. Snakemake splits it into "
-                    "--prepare, one --shard per shard (config section shards) and --finalise.")
+        "sharding",
+        "Without these options the stage runs whole in this process. Snakemake splits it into "
+        "--prepare, one --shard per shard (config section shards) and --finalise.",
+    )
     g.add_argument("--prepare", action="store_true", help="write the empty store under its partial name, then stop")
     g.add_argument("--shard", metavar="K/S", help="fill shard K of S into the partial store")
     g.add_argument("--marker", type=Path, metavar="FILE", help="with --shard: written when the shard has finished")
@@ -284,12 +408,18 @@ def _on_devices(cfg, step, section: str, job: str, gpus: int = 1):
     return claim_devices(gpus if working else 0, cfg["devices"], job, cfg[section].get("device", "auto"))
 
 
-def _stage_io(p: argparse.ArgumentParser, tiles: bool = False, classifier: bool = False, pretrain: bool = False) -> None:
+def _stage_io(
+    p: argparse.ArgumentParser, tiles: bool = False, classifier: bool = False, pretrain: bool = False
+) -> None:
     if tiles:
         p.add_argument("--tiles", type=Path, help="tiles.zarr (default: results/{run}/tiles.zarr)")
         if pretrain:
-            p.add_argument("--pretrain", type=Path, help="the pretrain stage's folder, for weights: pretrain and "
-                                                         "linking.features: pretrain (default: results/{run}/pretrain)")
+            p.add_argument(
+                "--pretrain",
+                type=Path,
+                help="the pretrain stage's folder, for weights: pretrain and "
+                "linking.features: pretrain (default: results/{run}/pretrain)",
+            )
     if classifier:
         p.add_argument("--classifier", type=Path, help="classifier model (default: results/{run}/classifier/model.pt)")
 
@@ -328,10 +458,18 @@ def cmd_tile(args) -> None:
 def _paths(args, cfg) -> dict:
     """Stage inputs and outputs: the arguments given, else the standard places under results/{run}/."""
     run = run_dir(cfg)
-    default = {"tiles": run / "tiles.zarr", "pretrain": run / "pretrain", "classifier": run / "classifier" / "model.pt",
-               "cams": run / "cams.zarr", "masks": run / "masks.zarr", "labels": run / "pseudo_labels.zarr",
-               "pseudo_labels": run / "pseudo_labels.zarr", "model": run / "segmentation" / "model.pt",
-               "predictions": run / "predictions.zarr", "geotiffs": run / "predictions"}
+    default = {
+        "tiles": run / "tiles.zarr",
+        "pretrain": run / "pretrain",
+        "classifier": run / "classifier" / "model.pt",
+        "cams": run / "cams.zarr",
+        "masks": run / "masks.zarr",
+        "labels": run / "pseudo_labels.zarr",
+        "pseudo_labels": run / "pseudo_labels.zarr",
+        "model": run / "segmentation" / "model.pt",
+        "predictions": run / "predictions.zarr",
+        "geotiffs": run / "predictions",
+    }
     return {k: (getattr(args, k, None) or v) for k, v in default.items()}
 
 
@@ -381,8 +519,11 @@ def cmd_train_classifier(args) -> None:
         if here:
             from .stages.classifier import run_train_classifier
 
-            _report(run_train_classifier(cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"],
-                                         io["pretrain"]))
+            _report(
+                run_train_classifier(
+                    cfg, io["tiles"], args.out or run_dir(cfg) / "classifier", io["masks"], io["pretrain"]
+                )
+            )
 
 
 def cmd_extract_cams(args) -> None:
@@ -412,8 +553,16 @@ def cmd_refine_labels(args) -> None:
     with _on_devices(cfg, None, "refine", "refine_labels"):
         from .stages.refine import run_refine_labels  # after the claim: CUDA starts with the claimed devices
 
-        _report(run_refine_labels(cfg, io["tiles"], io["cams"], io["masks"] if r["mask_voting"] else None,
-                                  io["classifier"] if r["affinity"] else None, args.out or io["pseudo_labels"]))
+        _report(
+            run_refine_labels(
+                cfg,
+                io["tiles"],
+                io["cams"],
+                io["masks"] if r["mask_voting"] else None,
+                io["classifier"] if r["affinity"] else None,
+                args.out or io["pseudo_labels"],
+            )
+        )
 
 
 def cmd_train_segmentation(args) -> None:
@@ -425,8 +574,17 @@ def cmd_train_segmentation(args) -> None:
         if here:
             from .stages.segmentation import run_train_segmentation
 
-            _report(run_train_segmentation(cfg, io["tiles"], io["labels"], args.out or default_out, supervised,
-                                           None if args.supervised else io["masks"], io["pretrain"]))
+            _report(
+                run_train_segmentation(
+                    cfg,
+                    io["tiles"],
+                    io["labels"],
+                    args.out or default_out,
+                    supervised,
+                    None if args.supervised else io["masks"],
+                    io["pretrain"],
+                )
+            )
 
 
 def cmd_predict(args) -> None:
@@ -440,13 +598,25 @@ def cmd_predict(args) -> None:
         _report(run_predict(cfg, io["tiles"], io["model"], args.out or io["predictions"], geotiffs, step))
 
 
-MAP_OPTIONS = ("probabilities", "vector", "simplify", "min_area", "scales", "flip", "overlap", "resample",
-               "value_range", "batch_size", "device")
+MAP_OPTIONS = (
+    "probabilities",
+    "vector",
+    "simplify",
+    "min_area",
+    "scales",
+    "flip",
+    "overlap",
+    "resample",
+    "value_range",
+    "batch_size",
+    "device",
+)
 
 
 def cmd_map(args) -> None:
     args.assignments = list(args.assignments) + [
-        f"map.{key}={json.dumps(getattr(args, key))}" for key in MAP_OPTIONS if getattr(args, key) is not None]
+        f"map.{key}={json.dumps(getattr(args, key))}" for key in MAP_OPTIONS if getattr(args, key) is not None
+    ]
     cfg = _config(args, "map")
     run = run_dir(cfg)
     model = args.model or (run / ("supervised" if cfg["map"]["model"] == "supervised" else "segmentation") / "model.pt")
@@ -454,8 +624,17 @@ def cmd_map(args) -> None:
     with _on_devices(cfg, step, "map", "map"):
         from .stages.map import run_map
 
-        _report(run_map(cfg, model, args.inputs or cfg["map"]["inputs"], args.out or run / "maps", args.work, step,
-                        redo=args.redo))
+        _report(
+            run_map(
+                cfg,
+                model,
+                args.inputs or cfg["map"]["inputs"],
+                args.out or run / "maps",
+                args.work,
+                step,
+                redo=args.redo,
+            )
+        )
 
 
 def cmd_evaluate(args) -> None:
@@ -474,8 +653,18 @@ def cmd_evaluate(args) -> None:
         expect = {name: artifact_key(cfg, name) for name in upstream(cfg, "eval")}
     else:
         expect = None
-    _report(run_evaluate(cfg, io["tiles"], io["cams"], io["pseudo_labels"], io["predictions"], args.supervised,
-                         args.out or run_dir(cfg) / "eval", expect))
+    _report(
+        run_evaluate(
+            cfg,
+            io["tiles"],
+            io["cams"],
+            io["pseudo_labels"],
+            io["predictions"],
+            args.supervised,
+            args.out or run_dir(cfg) / "eval",
+            expect,
+        )
+    )
 
 
 def _snakefile(given: Path | None) -> Path:

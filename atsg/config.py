@@ -12,9 +12,9 @@ import copy
 import functools
 import json
 import re
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import yaml
 from jsonschema import Draft202012Validator, validators
@@ -144,11 +144,15 @@ def _check_consistency(cfg: dict) -> None:
         )
     c = cfg["classifier"]
     if c["select_metric"] == "seg_miou" and not c["joint_segmentation"]:
-        raise ConfigError("config key classifier.select_metric: seg_miou scores the segmentation decoder of paper "
-                          "mode; set classifier.joint_segmentation true or choose cam_miou / f1")
+        raise ConfigError(
+            "config key classifier.select_metric: seg_miou scores the segmentation decoder of paper "
+            "mode; set classifier.joint_segmentation true or choose cam_miou / f1"
+        )
     if c["select_metric"] == "cam_miou_calibrated" and not c["bkg_candidates"]:
-        raise ConfigError("config key classifier.bkg_candidates: select_metric cam_miou_calibrated needs the "
-                          "background thresholds to try, e.g. [0.2, 0.3, 0.4, 0.5, 0.6]")
+        raise ConfigError(
+            "config key classifier.bkg_candidates: select_metric cam_miou_calibrated needs the "
+            "background thresholds to try, e.g. [0.2, 0.3, 0.4, 0.5, 0.6]"
+        )
     if split["method"] == "ratio" and sum(split["ratios"]) <= 0:
         raise ConfigError("config key split.ratios: the fractions must not all be 0")
 
@@ -156,8 +160,10 @@ def _check_consistency(cfg: dict) -> None:
 def demo_configfile() -> Path:
     """config/config.yaml of the checkout atsg runs from (the demo, a preset like the others)."""
     if not DEMO_CONFIG.is_file():
-        raise ConfigError(f"no --configfile given, and the demo config {DEMO_CONFIG} is not there (atsg was installed "
-                          "without its checkout); pass --configfile with a preset")
+        raise ConfigError(
+            f"no --configfile given, and the demo config {DEMO_CONFIG} is not there (atsg was installed "
+            "without its checkout); pass --configfile with a preset"
+        )
     return DEMO_CONFIG
 
 
@@ -212,7 +218,7 @@ def load_config(
     cfg: dict = {}
     for path in configfiles:
         cfg = deep_merge(cfg, read_yaml(path))
-    for part in ([params] if isinstance(params, (str, Mapping)) else params or []):
+    for part in [params] if isinstance(params, (str, Mapping)) else params or []:
         if isinstance(part, str):
             try:
                 part = json.loads(part)
@@ -232,8 +238,11 @@ RUN_SECTIONS = ("devices", "train", "shards")
 def run_keys() -> dict[str, frozenset]:
     """Section -> its keys marked ``x-run: true`` in the schema: how a stage runs, not what it makes."""
     props = load_schema()["properties"]
-    return {name: frozenset(k for k, v in sec.get("properties", {}).items() if v.get("x-run"))
-            for name, sec in props.items() if name not in RUN_SECTIONS}
+    return {
+        name: frozenset(k for k, v in sec.get("properties", {}).items() if v.get("x-run"))
+        for name, sec in props.items()
+        if name not in RUN_SECTIONS
+    }
 
 
 def artifact_settings(config: Mapping, section: str) -> dict:
@@ -250,7 +259,7 @@ def run_settings(config: Mapping) -> dict:
     return out
 
 
-def _canonical(value) -> str:
+def canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
@@ -259,12 +268,12 @@ def section_json(config: Mapping, *sections: str) -> str:
 
     Run keys are left out, so changing them reruns nothing; they reach the stages through :func:`run_json`.
     """
-    return _canonical({s: artifact_settings(config, s) for s in sections})
+    return canonical_json({s: artifact_settings(config, s) for s in sections})
 
 
 def run_json(config: Mapping) -> str:
     """:func:`run_settings` as canonical JSON: passed to every stage on its command line, never as params."""
-    return _canonical(run_settings(config))
+    return canonical_json(run_settings(config))
 
 
 WEAK_ONLY_KEYS = ("seg_weight", "loss_warmup_iterations", "object_loss", "boundary_loss", "energy_loss", "joint_loss")
@@ -274,11 +283,6 @@ WEAK_ONLY_KEYS = ("seg_weight", "loss_warmup_iterations", "object_loss", "bounda
 def supervised_section(config: Mapping) -> dict:
     """The segmentation settings the fully supervised upper bound is made from (no weak-only, no run keys)."""
     return {k: v for k, v in artifact_settings(config, "segmentation").items() if k not in WEAK_ONLY_KEYS}
-
-
-def supervised_json(config: Mapping) -> str:
-    """``params`` of the supervised rule: changing a weak-only loss never retrains the upper bound."""
-    return _canonical({"segmentation": supervised_section(config)})
 
 
 def run_dir(config: Mapping) -> Path:

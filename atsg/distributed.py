@@ -16,7 +16,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .errors import ConfigError, DataError
 
@@ -77,8 +77,10 @@ def local_rank() -> int:
 def check_batch(batch_size: int, section: str, processes: int) -> int:
     """Tiles per step of each process: ``batch_size`` split evenly over the processes."""
     if batch_size % processes:
-        raise ConfigError(f"config key {section}.batch_size: {batch_size} tiles cannot be split evenly over "
-                          f"train.gpus={processes} processes; use a multiple of {processes}")
+        raise ConfigError(
+            f"config key {section}.batch_size: {batch_size} tiles cannot be split evenly over "
+            f"train.gpus={processes} processes; use a multiple of {processes}"
+        )
     return batch_size // processes
 
 
@@ -105,8 +107,15 @@ def process_group(backend: str) -> Iterator[None]:
 
 def launch(argv: Sequence[str], processes: int) -> None:
     """Run this command again as ``processes`` torchrun processes and wait for them."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-           "-m", "atsg.cli"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "atsg.cli",
+    ]
     # torchrun's own parser would read (and reject) options of ours such as --log: the processes get them here
     env = dict(os.environ, **{ARGV: json.dumps(list(argv))})
     log.info("starting %d training processes: %s (atsg %s)", processes, " ".join(cmd), " ".join(argv))

@@ -20,8 +20,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from .errors import ConfigError, DataError
 
@@ -114,15 +114,17 @@ def claim_devices(n: int, cfg: Mapping, job: str, stage_device: str = "auto") ->
             break
         _release(fds)
         if time.monotonic() > deadline:
-            raise DataError(f"{job}: no {n} free GPU(s) of {count} after {cfg['wait_seconds']} s "
-                            f"(lock files in {folder}: {_holders(folder, count)}); "
-                            "lower --resources gpu or set devices.count")
+            raise DataError(
+                f"{job}: no {n} free GPU(s) of {count} after {cfg['wait_seconds']} s "
+                f"(lock files in {folder}: {_holders(folder, count)}); "
+                "lower --resources gpu or set devices.count"
+            )
         if not waited:
             log.info("%s: waiting for %d free GPU(s) (lock files in %s)", job, n, folder)
             waited = True
         time.sleep(0.5)
     ids = [str(i) for i in fds]
-    for i, fd in fds.items():
+    for fd in fds.values():
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} {job}\n".encode(), 0)
     os.environ[VISIBLE] = ",".join(ids)

@@ -103,7 +103,7 @@ def forward(x: np.ndarray, levels: int) -> list[np.ndarray]:
 def inverse(parts: list[np.ndarray], levels: int) -> np.ndarray:
     x = parts[0]
     for k in range(levels):
-        lh, hl, hh = parts[1 + 3 * k: 4 + 3 * k]
+        lh, hl, hh = parts[1 + 3 * k : 4 + 3 * k]
         x = _unlift(_unlift(x, lh, -2), _unlift(hl, hh, -2), -1)
     return x
 
@@ -123,7 +123,7 @@ FORMAT = 1
 def _coefficients(pixels: np.ndarray, levels: int, reference_band: int | None) -> np.ndarray:
     x = pixels.astype(np.int16)
     if reference_band is not None:
-        ref = x[..., reference_band:reference_band + 1, :, :]
+        ref = x[..., reference_band : reference_band + 1, :, :]
         x = x - ref
         x[..., reference_band, :, :] = ref[..., 0, :, :]
     return np.concatenate([p.ravel() for p in forward(x, levels)])
@@ -133,11 +133,11 @@ def _pixels(coefs: np.ndarray, shape: tuple[int, ...], levels: int, reference_ba
     parts, start = [], 0
     for s in _subband_shapes(shape, levels):
         size = int(np.prod(s))
-        parts.append(coefs[start:start + size].reshape(s))
+        parts.append(coefs[start : start + size].reshape(s))
         start += size
     x = inverse(parts, levels)
     if reference_band is not None:
-        ref = x[..., reference_band:reference_band + 1, :, :]
+        ref = x[..., reference_band : reference_band + 1, :, :]
         x = x + ref
         x[..., reference_band, :, :] = ref[..., 0, :, :]
     return x.astype(np.uint8)
@@ -156,14 +156,15 @@ def encode_array(pixels: np.ndarray, levels: int, reference_band: int | None) ->
     return bytes([FORMAT]) + (zig & 255).astype(np.uint8).tobytes() + (zig >> 8).astype(np.uint8).tobytes()
 
 
-def decode_array(data: bytes | np.ndarray, shape: tuple[int, ...], levels: int,
-                 reference_band: int | None) -> np.ndarray:
+def decode_array(
+    data: bytes | np.ndarray, shape: tuple[int, ...], levels: int, reference_band: int | None
+) -> np.ndarray:
     raw = np.frombuffer(data, np.uint8)
     if raw[0] != FORMAT:
         raise ValueError(f"{NAME}: chunk format {raw[0]}, this atsg reads format {FORMAT}; upgrade atsg")
     n = int(np.prod(shape))
-    zig = raw[1:1 + n].astype(np.uint16)
-    zig |= raw[1 + n:1 + 2 * n].astype(np.uint16) << 8
+    zig = raw[1 : 1 + n].astype(np.uint16)
+    zig |= raw[1 + n : 1 + 2 * n].astype(np.uint16) << 8
     coefs = (zig >> 1).view(np.int16) ^ -(zig & 1).view(np.int16)
     return _pixels(coefs, shape, levels, reference_band)
 
@@ -199,8 +200,7 @@ class Wavelet53Codec(ArrayBytesCodec):
             raise ValueError(f"{NAME}: reference band {self.reference_band} is not a band of chunk {chunk}")
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec) -> NDBuffer:
-        pixels = decode_array(chunk_bytes.as_numpy_array(), tuple(chunk_spec.shape), self.levels,
-                              self.reference_band)
+        pixels = decode_array(chunk_bytes.as_numpy_array(), tuple(chunk_spec.shape), self.levels, self.reference_band)
         return chunk_spec.prototype.nd_buffer.from_numpy_array(pixels)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec) -> Buffer | None:

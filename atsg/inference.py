@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,9 @@ def predict_probs(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
     for s in scales:
         x = images.float()
         if s != 1.0:
-            x = F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
-                              align_corners=False)
+            x = F.interpolate(
+                x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", align_corners=False
+            )
         views = [x, x.flip(-1)] if flip else [x]
         for k, v in enumerate(views):
             logits = model(v).float()

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import zarr
@@ -77,17 +77,24 @@ def seal(path: str | Path) -> None:
                 table[i, k] = found
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            raise DataError(f"{path}/{name}: {len(missing)} of {n} tiles were never written ({shown}); "
-                            f"rerun {rule_of(group.attrs)}")
+            raise DataError(
+                f"{path}/{name}: {len(missing)} of {n} tiles were never written ({shown}); rerun {rule_of(group.attrs)}"
+            )
     whole = {}
     for name in sorted(set(group.array_keys()) - set(names) - {CHUNKS}):
         array = group[name]
         if all(c >= s for c, s in zip(array.chunks, array.shape)):
             found = _fingerprint(chunk_file(path, array, None))
             whole[name] = list(found) if found else None
-    seal_array = group.create_array(CHUNKS, shape=table.shape, chunks=table.shape if n else (1, 1, 2),
-                                    dtype="uint64", fill_value=0, overwrite=True,
-                                    dimension_names=("tile", "array", "bytes_crc32"))
+    seal_array = group.create_array(
+        CHUNKS,
+        shape=table.shape,
+        chunks=table.shape if n else (1, 1, 2),
+        dtype="uint64",
+        fill_value=0,
+        overwrite=True,
+        dimension_names=("tile", "array", "bytes_crc32"),
+    )
     if n:
         seal_array[:] = table
     group.attrs["integrity"] = {"algorithm": "crc32", "arrays": names, "whole": whole, "tiles": int(n)}
@@ -108,12 +115,15 @@ class Seal:
             return
         where = f"{self.root}/{name}: tile {tile}"
         if data is None:
-            raise DataError(f"{where} is missing (chunk file {path.name} is gone); the store is incomplete: "
-                            f"rerun {self.rule}")
+            raise DataError(
+                f"{where} is missing (chunk file {path.name} is gone); the store is incomplete: rerun {self.rule}"
+            )
         size, crc = (int(v) for v in self.table[tile, k])
         if len(data) != size or zlib.crc32(data) != crc:
-            raise DataError(f"{where} is corrupt (chunk file {path.name}: {len(data)} bytes, sealed with {size}, "
-                            f"checksum differs); rerun {self.rule}")
+            raise DataError(
+                f"{where} is corrupt (chunk file {path.name}: {len(data)} bytes, sealed with {size}, "
+                f"checksum differs); rerun {self.rule}"
+            )
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,7 +152,9 @@ def check_whole(root: Path, group: zarr.Group) -> None:
             continue
         found = _fingerprint(chunk_file(root, group[name], None))
         if found is None:
-            raise DataError(f"{root}/{name}: its chunk file is gone; the store is incomplete: rerun {rule_of(group.attrs)}")
+            raise DataError(
+                f"{root}/{name}: its chunk file is gone; the store is incomplete: rerun {rule_of(group.attrs)}"
+            )
         if list(found) != list(recorded):
             raise DataError(f"{root}/{name}: corrupt (checksum differs from the seal); rerun {rule_of(group.attrs)}")
 
@@ -162,11 +174,14 @@ def verify(path: str | Path, schema: Mapping[str, tuple[str, int]] | None = None
         if name not in group:
             defects.append(f"{path}/{name}: array missing")
         elif str(group[name].dtype) != dtype or group[name].ndim != ndim:
-            defects.append(f"{path}/{name}: {group[name].dtype} with {group[name].ndim} dims, expected {dtype} "
-                           f"with {ndim}")
+            defects.append(
+                f"{path}/{name}: {group[name].dtype} with {group[name].ndim} dims, expected {dtype} with {ndim}"
+            )
     if "integrity" not in group.attrs or CHUNKS not in group:
-        return defects + [f"{path}: not sealed (unfinished, or written by an atsg that recorded no checksums); "
-                          f"rerun {rule_of(group.attrs)}"]
+        return defects + [
+            f"{path}: not sealed (unfinished, or written by an atsg that recorded no checksums); "
+            f"rerun {rule_of(group.attrs)}"
+        ]
     try:
         check_whole(path, group)
     except DataError as exc:

@@ -28,8 +28,9 @@ def setup_logging(verbose: bool, logfile: str | None) -> logging.Handler | None:
         to_file = logging.FileHandler(logfile, mode="a" if "WORLD_SIZE" in os.environ else "w")
         handlers.append(to_file)
     level = logging.DEBUG if verbose else logging.INFO if rank == 0 else logging.WARNING
-    logging.basicConfig(level=level, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, handlers=handlers, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:  # GDAL's own messages repeat what our one-line errors say
         logging.getLogger("rasterio").setLevel(logging.WARNING)
     return to_file
@@ -47,15 +48,23 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def report_failure(command: str, exc: BaseException, to_file: logging.Handler | None, logfile: str | None,
-                   verbose: bool) -> int:
+def report_failure(
+    command: str, exc: BaseException, to_file: logging.Handler | None, logfile: str | None, verbose: bool
+) -> int:
     """Every failure: its traceback to the rule's log (or the console without one), one line to the console;
     returns the exit status (2 for errors atsg foresaw, 1 otherwise)."""
     line = f"{command}: error: {describe_error(exc)}"
     expected = isinstance(exc, AtsgError)
     if to_file is not None:
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "failed: %s", (describe_error(exc),),
-                                (type(exc), exc, exc.__traceback__))
+        record = log.makeRecord(
+            log.name,
+            logging.ERROR,
+            __file__,
+            0,
+            "failed: %s",
+            (describe_error(exc),),
+            (type(exc), exc, exc.__traceback__),
+        )
         to_file.handle(record)
         to_file.flush()
         print(line if expected else f"{line} (traceback in {logfile})", file=sys.stderr)

@@ -26,9 +26,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import zarr
 
@@ -55,7 +55,7 @@ class Shard:
     count: int = 1
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         """``"K/S"`` -> Shard(K, S); anything else is an error that shows the expected form."""
         try:
             k, s = (int(part) for part in str(text).split("/"))
@@ -67,7 +67,7 @@ class Shard:
 
     def pick(self, units: Sequence) -> list:
         """This shard's units: k, k+S, k+2S, ..."""
-        return list(units)[self.index::self.count]
+        return list(units)[self.index :: self.count]
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -100,8 +100,17 @@ def open_partial(out: str | Path, kind: str) -> zarr.Group:
 
 def write_marker(path: str | Path, shard: Shard, partial_id: str, units: int, summary: Mapping) -> None:
     """The proof that ``shard`` filled the partial store ``partial_id``: written last, atomically."""
-    write_json(path, {"shard": shard.index, "shards": shard.count, "partial_id": partial_id, "units": units,
-                      "finished": time.time(), **summary})
+    write_json(
+        path,
+        {
+            "shard": shard.index,
+            "shards": shard.count,
+            "partial_id": partial_id,
+            "units": units,
+            "finished": time.time(),
+            **summary,
+        },
+    )
 
 
 def read_markers(paths: Sequence[str | Path], partial_id: str) -> list[dict]:
@@ -126,8 +135,9 @@ def read_markers(paths: Sequence[str | Path], partial_id: str) -> list[dict]:
     return sorted(markers, key=lambda m: m["shard"])
 
 
-def finalise(out: str | Path, kind: str, markers: Sequence[str | Path] | None,
-             folders: Sequence[str | Path] = ()) -> list[dict]:
+def finalise(
+    out: str | Path, kind: str, markers: Sequence[str | Path] | None, folders: Sequence[str | Path] = ()
+) -> list[dict]:
     """Check the shards' markers, mark the store complete and move it (and ``folders``) into place.
 
     ``markers=None`` is the one-process path, where the caller has just filled every unit itself.
@@ -182,8 +192,9 @@ class Step:
     markers: tuple[Path, ...] = ()
 
     @classmethod
-    def from_args(cls, prepare: bool, shard: str | None, marker: Path | None, finalise: bool,
-                  markers: Sequence[Path]) -> "Step":
+    def from_args(
+        cls, prepare: bool, shard: str | None, marker: Path | None, finalise: bool, markers: Sequence[Path]
+    ) -> Step:
         chosen = [name for name, on in (("--prepare", prepare), ("--shard", shard), ("--finalise", finalise)) if on]
         if len(chosen) > 1:
             raise DataError(f"{' and '.join(chosen)} cannot be combined: a call runs one part of the stage")

@@ -14,10 +14,9 @@ import errno
 import json
 import os
 import shutil
-from pathlib import Path
-from typing import Iterator, Mapping
-
 import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import zarr
@@ -148,11 +147,26 @@ def atomic_store(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def create_array(group: zarr.Group, name: str, shape: tuple, chunks: tuple, dtype: str,
-                 fill_value, dims: tuple[str, ...], level: int, serializer="auto") -> zarr.Array:
+def create_array(
+    group: zarr.Group,
+    name: str,
+    shape: tuple,
+    chunks: tuple,
+    dtype: str,
+    fill_value,
+    dims: tuple[str, ...],
+    level: int,
+    serializer="auto",
+) -> zarr.Array:
     return group.create_array(
-        name=name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
-        compressors=ZstdCodec(level=level), dimension_names=dims, serializer=serializer,
+        name=name,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=fill_value,
+        compressors=ZstdCodec(level=level),
+        dimension_names=dims,
+        serializer=serializer,
         chunk_key_encoding=CHUNK_KEYS,
     )
 
@@ -164,28 +178,51 @@ def image_serializer(size: int, n_bands: int, codec: str, levels: int, reference
         return "auto"
     from .imagecodec import Wavelet53Codec, max_levels
 
-    return Wavelet53Codec(levels=max_levels(size, size, levels),
-                          reference_band=reference_band if n_bands > 1 else None)
+    return Wavelet53Codec(levels=max_levels(size, size, levels), reference_band=reference_band if n_bands > 1 else None)
 
 
-def create_tile_store(path: Path, n_tiles: int, n_bands: int, size: int, n_targets: int,
-                      level: int, serializer="auto") -> zarr.Group:
+def create_tile_store(
+    path: Path, n_tiles: int, n_bands: int, size: int, n_targets: int, level: int, serializer="auto"
+) -> zarr.Group:
     """An empty ``tiles.zarr`` with the arrays of the schema (labels start as IGNORE; ``valid`` is 1 where a
     pixel holds data, 0 on padding and nodata); ``serializer`` encodes the images (see :func:`image_serializer`)."""
     g = zarr.open_group(str(path), mode="w")
-    create_array(g, "images", (n_tiles, n_bands, size, size), (1, n_bands, size, size), "uint8", 0,
-                 ("tile", "band", "y", "x"), level, serializer)
-    create_array(g, "labels", (n_tiles, size, size), (1, size, size), "uint8", IGNORE,
-                 ("tile", "y", "x"), level)
+    create_array(
+        g,
+        "images",
+        (n_tiles, n_bands, size, size),
+        (1, n_bands, size, size),
+        "uint8",
+        0,
+        ("tile", "band", "y", "x"),
+        level,
+        serializer,
+    )
+    create_array(g, "labels", (n_tiles, size, size), (1, size, size), "uint8", IGNORE, ("tile", "y", "x"), level)
     create_array(g, "valid", (n_tiles, size, size), (1, size, size), "uint8", 0, ("tile", "y", "x"), level)
-    create_array(g, "cls_labels", (n_tiles, n_targets), (max(n_tiles, 1), max(n_targets, 1)), "uint8", 0,
-                 ("tile", "class"), level)
+    create_array(
+        g,
+        "cls_labels",
+        (n_tiles, n_targets),
+        (max(n_tiles, 1), max(n_targets, 1)),
+        "uint8",
+        0,
+        ("tile", "class"),
+        level,
+    )
     create_array(g, "split", (n_tiles,), (max(n_tiles, 1),), "uint8", 0, ("tile",), level)
     return g
 
 
-def create_tile_arrays(path: Path, kind: str, shapes: Mapping[str, tuple], fill: Mapping[str, object],
-                       dims: Mapping[str, tuple], attrs: Mapping, level: int = 3) -> zarr.Group:
+def create_tile_arrays(
+    path: Path,
+    kind: str,
+    shapes: Mapping[str, tuple],
+    fill: Mapping[str, object],
+    dims: Mapping[str, tuple],
+    attrs: Mapping,
+    level: int = 3,
+) -> zarr.Group:
     """A store of ``kind`` whose arrays (named as in SCHEMAS, plus optional extras in ``shapes``) hold
     one tile per chunk."""
     g = zarr.open_group(str(path), mode="w")
@@ -218,10 +255,14 @@ class TileReader:
         md = array.metadata
         whole_tiles = array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
         codecs = list(getattr(md, "codecs", ()))  # serializer, then compressors; zarr v3 only
-        self.fast = (isinstance(array.store, LocalStore) and whole_tiles and len(codecs) >= 1
-                     and isinstance(codecs[0], ArrayBytesCodec)
-                     and all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
-                     and all(hasattr(c, "_decode_sync") for c in codecs))
+        self.fast = (
+            isinstance(array.store, LocalStore)
+            and whole_tiles
+            and len(codecs) >= 1
+            and isinstance(codecs[0], ArrayBytesCodec)
+            and all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
+            and all(hasattr(c, "_decode_sync") for c in codecs)
+        )
         if self.fast:
             self.root = Path(array.store.root)
             self.folder = self.root / array.path
@@ -256,8 +297,10 @@ class TileReader:
             tile = self.serializer._decode_sync(buffer, self.spec).as_numpy_array()[0]
         except Exception as exc:  # noqa: BLE001 - codecs raise anything on bad bytes
             rule = self.seal.rule if self.seal is not None else "the stage that wrote it"
-            raise DataError(f"{self.root}/{self.name}: tile {i} does not decode ({type(exc).__name__}: {exc}); "
-                            f"the store is corrupt: rerun {rule}") from None
+            raise DataError(
+                f"{self.root}/{self.name}: tile {i} does not decode ({type(exc).__name__}: {exc}); "
+                f"the store is corrupt: rerun {rule}"
+            ) from None
         return tile if tile.flags.writeable else tile.copy()
 
     def read(self, idx) -> np.ndarray:
@@ -281,13 +324,16 @@ def open_store(path: str | Path, kind: str) -> zarr.Group:
     if found != kind:
         raise DataError(f"{path}: holds a {found or 'non-atsg'} store, expected a {kind} store")
     if g.attrs.get("complete") is False:
-        raise DataError(f"{path}: an unfinished sharded {kind} store (shards still running or killed); "
-                        "rerun the stage to finish it")
+        raise DataError(
+            f"{path}: an unfinished sharded {kind} store (shards still running or killed); rerun the stage to finish it"
+        )
     n = None
     for name, (dtype, ndim) in SCHEMAS.get(kind, {}).items():
         if name not in g:
-            raise DataError(f"{path}: array '{name}' is missing from the {kind} store (made by an older atsg?); "
-                            f"rerun {rule_of(g.attrs)}")
+            raise DataError(
+                f"{path}: array '{name}' is missing from the {kind} store (made by an older atsg?); "
+                f"rerun {rule_of(g.attrs)}"
+            )
         arr = g[name]
         if str(arr.dtype) != dtype or arr.ndim != ndim:
             raise DataError(
@@ -299,8 +345,10 @@ def open_store(path: str | Path, kind: str) -> zarr.Group:
         elif arr.shape[0] != n:
             raise DataError(f"{path}/{name}: {arr.shape[0]} tiles where the other arrays hold {n}")
     if "integrity" not in g.attrs:
-        raise DataError(f"{path}: a {kind} store without a seal (written by an atsg that recorded no checksums, "
-                        f"or not finished); delete it and rerun {rule_of(g.attrs)}")
+        raise DataError(
+            f"{path}: a {kind} store without a seal (written by an atsg that recorded no checksums, "
+            f"or not finished); delete it and rerun {rule_of(g.attrs)}"
+        )
     check_whole(path, g)
     return g
 
@@ -324,7 +372,11 @@ def verify_store(path: str | Path) -> tuple[list[str], str]:
     kind = g.attrs.get("atsg_store")
     defects = verify(path, SCHEMAS.get(kind, {}))
     seal = g.attrs.get("integrity") or {}
-    return defects, f"{seal.get('tiles', 0)} tiles x {len(seal.get('arrays', []))} arrays of a {kind} store, checksums and decoding"
+    return (
+        defects,
+        f"{seal.get('tiles', 0)} tiles x {len(seal.get('arrays', []))} arrays of a {kind} store, "
+        "checksums and decoding",
+    )
 
 
 def describe(path: str | Path) -> str:
@@ -337,7 +389,9 @@ def describe(path: str | Path) -> str:
         codecs = ",".join(type(c).__name__.replace("Codec", "").lower() for c in a.compressors) or "none"
         if type(a.serializer).__name__ != "BytesCodec":
             codecs = f"{a.serializer.to_dict()['name']}+{codecs}"
-        lines.append(f"  {name:<12} shape={tuple(a.shape)} dtype={a.dtype} chunks={tuple(a.chunks)} compressor={codecs}")
+        lines.append(
+            f"  {name:<12} shape={tuple(a.shape)} dtype={a.dtype} chunks={tuple(a.chunks)} compressor={codecs}"
+        )
     lines.append("attrs:")
     for key, value in sorted(g.attrs.items()):
         lines.append(f"  {key}: {_summarise(value)}")
@@ -353,10 +407,3 @@ def _summarise(value, limit: int = 160) -> str:
     else:
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def tile_georef(attrs: Mapping, index: int) -> tuple[str | None, tuple | None]:
-    """CRS and affine transform (a, b, c, d, e, f) of tile ``index`` of a tile store."""
-    tiles = attrs["tiles"]
-    transform = tiles["transform"][index]
-    return tiles["crs"][index], (tuple(transform) if transform is not None else None)

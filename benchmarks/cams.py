@@ -40,17 +40,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atsg.cam import multiscale_cams  # noqa: E402
 from atsg.config import validate_config  # noqa: E402
+from atsg.integrity import seal  # noqa: E402
 from atsg.models.classifier import CAMClassifier  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
 from atsg.stages.cams import ExtractCams  # noqa: E402
 from atsg.stages.common import save_model_file  # noqa: E402
-from atsg.integrity import seal  # noqa: E402
 from atsg.store import base_attrs, create_tile_store  # noqa: E402
 
 CLASSES = ["clutter", "impervious", "building", "low_vegetation", "tree", "car"]
 DEIT_B = {"backbone": "deit_base_patch16_224", "pretrained": False, "random_init": True}
-TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True, "img_size": 64,
-            "patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2, "aux_layer": -2}
+TINY_VIT = {
+    "backbone": "vit_tiny_patch16_224",
+    "pretrained": False,
+    "random_init": True,
+    "img_size": 64,
+    "patch_size": 16,
+    "embed_dim": 32,
+    "depth": 3,
+    "num_heads": 2,
+    "aux_layer": -2,
+}
 
 
 @torch.no_grad()
@@ -77,15 +86,22 @@ def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int, device:
     cfg = validate_config({"classifier": model_cfg, "cams": {"batch_size": batch, "device": device}})
     model = CAMClassifier(cfg["classifier"], 3, len(CLASSES) - 1).eval()
     path = workdir / "classifier.pt"
-    save_model_file(path, model.state_dict(), "classifier", cfg["classifier"], {}, classes=CLASSES, in_chans=3,
-                    n_targets=len(CLASSES) - 1)
+    save_model_file(
+        path,
+        model.state_dict(),
+        "classifier",
+        cfg["classifier"],
+        {},
+        classes=CLASSES,
+        in_chans=3,
+        n_targets=len(CLASSES) - 1,
+    )
     model = model.to(device)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (n, 3, tile // 8, tile // 8), dtype=np.uint8).repeat(8, -1).repeat(8, -2)
     g = create_tile_store(workdir / "tiles.zarr", n, 3, tile, len(CLASSES) - 1, 3)
     g["images"][:] = images
-    g.attrs.update({**base_attrs("tiles", {}), "classes": CLASSES, "background": True,
-                    "target_classes": CLASSES[1:]})
+    g.attrs.update({**base_attrs("tiles", {}), "classes": CLASSES, "background": True, "target_classes": CLASSES[1:]})
     g["labels"][:] = 255
     g["valid"][:] = 1
     seal(workdir / "tiles.zarr")
@@ -114,27 +130,41 @@ def main(argv=None) -> dict:
             np.save(work / f"cam_{i}.npy", cam[0].cpu().numpy())  # .cpu() waits for the device
         published = time.perf_counter() - start
 
-        summary = run_sharded(ExtractCams(cfg, work / "tiles.zarr", classifier, work / "cams.zarr", timed=True),
-                              Step())
+        summary = run_sharded(ExtractCams(cfg, work / "tiles.zarr", classifier, work / "cams.zarr", timed=True), Step())
 
         with torch.no_grad():
             batch = torch.from_numpy(images[:2]).to(args.device)
             ours, _ = multiscale_cams(model, batch, c["scales"], c["flip"], (args.tile, args.tile))
-            theirs = torch.cat([published_cams(model, batch[i:i + 1], c["scales"], c["flip"]) for i in range(2)])
+            theirs = torch.cat([published_cams(model, batch[i : i + 1], c["scales"], c["flip"]) for i in range(2)])
         diff = (ours - theirs).abs()
-    result = {"stage": "cams", "backbone": model_cfg["backbone"], "device": args.device, "tiles": args.tiles,
-              "tile": args.tile,
-              "batch": args.batch, "published_s": published, "atsg_s": summary["seconds"],
-              "model_s": summary["model_seconds"], "speedup": published / summary["seconds"],
-              "overhead": summary["seconds"] / summary["model_seconds"],
-              "max_abs_difference": float(diff.max()), "mean_abs_difference": float(diff.mean())}
-    print(f"CAM extraction, {model_cfg['backbone']} (random, seeded), {args.tiles} tiles of {args.tile} px, "
-          f"scales {c['scales']}, flip {c['flip']}")
-    print(f"  published loop {published:.2f} s; atsg stage {summary['seconds']:.2f} s (batch {args.batch}): "
-          f"{result['speedup']:.2f}x faster")
+    result = {
+        "stage": "cams",
+        "backbone": model_cfg["backbone"],
+        "device": args.device,
+        "tiles": args.tiles,
+        "tile": args.tile,
+        "batch": args.batch,
+        "published_s": published,
+        "atsg_s": summary["seconds"],
+        "model_s": summary["model_seconds"],
+        "speedup": published / summary["seconds"],
+        "overhead": summary["seconds"] / summary["model_seconds"],
+        "max_abs_difference": float(diff.max()),
+        "mean_abs_difference": float(diff.mean()),
+    }
+    print(
+        f"CAM extraction, {model_cfg['backbone']} (random, seeded), {args.tiles} tiles of {args.tile} px, "
+        f"scales {c['scales']}, flip {c['flip']}"
+    )
+    print(
+        f"  published loop {published:.2f} s; atsg stage {summary['seconds']:.2f} s (batch {args.batch}): "
+        f"{result['speedup']:.2f}x faster"
+    )
     print(f"  atsg stage = {result['overhead']:.3f}x its forward passes ({summary['model_seconds']:.2f} s)")
-    print(f"  CAMs at tile size differ by at most {result['max_abs_difference']:.3f} "
-          f"(mean {result['mean_abs_difference']:.4f}) on [0, 1]")
+    print(
+        f"  CAMs at tile size differ by at most {result['max_abs_difference']:.3f} "
+        f"(mean {result['mean_abs_difference']:.4f}) on [0, 1]"
+    )
     print(json.dumps(result))
     return result
 

@@ -33,9 +33,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tiling import dataset_config, disk_bytes, make_scene, published  # noqa: E402
+
 from atsg.data.tiling import run_tile  # noqa: E402
 from atsg.train.data import TrainSamples  # noqa: E402
-from tiling import dataset_config, disk_bytes, make_scene, published  # noqa: E402
 
 
 class PngSamples(TrainSamples):
@@ -53,12 +54,13 @@ class PngSamples(TrainSamples):
 class _PngTiles(dict):
     def __init__(self, png_dir: Path):
         labels = _PngArray(png_dir, "{:05d}_label.png", image=False)
-        super().__init__(images=_PngArray(png_dir, "{:05d}.png", image=True), labels=labels,
-                         valid=_AllValid(labels))  # the published tiles have no nodata mask: every pixel is data
+        super().__init__(
+            images=_PngArray(png_dir, "{:05d}.png", image=True), labels=labels, valid=_AllValid(labels)
+        )  # the published tiles have no nodata mask: every pixel is data
 
 
 class _AllValid:
-    def __init__(self, labels: "_PngArray"):
+    def __init__(self, labels: _PngArray):
         self.labels = labels
 
     def __getitem__(self, i: int) -> np.ndarray:
@@ -87,8 +89,10 @@ def sample_config(tile: int) -> dict:
 def loaders(workdir: Path, n_tiles: int, tile: int) -> tuple:
     cfg = sample_config(tile)
     indices = np.arange(n_tiles)
-    return (PngSamples(workdir / "png", workdir / "tiles.zarr", indices, cfg, "truth"),
-            TrainSamples(workdir / "tiles.zarr", indices, cfg, "truth"))
+    return (
+        PngSamples(workdir / "png", workdir / "tiles.zarr", indices, cfg, "truth"),
+        TrainSamples(workdir / "tiles.zarr", indices, cfg, "truth"),
+    )
 
 
 def time_reads(dataset, n_tiles: int, repeats: int) -> float:
@@ -139,11 +143,14 @@ def main(argv=None) -> dict:
         png, zarr_samples = loaders(workdir, n_tiles, args.tile)
         equal = all(
             torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) and a["tile"] == b["tile"]
-            for a, b in ((png[i], zarr_samples[i]) for i in range(min(args.samples, 64))))
+            for a, b in ((png[i], zarr_samples[i]) for i in range(min(args.samples, 64)))
+        )
         result = {"stage": "loader", "tiles": n_tiles, "tile": args.tile, "samples": args.samples, "equal": equal}
         for name, dataset in (("png", png), ("zarr", zarr_samples)):
-            result[name] = {"read_s_per_tile": time_reads(dataset, n_tiles, args.repeats),
-                            "s_per_sample": time_samples(dataset, args.samples, args.repeats)}
+            result[name] = {
+                "read_s_per_tile": time_reads(dataset, n_tiles, args.repeats),
+                "s_per_sample": time_samples(dataset, args.samples, args.repeats),
+            }
         result["png"]["disk"] = disk_bytes(workdir / "png", (".png",))
         result["zarr"]["disk"] = {k: disk_bytes(workdir / "tiles.zarr" / k) for k in ("images", "labels")}
         zarr_bytes = sum(v["bytes"] for v in result["zarr"]["disk"].values())
@@ -159,9 +166,11 @@ def main(argv=None) -> dict:
     for name in ("png", "zarr"):
         r = result[name]
         print(f"  {name:<5} read {r['read_s_per_tile'] * 1e3:6.2f} ms/tile   sample {r['s_per_sample'] * 1e3:6.2f} ms")
-    print(f"  tiles.zarr reads {result['read_speedup']:.2f}x as fast (whole sample {result['sample_speedup']:.2f}x); "
-          f"{result['size_ratio']:.3f}x the PNG bytes, {result['disk_ratio']:.3f}x their blocks on disk; "
-          f"samples {'equal' if equal else 'DIFFERENT'}")
+    print(
+        f"  tiles.zarr reads {result['read_speedup']:.2f}x as fast (whole sample {result['sample_speedup']:.2f}x); "
+        f"{result['size_ratio']:.3f}x the PNG bytes, {result['disk_ratio']:.3f}x their blocks on disk; "
+        f"samples {'equal' if equal else 'DIFFERENT'}"
+    )
     print(json.dumps(result))
     return result
 

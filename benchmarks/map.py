@@ -53,13 +53,28 @@ def make_model(path: Path) -> None:
     c = dict(cfg["segmentation"], weights="random_init", random_init=True, pretrained=False, checkpoint=None)
     torch.manual_seed(0)
     model = Segmenter(c, 3, len(cfg["dataset"]["classes"]))
-    attrs = {"classes": cfg["dataset"]["classes"], "palette": cfg["dataset"]["palette"], "background": True,
-             "bands": ["R", "G", "B"], "raster_bands": [1, 2, 3], "value_range": None, "tile_size": TILE,
-             "scenes": [{"crs": "EPSG:32633", "transform": [GSD, 0, 366000, 0, -GSD, 5808000], "width": 1,
-                         "height": 1}]}
-    save_model_file(path, model.state_dict(), "segmentation", c, {"artifact": "segmentation", "artifact_key": "b"},
-                    classes=attrs["classes"], in_chans=3, supervised=False, best_step=0,
-                    imagery=imagery_record(attrs, model_normalisation(model)))
+    attrs = {
+        "classes": cfg["dataset"]["classes"],
+        "palette": cfg["dataset"]["palette"],
+        "background": True,
+        "bands": ["R", "G", "B"],
+        "raster_bands": [1, 2, 3],
+        "value_range": None,
+        "tile_size": TILE,
+        "scenes": [{"crs": "EPSG:32633", "transform": [GSD, 0, 366000, 0, -GSD, 5808000], "width": 1, "height": 1}],
+    }
+    save_model_file(
+        path,
+        model.state_dict(),
+        "segmentation",
+        c,
+        {"artifact": "segmentation", "artifact_key": "b"},
+        classes=attrs["classes"],
+        in_chans=3,
+        supervised=False,
+        best_step=0,
+        imagery=imagery_record(attrs, model_normalisation(model)),
+    )
 
 
 def whole_raster(model_path: Path, image_path: Path, out: Path, batch: int, device: str) -> None:
@@ -91,16 +106,15 @@ def whole_raster(model_path: Path, image_path: Path, out: Path, batch: int, devi
     inside[:h, :w] = 1
     grid = [(r, c) for r in rows for c in cols]
     for k in range(0, len(grid), batch):
-        part = grid[k:k + batch]
-        x = torch.from_numpy(np.stack([padded[:, r:r + TILE, c:c + TILE] for r, c in part])).to(device)
+        part = grid[k : k + batch]
+        x = torch.from_numpy(np.stack([padded[:, r : r + TILE, c : c + TILE] for r, c in part])).to(device)
         probs = predict_probs(model, x).float().cpu().numpy()
         for (r, c), p in zip(part, probs):
-            wt = win * inside[r:r + TILE, c:c + TILE]
-            acc[:, r:r + TILE, c:c + TILE] += p * wt
-            total[r:r + TILE, c:c + TILE] += wt
+            wt = win * inside[r : r + TILE, c : c + TILE]
+            acc[:, r : r + TILE, c : c + TILE] += p * wt
+            total[r : r + TILE, c : c + TILE] += wt
     labels = (acc / np.maximum(total, 1e-12)).argmax(0)[:h, :w].astype(np.uint8)
-    profile.update(count=1, dtype="uint8", nodata=255, compress="deflate", tiled=True, blockxsize=512,
-                   blockysize=512)
+    profile.update(count=1, dtype="uint8", nodata=255, compress="deflate", tiled=True, blockxsize=512, blockysize=512)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(labels, 1)
 
@@ -116,8 +130,10 @@ def measure(way: str, model: Path, image: Path, out: Path, batch: int, device: s
     base = _rss_mb("VmRSS")
     start = time.perf_counter()
     if way == "atsg":
-        cfg = load_config([HERE.parent / "config" / "config.yaml"],
-                          {"map": {"overlap": OVERLAP, "batch_size": batch, "device": device}})
+        cfg = load_config(
+            [HERE.parent / "config" / "config.yaml"],
+            {"map": {"overlap": OVERLAP, "batch_size": batch, "device": device}},
+        )
         run_map(cfg, model, [image], out.parent / "atsg", redo=True)
     else:
         whole_raster(model, image, out, batch, device)
@@ -136,14 +152,30 @@ def run_size(side: int, workdir: Path, model: Path, whole: bool, batch: int, dev
     for way in ("whole", "atsg") if whole else ("atsg",):
         out = workdir / f"out{side}" / f"{way}.tif"
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, __file__, "--measure", way, "--model", str(model), "--image", str(image),
-               "--out", str(out), "--batch", str(batch), "--device", device]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--measure",
+            way,
+            "--model",
+            str(model),
+            "--image",
+            str(image),
+            "--out",
+            str(out),
+            "--batch",
+            str(batch),
+            "--device",
+            device,
+        ]
         rows[way] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         rows[way]["mp_per_s"] = side * side / 1e6 / rows[way]["seconds"]
     result = {"side": side, "megapixels": side * side / 1e6, **rows}
     if whole:
-        with rasterio.open(workdir / f"out{side}" / "whole.tif") as a, \
-                rasterio.open(workdir / f"out{side}" / "atsg" / "scene_RGB.tif") as b:
+        with (
+            rasterio.open(workdir / f"out{side}" / "whole.tif") as a,
+            rasterio.open(workdir / f"out{side}" / "atsg" / "scene_RGB.tif") as b,
+        ):
             same = 0
             for _, window in a.block_windows(1):
                 same += int((a.read(1, window=window) == b.read(1, window=window)).sum())
@@ -177,24 +209,36 @@ def main(argv=None) -> dict:
         workdir.mkdir(parents=True, exist_ok=True)
         model = workdir / "model.pt"
         make_model(model)
-        sizes = [run_size(side, workdir, model, side <= args.whole_max, args.batch, args.device)
-                 for side in args.sides]
+        sizes = [run_size(side, workdir, model, side <= args.whole_max, args.batch, args.device) for side in args.sides]
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"Mapping RGB GeoTIFFs with the demo's segmentation network ({TILE} px tiles, overlap {OVERLAP}), "
-          f"device {args.device}; megapixels of input per second, peak memory growth")
+    print(
+        f"Mapping RGB GeoTIFFs with the demo's segmentation network ({TILE} px tiles, overlap {OVERLAP}), "
+        f"device {args.device}; megapixels of input per second, peak memory growth"
+    )
     for s in sizes:
         whole = s.get("whole")
-        print(f"{s['side']:>6} px: atsg {s['atsg']['mp_per_s']:.2f} MP/s, +{s['atsg']['peak_mb']:.0f} MB "
-              f"(peak RSS {s['atsg']['peak_rss_mb']:.0f} MB)"
-              + (f"; whole raster {whole['mp_per_s']:.2f} MP/s, +{whole['peak_mb']:.0f} MB (peak RSS "
-                 f"{whole['peak_rss_mb']:.0f} MB); agreement "
-                 f"{s['agreement']:.5f}" if whole else ""))
-    result = {"device": args.device, "tile": TILE, "overlap": OVERLAP, "sizes": sizes,
-              "atsg_peak_mb": [s["atsg"]["peak_mb"] for s in sizes],
-              "atsg_peak_rss_mb": [s["atsg"]["peak_rss_mb"] for s in sizes],
-              "whole_peak_mb": [s["whole"]["peak_mb"] for s in sizes if "whole" in s]}
+        print(
+            f"{s['side']:>6} px: atsg {s['atsg']['mp_per_s']:.2f} MP/s, +{s['atsg']['peak_mb']:.0f} MB "
+            f"(peak RSS {s['atsg']['peak_rss_mb']:.0f} MB)"
+            + (
+                f"; whole raster {whole['mp_per_s']:.2f} MP/s, +{whole['peak_mb']:.0f} MB (peak RSS "
+                f"{whole['peak_rss_mb']:.0f} MB); agreement "
+                f"{s['agreement']:.5f}"
+                if whole
+                else ""
+            )
+        )
+    result = {
+        "device": args.device,
+        "tile": TILE,
+        "overlap": OVERLAP,
+        "sizes": sizes,
+        "atsg_peak_mb": [s["atsg"]["peak_mb"] for s in sizes],
+        "atsg_peak_rss_mb": [s["atsg"]["peak_rss_mb"] for s in sizes],
+        "whole_peak_mb": [s["whole"]["peak_mb"] for s in sizes if "whole" in s],
+    }
     print(json.dumps(result))
     return result
 

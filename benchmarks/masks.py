@@ -48,14 +48,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atsg.config import validate_config  # noqa: E402
 from atsg.data.synthetic.scene import generate_scene  # noqa: E402
-from atsg.masks.generate import _rgb  # noqa: E402
-from atsg.masks.maps import object_and_boundary_maps, per_mask_maps  # noqa: E402
-from atsg.models.sam import ARCHITECTURES, build_sam_model  # noqa: E402
-from atsg.stages.masks import GenerateMasks  # noqa: E402
-from atsg.shards import Step, run_sharded  # noqa: E402
 from atsg.integrity import seal  # noqa: E402
+from atsg.masks.generate import _rgb  # noqa: E402
+from atsg.masks.maps import object_and_boundary_maps  # noqa: E402
+from atsg.models.sam import ARCHITECTURES, build_sam_model  # noqa: E402
+from atsg.shards import Step, run_sharded  # noqa: E402
+from atsg.stages.masks import GenerateMasks  # noqa: E402
 from atsg.store import base_attrs, create_tile_store, open_store  # noqa: E402
 from atsg.timing import ModelClock  # noqa: E402
+from tests.oracles import per_mask_maps  # noqa: E402
 
 
 def overlapping_masks(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -76,11 +77,16 @@ def bench_maps(tiles: int, size: int, n_masks: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     sets = [overlapping_masks(n_masks, size, rng) for _ in range(tiles)]
     m = validate_config({})["masks"]
-    equal = all(all(np.array_equal(a, b) for a, b in zip(per_mask_maps(s, (size, size), m["min_area"],
-                                                                         m["max_objects"]),
-                                                           object_and_boundary_maps(s, (size, size), m["min_area"],
-                                                                                    m["max_objects"])))
-                for s in sets)
+    equal = all(
+        all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                per_mask_maps(s, (size, size), m["min_area"], m["max_objects"]),
+                object_and_boundary_maps(s, (size, size), m["min_area"], m["max_objects"]),
+            )
+        )
+        for s in sets
+    )
     times = {}
     for way, fn in (("published", per_mask_maps), ("atsg", object_and_boundary_maps)):
         best = []
@@ -90,8 +96,15 @@ def bench_maps(tiles: int, size: int, n_masks: int, repeats: int) -> dict:
                 fn(s, (size, size), m["min_area"], m["max_objects"])
             best.append(time.perf_counter() - start)
         times[way] = min(best) / tiles
-    return {"tiles": tiles, "size": size, "masks_per_tile": n_masks, "published_s_per_tile": times["published"],
-            "atsg_s_per_tile": times["atsg"], "speedup": times["published"] / times["atsg"], "equal": equal}
+    return {
+        "tiles": tiles,
+        "size": size,
+        "masks_per_tile": n_masks,
+        "published_s_per_tile": times["published"],
+        "atsg_s_per_tile": times["atsg"],
+        "speedup": times["published"] / times["atsg"],
+        "equal": equal,
+    }
 
 
 def scene_tiles(scene_px: int, tile: int, seed: int = 0) -> np.ndarray:
@@ -99,8 +112,9 @@ def scene_tiles(scene_px: int, tile: int, seed: int = 0) -> np.ndarray:
     cfg = validate_config({})["synthetic"]
     image, _ = generate_scene(scene_px, np.random.default_rng(seed), cfg["block_weights"])
     image = np.moveaxis(image, -1, 0)
-    return np.stack([image[:, r:r + tile, c:c + tile] for r in range(0, scene_px, tile)
-                     for c in range(0, scene_px, tile)])
+    return np.stack(
+        [image[:, r : r + tile, c : c + tile] for r in range(0, scene_px, tile) for c in range(0, scene_px, tile)]
+    )
 
 
 def write_tiles(path: Path, images: np.ndarray, scene_px: int) -> Path:
@@ -108,10 +122,18 @@ def write_tiles(path: Path, images: np.ndarray, scene_px: int) -> Path:
     g = create_tile_store(path, n, bands, tile, 5, 1)
     g["images"][:] = images
     per_row = scene_px // tile
-    g.attrs.update({**base_attrs("tiles", {}), "classes": list("abcdef"), "background": True,
-                    "target_classes": list("bcdef"),
-                    "tiles": {"scene": ["s"] * n,
-                              "window": [[tile * (i // per_row), tile * (i % per_row), tile, tile] for i in range(n)]}})
+    g.attrs.update(
+        {
+            **base_attrs("tiles", {}),
+            "classes": list("abcdef"),
+            "background": True,
+            "target_classes": list("bcdef"),
+            "tiles": {
+                "scene": ["s"] * n,
+                "window": [[tile * (i // per_row), tile * (i % per_row), tile, tile] for i in range(n)],
+            },
+        }
+    )
     g["labels"][:] = 255
     g["valid"][:] = 1
     seal(path)
@@ -154,12 +176,18 @@ def bench_encoder(sam, m: dict, image: np.ndarray, batch: int, repeats: int) -> 
             clock(gen.embed, images)
             best = min(best, clock.seconds - before)
     flops = counter.get_total_flops()
-    return {"batch": batch, "precision": m["encoder_precision"], "s_per_image": best / batch,
-            "gflops_per_image": flops / 1e9, "tflops": flops * batch / best / 1e12}
+    return {
+        "batch": batch,
+        "precision": m["encoder_precision"],
+        "s_per_image": best / batch,
+        "gflops_per_image": flops / 1e9,
+        "tflops": flops * batch / best / 1e12,
+    }
 
 
-def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path, device: str = "cpu",
-                precision: str = "fp32") -> dict:
+def bench_stage(
+    model: str, tile: int, n_tiles: int, keep: float, workdir: Path, device: str = "cpu", precision: str = "fp32"
+) -> dict:
     from segment_anything import SamAutomaticMaskGenerator
 
     scene_px = ARCHITECTURES[model]["image"]
@@ -170,17 +198,32 @@ def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path,
     checkpoint = workdir / f"sam_{model}.pth"
     torch.save(sam.state_dict(), checkpoint)
     sam = sam.to(device)
-    m = validate_config({"masks": {"generator": "sam", "sam_model_type": model, "sam_checkpoint": str(checkpoint),
-                                   "stability_score_thresh": 0.0, "device": device,
-                                   "encoder_precision": precision}})["masks"]
+    m = validate_config(
+        {
+            "masks": {
+                "generator": "sam",
+                "sam_model_type": model,
+                "sam_checkpoint": str(checkpoint),
+                "stability_score_thresh": 0.0,
+                "device": device,
+                "encoder_precision": precision,
+            }
+        }
+    )["masks"]
     m["pred_iou_thresh"] = iou_threshold(sam, m, _rgb(images[0]), keep)
     cfg = validate_config({"masks": m})
 
     # the published way: one official generator call per tile, then the per-mask loop
     official = SamAutomaticMaskGenerator(
-        sam, points_per_side=m["points_per_side"], points_per_batch=m["points_per_batch"],
-        pred_iou_thresh=m["pred_iou_thresh"], stability_score_thresh=m["stability_score_thresh"],
-        box_nms_thresh=m["box_nms_thresh"], crop_n_layers=0, output_mode="binary_mask")
+        sam,
+        points_per_side=m["points_per_side"],
+        points_per_batch=m["points_per_batch"],
+        pred_iou_thresh=m["pred_iou_thresh"],
+        stability_score_thresh=m["stability_score_thresh"],
+        box_nms_thresh=m["box_nms_thresh"],
+        crop_n_layers=0,
+        output_mode="binary_mask",
+    )
     start = time.perf_counter()
     published, counts = [], []
     for image in images[:n_tiles]:
@@ -193,8 +236,10 @@ def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path,
     one = write_tiles(workdir / "first.zarr", images[:n_tiles], scene_px)
     summary = run_stage(cfg, one, workdir / "masks.zarr")
     store = open_store(workdir / "masks.zarr", "masks")
-    equal = all(np.array_equal(store["objects"][i], o) and np.array_equal(store["boundaries"][i], b)
-                for i, (o, b) in enumerate(published))
+    equal = all(
+        np.array_equal(store["objects"][i], o) and np.array_equal(store["boundaries"][i], b)
+        for i, (o, b) in enumerate(published)
+    )
 
     # scene windows: every tile of the scene, SAM once per window
     scene = run_stage(validate_config({"masks": {**m, "scene_windows": True}}), tiles, workdir / "scene.zarr")
@@ -202,15 +247,31 @@ def bench_stage(model: str, tile: int, n_tiles: int, keep: float, workdir: Path,
     per_tile_rate = summary["tiles"] / summary["seconds"]
     scene_rate = scene["tiles"] / scene["seconds"]
     return {
-        "model": model, "tile": tile, "tiles": n_tiles, "pred_iou_thresh": m["pred_iou_thresh"], "keep": keep,
-        "device": device, "precision": precision, "encoder": encoder,
-        "published_s_per_tile": published_s / n_tiles, "atsg_s_per_tile": summary["seconds"] / n_tiles,
-        "speedup": published_s / summary["seconds"], "sam_model_s": summary["sam_model_seconds"],
-        "stage_s": summary["seconds"], "overhead": summary["seconds"] / summary["sam_model_seconds"],
-        "masks_per_tile": float(np.mean(counts)), "equal": equal,
-        "scene": {"tiles": scene["tiles"], "seconds": scene["seconds"], "tiles_per_s": scene_rate,
-                  "per_tile_tiles_per_s": per_tile_rate, "ratio": scene_rate / per_tile_rate,
-                  "mean_objects": scene["mean_objects"], "per_tile_mean_objects": summary["mean_objects"]},
+        "model": model,
+        "tile": tile,
+        "tiles": n_tiles,
+        "pred_iou_thresh": m["pred_iou_thresh"],
+        "keep": keep,
+        "device": device,
+        "precision": precision,
+        "encoder": encoder,
+        "published_s_per_tile": published_s / n_tiles,
+        "atsg_s_per_tile": summary["seconds"] / n_tiles,
+        "speedup": published_s / summary["seconds"],
+        "sam_model_s": summary["sam_model_seconds"],
+        "stage_s": summary["seconds"],
+        "overhead": summary["seconds"] / summary["sam_model_seconds"],
+        "masks_per_tile": float(np.mean(counts)),
+        "equal": equal,
+        "scene": {
+            "tiles": scene["tiles"],
+            "seconds": scene["seconds"],
+            "tiles_per_s": scene_rate,
+            "per_tile_tiles_per_s": per_tile_rate,
+            "ratio": scene_rate / per_tile_rate,
+            "mean_objects": scene["mean_objects"],
+            "per_tile_mean_objects": summary["mean_objects"],
+        },
     }
 
 
@@ -224,21 +285,29 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="vit_tiny, 64 px tiles: seconds")
     p.add_argument("--maps-only", action="store_true", help="only the maps measurement (seconds, no SAM)")
     p.add_argument("--device", default="cpu", help="torch device of SAM for both ways, e.g. cuda (default cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="atsg's masks.encoder_precision (the published way is fp32; other than fp32, the maps "
-                        "may differ slightly)")
-    p.add_argument("--peak-tflops", type=float,
-                   help="the device's peak TFLOP/s at --precision (e.g. about 990 for an H100 SXM in bf16): "
-                        "prints the encoder's share of it")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="atsg's masks.encoder_precision (the published way is fp32; other than fp32, the maps "
+        "may differ slightly)",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the device's peak TFLOP/s at --precision (e.g. about 990 for an H100 SXM in bf16): "
+        "prints the encoder's share of it",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.tile, args.tiles = "vit_tiny", 64, 2
     torch.manual_seed(0)
-    maps = bench_maps(tiles=4 if args.quick else 20, size=args.tile, n_masks=args.masks,
-                      repeats=1 if args.quick else 3)
-    print(f"object/boundary maps, {maps['masks_per_tile']} masks per {maps['size']} px tile: published "
-          f"{maps['published_s_per_tile'] * 1e3:.1f} ms, atsg {maps['atsg_s_per_tile'] * 1e3:.2f} ms per tile, "
-          f"{maps['speedup']:.1f}x; equal maps: {maps['equal']}")
+    maps = bench_maps(tiles=4 if args.quick else 20, size=args.tile, n_masks=args.masks, repeats=1 if args.quick else 3)
+    print(
+        f"object/boundary maps, {maps['masks_per_tile']} masks per {maps['size']} px tile: published "
+        f"{maps['published_s_per_tile'] * 1e3:.1f} ms, atsg {maps['atsg_s_per_tile'] * 1e3:.2f} ms per tile, "
+        f"{maps['speedup']:.1f}x; equal maps: {maps['equal']}"
+    )
     if args.maps_only:
         print(json.dumps({"stage": "masks", "maps": maps}))
         return {"stage": "masks", "maps": maps}
@@ -248,18 +317,26 @@ def main(argv=None) -> dict:
         stage["encoder"]["peak_share"] = stage["encoder"]["tflops"] / args.peak_tflops
     result = {"stage": "masks", "maps": maps, "sam": stage}
     s = stage["scene"]
-    print(f"mask stage, SAM {stage['model']} (random, seeded), {stage['tiles']} tiles of {stage['tile']} px, "
-          f"{stage['masks_per_tile']:.1f} masks per tile: published {stage['published_s_per_tile']:.2f} s, "
-          f"atsg {stage['atsg_s_per_tile']:.2f} s per tile, {stage['speedup']:.2f}x; equal maps: {stage['equal']}")
-    print(f"  atsg stage {stage['stage_s']:.2f} s = {stage['overhead']:.3f}x its SAM module calls "
-          f"({stage['sam_model_s']:.2f} s)")
+    print(
+        f"mask stage, SAM {stage['model']} (random, seeded), {stage['tiles']} tiles of {stage['tile']} px, "
+        f"{stage['masks_per_tile']:.1f} masks per tile: published {stage['published_s_per_tile']:.2f} s, "
+        f"atsg {stage['atsg_s_per_tile']:.2f} s per tile, {stage['speedup']:.2f}x; equal maps: {stage['equal']}"
+    )
+    print(
+        f"  atsg stage {stage['stage_s']:.2f} s = {stage['overhead']:.3f}x its SAM module calls "
+        f"({stage['sam_model_s']:.2f} s)"
+    )
     e = stage["encoder"]
     share = f", {e['peak_share']:.1%} of the given peak" if "peak_share" in e else ""
-    print(f"  image encoder ({stage['device']}, {e['precision']}, batch {e['batch']}): {e['s_per_image']:.3f} s "
-          f"per {ARCHITECTURES[stage['model']]['image']} px image, {e['gflops_per_image']:.2f} GFLOP each, "
-          f"{e['tflops']:.3f} TFLOP/s{share}")
-    print(f"scene windows: {s['tiles_per_s']:.3f} tiles/s against {s['per_tile_tiles_per_s']:.3f} per tile, "
-          f"{s['ratio']:.1f}x; objects per tile {s['mean_objects']:.1f} (per tile: {s['per_tile_mean_objects']:.1f})")
+    print(
+        f"  image encoder ({stage['device']}, {e['precision']}, batch {e['batch']}): {e['s_per_image']:.3f} s "
+        f"per {ARCHITECTURES[stage['model']]['image']} px image, {e['gflops_per_image']:.2f} GFLOP each, "
+        f"{e['tflops']:.3f} TFLOP/s{share}"
+    )
+    print(
+        f"scene windows: {s['tiles_per_s']:.3f} tiles/s against {s['per_tile_tiles_per_s']:.3f} per tile, "
+        f"{s['ratio']:.1f}x; objects per tile {s['mean_objects']:.1f} (per tile: {s['per_tile_mean_objects']:.1f})"
+    )
     print(json.dumps(result))
     return result
 

@@ -62,9 +62,9 @@ class PublishedPAR(nn.Module):
         nb = self.neighbours(imgs)
         imgs_rep = imgs.unsqueeze(2).repeat(1, 1, nb.shape[2], 1, 1)
         pos_rep = self.pos.repeat(b, 1, 1, h, w)
-        aff = -(torch.abs(nb - imgs_rep) / (nb.std(2, keepdim=True) + 1e-8) / self.w1) ** 2
+        aff = -((torch.abs(nb - imgs_rep) / (nb.std(2, keepdim=True) + 1e-8) / self.w1) ** 2)
         aff = aff.mean(1, keepdim=True)
-        pos_aff = -(pos_rep / (pos_rep.std(2, keepdim=True) + 1e-8) / self.w1) ** 2
+        pos_aff = -((pos_rep / (pos_rep.std(2, keepdim=True) + 1e-8) / self.w1) ** 2)
         aff = F.softmax(aff, 2) + self.w2 * F.softmax(pos_aff, 2)
         for _ in range(self.num_iter):
             masks = (self.neighbours(masks) * aff).sum(2)
@@ -127,22 +127,44 @@ def main(argv=None) -> dict:
         return result
     rows = {}
     for way in ("published", "atsg"):
-        cmd = [sys.executable, __file__, "--measure", way, "--size", str(args.size), "--batch", str(args.batch),
-               "--classes", str(args.classes), "--repeats", str(args.repeats)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--measure",
+            way,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--classes",
+            str(args.classes),
+            "--repeats",
+            str(args.repeats),
+        ]
         rows[way] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     diff = agreement(min(args.size, 128), args.batch, args.classes)
-    result = {"stage": "PAR", "size": args.size, "batch": args.batch, "classes": args.classes,
-              "published": rows["published"], "atsg": rows["atsg"],
-              "speedup": rows["published"]["seconds"] / rows["atsg"]["seconds"],
-              "memory_ratio": rows["published"]["peak_mb"] / max(rows["atsg"]["peak_mb"], 1e-3),
-              "max_abs_difference": diff}
-    print(f"PAR {args.size} px, batch {args.batch}, {args.classes} maps, {len(DILATIONS)} dilations, "
-          f"{ITERATIONS} iterations")
+    result = {
+        "stage": "PAR",
+        "size": args.size,
+        "batch": args.batch,
+        "classes": args.classes,
+        "published": rows["published"],
+        "atsg": rows["atsg"],
+        "speedup": rows["published"]["seconds"] / rows["atsg"]["seconds"],
+        "memory_ratio": rows["published"]["peak_mb"] / max(rows["atsg"]["peak_mb"], 1e-3),
+        "max_abs_difference": diff,
+    }
+    print(
+        f"PAR {args.size} px, batch {args.batch}, {args.classes} maps, {len(DILATIONS)} dilations, "
+        f"{ITERATIONS} iterations"
+    )
     for way in ("published", "atsg"):
         r = rows[way]
         print(f"  {way:<9} {r['seconds']:8.3f} s   peak +{r['peak_mb']:8.1f} MB")
-    print(f"  atsg is {result['speedup']:.2f}x faster with {result['memory_ratio']:.2f}x less peak memory; "
-          f"outputs agree to {diff:.1e}")
+    print(
+        f"  atsg is {result['speedup']:.2f}x faster with {result['memory_ratio']:.2f}x less peak memory; "
+        f"outputs agree to {diff:.1e}"
+    )
     print(json.dumps(result))
     return result
 

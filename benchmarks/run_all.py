@@ -30,56 +30,96 @@ def rows(results: dict) -> list[list[str]]:
     out = []
     if "par" in results:
         r = results["par"]
-        out.append([f"PAR, {r['size']} px x {r['batch']}, {r['classes']} maps",
-                    f"{r['published']['seconds']:.2f} s, +{r['published']['peak_mb']:.0f} MB",
-                    f"{r['atsg']['seconds']:.2f} s, +{r['atsg']['peak_mb']:.0f} MB",
-                    f"{r['speedup']:.1f}x, {r['memory_ratio']:.1f}x less memory",
-                    f"max diff {r['max_abs_difference']:.1e}"])
+        out.append(
+            [
+                f"PAR, {r['size']} px x {r['batch']}, {r['classes']} maps",
+                f"{r['published']['seconds']:.2f} s, +{r['published']['peak_mb']:.0f} MB",
+                f"{r['atsg']['seconds']:.2f} s, +{r['atsg']['peak_mb']:.0f} MB",
+                f"{r['speedup']:.1f}x, {r['memory_ratio']:.1f}x less memory",
+                f"max diff {r['max_abs_difference']:.1e}",
+            ]
+        )
     if "masks" in results:
         m, s = results["masks"]["maps"], results["masks"]["sam"]
-        out.append([f"object/boundary maps, {m['masks_per_tile']} masks per {m['size']} px tile",
-                    f"{m['published_s_per_tile'] * 1e3:.1f} ms/tile", f"{m['atsg_s_per_tile'] * 1e3:.2f} ms/tile",
-                    f"{m['speedup']:.1f}x", "equal" if m["equal"] else "DIFFERENT"])
-        out.append([f"mask stage, SAM {s['model']}, {s['tile']} px tiles",
-                    f"{s['published_s_per_tile']:.2f} s/tile", f"{s['atsg_s_per_tile']:.2f} s/tile",
-                    f"{s['speedup']:.2f}x; stage = {s['overhead']:.3f}x its SAM calls",
-                    "equal maps" if s["equal"] else "DIFFERENT"])
+        out.append(
+            [
+                f"object/boundary maps, {m['masks_per_tile']} masks per {m['size']} px tile",
+                f"{m['published_s_per_tile'] * 1e3:.1f} ms/tile",
+                f"{m['atsg_s_per_tile'] * 1e3:.2f} ms/tile",
+                f"{m['speedup']:.1f}x",
+                "equal" if m["equal"] else "DIFFERENT",
+            ]
+        )
+        out.append(
+            [
+                f"mask stage, SAM {s['model']}, {s['tile']} px tiles",
+                f"{s['published_s_per_tile']:.2f} s/tile",
+                f"{s['atsg_s_per_tile']:.2f} s/tile",
+                f"{s['speedup']:.2f}x; stage = {s['overhead']:.3f}x its SAM calls",
+                "equal maps" if s["equal"] else "DIFFERENT",
+            ]
+        )
         sc = s["scene"]
-        out.append([f"scene windows, SAM {s['model']}", f"{sc['per_tile_tiles_per_s']:.3f} tiles/s (per tile)",
-                    f"{sc['tiles_per_s']:.3f} tiles/s", f"{sc['ratio']:.1f}x",
-                    f"{sc['mean_objects']:.1f} vs {sc['per_tile_mean_objects']:.1f} objects/tile"])
+        out.append(
+            [
+                f"scene windows, SAM {s['model']}",
+                f"{sc['per_tile_tiles_per_s']:.3f} tiles/s (per tile)",
+                f"{sc['tiles_per_s']:.3f} tiles/s",
+                f"{sc['ratio']:.1f}x",
+                f"{sc['mean_objects']:.1f} vs {sc['per_tile_mean_objects']:.1f} objects/tile",
+            ]
+        )
     if "cams" in results:
         c = results["cams"]
-        out.append([f"CAM extraction, {c['backbone']}, {c['tiles']} x {c['tile']} px", f"{c['published_s']:.2f} s",
-                    f"{c['atsg_s']:.2f} s", f"{c['speedup']:.2f}x; stage = {c['overhead']:.3f}x its forwards",
-                    f"max diff {c['max_abs_difference']:.3f}"])
+        out.append(
+            [
+                f"CAM extraction, {c['backbone']}, {c['tiles']} x {c['tile']} px",
+                f"{c['published_s']:.2f} s",
+                f"{c['atsg_s']:.2f} s",
+                f"{c['speedup']:.2f}x; stage = {c['overhead']:.3f}x its forwards",
+                f"max diff {c['max_abs_difference']:.3f}",
+            ]
+        )
     if "tiling" in results:
         t = results["tiling"]
         big = t["sizes"][-1]
-        out.append([f"tiling, scenes of {', '.join(str(s['side']) for s in t['sizes'])} px, {t['tile']} px tiles",
-                    f"{big['published']['mb_per_s']:.1f} MB/s, +{', '.join(f'{m:.0f}' for m in t['published_peak_mb'])} MB",
-                    f"{big['atsg']['mb_per_s']:.1f} MB/s, +{', '.join(f'{m:.0f}' for m in t['atsg_peak_mb'])} MB",
-                    f"{t['speedup']:.1f}x; store {t['size_ratio']:.3f}x the PNG bytes",
-                    "equal tiles" if t["equal"] else "DIFFERENT"])
+        out.append(
+            [
+                f"tiling, scenes of {', '.join(str(s['side']) for s in t['sizes'])} px, {t['tile']} px tiles",
+                f"{big['published']['mb_per_s']:.1f} MB/s, +{', '.join(f'{m:.0f}' for m in t['published_peak_mb'])} MB",
+                f"{big['atsg']['mb_per_s']:.1f} MB/s, +{', '.join(f'{m:.0f}' for m in t['atsg_peak_mb'])} MB",
+                f"{t['speedup']:.1f}x; store {t['size_ratio']:.3f}x the PNG bytes",
+                "equal tiles" if t["equal"] else "DIFFERENT",
+            ]
+        )
     if "loader" in results:
         r = results["loader"]
-        out.append([f"training loader, {r['tiles']} tiles of {r['tile']} px",
-                    f"{r['png']['read_s_per_tile'] * 1e3:.2f} ms/tile read, {r['png']['s_per_sample'] * 1e3:.2f} ms/sample",
-                    f"{r['zarr']['read_s_per_tile'] * 1e3:.2f} ms/tile read, {r['zarr']['s_per_sample'] * 1e3:.2f} ms/sample",
-                    f"reads {r['read_speedup']:.2f}x, samples {r['sample_speedup']:.2f}x; {r['size_ratio']:.3f}x the bytes",
-                    "equal samples" if r["equal"] else "DIFFERENT"])
+        out.append(
+            [
+                f"training loader, {r['tiles']} tiles of {r['tile']} px",
+                f"{r['png']['read_s_per_tile'] * 1e3:.2f} ms/tile read, {r['png']['s_per_sample'] * 1e3:.2f} ms/sample",
+                f"{r['zarr']['read_s_per_tile'] * 1e3:.2f} ms/tile read, "
+                f"{r['zarr']['s_per_sample'] * 1e3:.2f} ms/sample",
+                f"reads {r['read_speedup']:.2f}x, samples {r['sample_speedup']:.2f}x; {r['size_ratio']:.3f}x the bytes",
+                "equal samples" if r["equal"] else "DIFFERENT",
+            ]
+        )
     if "map" in results:
         r = results["map"]
         both = [x for x in r["sizes"] if "whole" in x]
         big = both[-1]
-        out.append([f"mapping a GeoTIFF ({r['device']}), {', '.join(str(x['side']) for x in r['sizes'])} px",
-                    f"{big['whole']['mp_per_s']:.2f} MP/s at {big['side']} px, "
-                    f"+{', '.join(f'{m:.0f}' for m in r['whole_peak_mb'])} MB",
-                    f"{big['atsg']['mp_per_s']:.2f} MP/s at {big['side']} px, "
-                    f"+{', '.join(f'{m:.0f}' for m in r['atsg_peak_mb'])} MB",
-                    f"{big['atsg']['mp_per_s'] / big['whole']['mp_per_s']:.2f}x; peak RSS "
-                    f"{max(r['atsg_peak_rss_mb']):.0f} MB at {r['sizes'][-1]['side']} px",
-                    f"agreement {min(x['agreement'] for x in both):.5f}"])
+        out.append(
+            [
+                f"mapping a GeoTIFF ({r['device']}), {', '.join(str(x['side']) for x in r['sizes'])} px",
+                f"{big['whole']['mp_per_s']:.2f} MP/s at {big['side']} px, "
+                f"+{', '.join(f'{m:.0f}' for m in r['whole_peak_mb'])} MB",
+                f"{big['atsg']['mp_per_s']:.2f} MP/s at {big['side']} px, "
+                f"+{', '.join(f'{m:.0f}' for m in r['atsg_peak_mb'])} MB",
+                f"{big['atsg']['mp_per_s'] / big['whole']['mp_per_s']:.2f}x; peak RSS "
+                f"{max(r['atsg_peak_rss_mb']):.0f} MB at {r['sizes'][-1]['side']} px",
+                f"agreement {min(x['agreement'] for x in both):.5f}",
+            ]
+        )
     return out
 
 

@@ -39,11 +39,13 @@ SOURCE = 1024  # px of the synthetic scene the mosaics repeat
 
 
 def dataset_config(tile: int) -> dict:
-    return validate_config({
-        "dataset": {"images": "*_RGB.tif", "scene_id": "^(?P<scene>.+)_RGB$", "labels": "{scene}_label.tif"},
-        "split": {"method": "ratio", "ratios": [1.0, 0.0, 0.0]},
-        "tiling": {"size": tile, "stride": tile},
-    })
+    return validate_config(
+        {
+            "dataset": {"images": "*_RGB.tif", "scene_id": "^(?P<scene>.+)_RGB$", "labels": "{scene}_label.tif"},
+            "split": {"method": "ratio", "ratios": [1.0, 0.0, 0.0]},
+            "tiling": {"size": tile, "stride": tile},
+        }
+    )
 
 
 def make_scene(root: Path, side: int, cfg: dict) -> None:
@@ -56,14 +58,25 @@ def make_scene(root: Path, side: int, cfg: dict) -> None:
     from atsg.data.synthetic.scene import generate_scene, to_class_indices
 
     source = min(SOURCE, side)
-    image, semantic = generate_scene(source, np.random.default_rng(0), validate_config({})["synthetic"]["block_weights"])
+    image, semantic = generate_scene(
+        source, np.random.default_rng(0), validate_config({})["synthetic"]["block_weights"]
+    )
     palette = np.asarray(cfg["dataset"]["palette"], np.uint8)
     label = palette[to_class_indices(semantic, cfg["dataset"]["classes"])]
     root.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", width=side, height=side, count=3, dtype="uint8", crs="EPSG:32633",
-                   transform=from_origin(366000, 5808000, 0.05, 0.05))
-    with rasterio.open(root / "scene_RGB.tif", "w", **profile) as im, \
-            rasterio.open(root / "scene_label.tif", "w", **profile) as lb:
+    profile = dict(
+        driver="GTiff",
+        width=side,
+        height=side,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(366000, 5808000, 0.05, 0.05),
+    )
+    with (
+        rasterio.open(root / "scene_RGB.tif", "w", **profile) as im,
+        rasterio.open(root / "scene_label.tif", "w", **profile) as lb,
+    ):
         for r in range(0, side, source):
             for c in range(0, side, source):
                 k = (r // source + c // source) % 4
@@ -100,9 +113,9 @@ def published(root: Path, out: Path, cfg: dict) -> None:
         for c in range(0, image.shape[1], size):
             tile_image = np.zeros((size, size, 3), np.uint8)
             tile_label = np.full((size, size), 255, np.uint8)
-            part = image[r:r + size, c:c + size]
-            tile_image[:part.shape[0], :part.shape[1]] = part
-            tile_label[:part.shape[0], :part.shape[1]] = label[r:r + size, c:c + size]
+            part = image[r : r + size, c : c + size]
+            tile_image[: part.shape[0], : part.shape[1]] = part
+            tile_label[: part.shape[0], : part.shape[1]] = label[r : r + size, c : c + size]
             name = f"scene_{n:05d}"
             Image.fromarray(tile_image).save(out / f"{name}.png")
             Image.fromarray(tile_label).save(out / f"{name}_label.png")
@@ -138,8 +151,10 @@ def disk_bytes(path: Path, names=None) -> dict:
     if names is not None:
         files = [f for f in files if f.name.endswith(names)]
     dirs = [d for d in path.rglob("*") if d.is_dir()] + [path]
-    return {"bytes": sum(f.stat().st_size for f in files),
-            "on_disk": sum(f.stat().st_blocks * 512 for f in files) + sum(d.stat().st_blocks * 512 for d in dirs)}
+    return {
+        "bytes": sum(f.stat().st_size for f in files),
+        "on_disk": sum(f.stat().st_blocks * 512 for f in files) + sum(d.stat().st_blocks * 512 for d in dirs),
+    }
 
 
 def check_equal(png_dir: Path, store: Path, sample: int = 64) -> bool:
@@ -167,9 +182,15 @@ def run_size(side: int, tile: int, workdir: Path) -> dict:
     for r in rows.values():
         r["mb_per_s"] = raster_mb / r["seconds"]
     png, store = workdir / f"png{side}", workdir / f"tiles{side}.zarr"
-    result = {"side": side, "tile": tile, "raster_mb": raster_mb, **rows,
-              "equal": check_equal(png, store),
-              "png": disk_bytes(png, (".png",)), "zarr": {k: disk_bytes(store / k) for k in ("images", "labels")}}
+    result = {
+        "side": side,
+        "tile": tile,
+        "raster_mb": raster_mb,
+        **rows,
+        "equal": check_equal(png, store),
+        "png": disk_bytes(png, (".png",)),
+        "zarr": {k: disk_bytes(store / k) for k in ("images", "labels")},
+    }
     shutil.rmtree(root)
     return result
 
@@ -200,21 +221,29 @@ def main(argv=None) -> dict:
     for s in sizes:
         for way in ("published", "atsg"):
             r = s[way]
-            print(f"  {s['side']:>5} px  {way:<9} {r['seconds']:7.2f} s  {r['mb_per_s']:6.1f} MB/s  "
-                  f"peak +{r['peak_mb']:7.1f} MB")
+            print(
+                f"  {s['side']:>5} px  {way:<9} {r['seconds']:7.2f} s  {r['mb_per_s']:6.1f} MB/s  "
+                f"peak +{r['peak_mb']:7.1f} MB"
+            )
     last = sizes[-1]
     zarr_bytes = sum(v["bytes"] for v in last["zarr"].values())
-    result = {"stage": "tiling", "tile": args.tile, "sizes": sizes,
-              "speedup": last["published"]["seconds"] / last["atsg"]["seconds"],
-              "atsg_mb_per_s": min(s["atsg"]["mb_per_s"] for s in sizes),
-              "atsg_peak_mb": [s["atsg"]["peak_mb"] for s in sizes],
-              "published_peak_mb": [s["published"]["peak_mb"] for s in sizes],
-              "size_ratio": zarr_bytes / last["png"]["bytes"],
-              "equal": all(s["equal"] for s in sizes)}
-    print(f"  atsg: at least {result['atsg_mb_per_s']:.1f} MB/s, {result['speedup']:.1f}x the published way at "
-          f"{last['side']} px; peak memory {', '.join(f'{m:.0f}' for m in result['atsg_peak_mb'])} MB against "
-          f"{', '.join(f'{m:.0f}' for m in result['published_peak_mb'])} MB; store = {result['size_ratio']:.3f}x "
-          f"the PNG tiles' bytes; tiles {'equal' if result['equal'] else 'DIFFERENT'}")
+    result = {
+        "stage": "tiling",
+        "tile": args.tile,
+        "sizes": sizes,
+        "speedup": last["published"]["seconds"] / last["atsg"]["seconds"],
+        "atsg_mb_per_s": min(s["atsg"]["mb_per_s"] for s in sizes),
+        "atsg_peak_mb": [s["atsg"]["peak_mb"] for s in sizes],
+        "published_peak_mb": [s["published"]["peak_mb"] for s in sizes],
+        "size_ratio": zarr_bytes / last["png"]["bytes"],
+        "equal": all(s["equal"] for s in sizes),
+    }
+    print(
+        f"  atsg: at least {result['atsg_mb_per_s']:.1f} MB/s, {result['speedup']:.1f}x the published way at "
+        f"{last['side']} px; peak memory {', '.join(f'{m:.0f}' for m in result['atsg_peak_mb'])} MB against "
+        f"{', '.join(f'{m:.0f}' for m in result['published_peak_mb'])} MB; store = {result['size_ratio']:.3f}x "
+        f"the PNG tiles' bytes; tiles {'equal' if result['equal'] else 'DIFFERENT'}"
+    )
     print(json.dumps(result))
     return result
 

@@ -1,7 +1,8 @@
 """Render docs/map_new_scene.png: a scene that was never in the dataset, its map by `atsg map`, and its ground
 truth, side by side (the map's colours are its own colour map, the class palette).
 
-    python scripts/make_map_figure.py NEW_SCENE_RGB.tif MAPS/NEW_SCENE_RGB.tif NEW_SCENE_label.tif docs/map_new_scene.png
+    python scripts/make_map_figure.py NEW_SCENE_RGB.tif MAPS/NEW_SCENE_RGB.tif NEW_SCENE_label.tif \
+        docs/map_new_scene.png
 """
 
 import sys

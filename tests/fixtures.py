@@ -11,13 +11,21 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-POTSDAM_PALETTE = np.array([[255, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0]],
-                           np.uint8)
+POTSDAM_PALETTE = np.array(
+    [[255, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0]], np.uint8
+)
 EPSG = "EPSG:32633"
 
 
-def write_raster(path: Path, data: np.ndarray, crs: str | None = EPSG, transform=None, driver: str = "GTiff",
-                 tiled: bool = False, nodata=None) -> Path:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    crs: str | None = EPSG,
+    transform=None,
+    driver: str = "GTiff",
+    tiled: bool = False,
+    nodata=None,
+) -> Path:
     """Write (bands, H, W) ``data`` to ``path``; GeoTIFFs carry a CRS and transform unless crs is None."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = data if data.ndim == 3 else data[None]
@@ -51,8 +59,11 @@ def make_potsdam(root: Path, scene_ids, size=(300, 260), seed=0, bands=3, produc
         image, labels = random_scene(rng, size[0], size[1], 6, bands)
         transform = from_origin(366000.0 + 400 * k, 5808000.0, 0.05, 0.05)
         write_raster(root / f"2_Ortho_{product}" / f"top_potsdam_{sid}_{product}.tif", image, transform=transform)
-        write_raster(root / "5_Labels_all" / f"top_potsdam_{sid}_label.tif",
-                     POTSDAM_PALETTE[labels].transpose(2, 0, 1), transform=transform)
+        write_raster(
+            root / "5_Labels_all" / f"top_potsdam_{sid}_label.tif",
+            POTSDAM_PALETTE[labels].transpose(2, 0, 1),
+            transform=transform,
+        )
         truth[sid] = (image, labels)
     return truth
 
@@ -63,15 +74,35 @@ def make_vaihingen(root: Path, areas, size=(200, 180), seed=0) -> dict:
     for area in areas:
         image, labels = random_scene(rng, size[0], size[1], 6)
         write_raster(root / "top" / f"top_mosaic_09cm_area{area}.tif", image)
-        write_raster(root / "gts_for_participants" / f"top_mosaic_09cm_area{area}.tif",
-                     POTSDAM_PALETTE[labels].transpose(2, 0, 1))
+        write_raster(
+            root / "gts_for_participants" / f"top_mosaic_09cm_area{area}.tif",
+            POTSDAM_PALETTE[labels].transpose(2, 0, 1),
+        )
         truth[str(area)] = (image, labels)
     return truth
 
 
-ISAID_PALETTE = np.array([[0, 0, 0], [0, 0, 63], [0, 63, 63], [0, 63, 0], [0, 63, 127], [0, 63, 191], [0, 63, 255],
-                          [0, 127, 63], [0, 127, 127], [0, 0, 127], [0, 0, 191], [0, 0, 255], [0, 191, 127],
-                          [0, 127, 191], [0, 127, 255], [0, 100, 155]], np.uint8)
+ISAID_PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [0, 0, 63],
+        [0, 63, 63],
+        [0, 63, 0],
+        [0, 63, 127],
+        [0, 63, 191],
+        [0, 63, 255],
+        [0, 127, 63],
+        [0, 127, 127],
+        [0, 0, 127],
+        [0, 0, 191],
+        [0, 0, 255],
+        [0, 191, 127],
+        [0, 127, 191],
+        [0, 127, 255],
+        [0, 100, 155],
+    ],
+    np.uint8,
+)
 
 
 def make_isaid(root: Path, ids_by_folder: dict, size=(160, 200), seed=0) -> dict:
@@ -82,14 +113,18 @@ def make_isaid(root: Path, ids_by_folder: dict, size=(160, 200), seed=0) -> dict
         for sid in ids:
             image, labels = random_scene(rng, size[0], size[1], 16)
             write_raster(root / folder / "images" / f"{sid}.png", image, driver="PNG")
-            write_raster(root / folder / "Semantic_masks" / "images" / f"{sid}_instance_color_RGB.png",
-                         ISAID_PALETTE[labels].transpose(2, 0, 1), driver="PNG")
+            write_raster(
+                root / folder / "Semantic_masks" / "images" / f"{sid}_instance_color_RGB.png",
+                ISAID_PALETTE[labels].transpose(2, 0, 1),
+                driver="PNG",
+            )
             truth[sid] = (image, labels)
     return truth
 
 
-DEEPGLOBE_PALETTE = np.array([[0, 255, 255], [255, 255, 0], [255, 0, 255], [0, 255, 0], [0, 0, 255],
-                              [255, 255, 255], [0, 0, 0]], np.uint8)
+DEEPGLOBE_PALETTE = np.array(
+    [[0, 255, 255], [255, 255, 0], [255, 0, 255], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0]], np.uint8
+)
 
 
 def make_deepglobe(root: Path, ids, size=(120, 120), seed=0, noise=True) -> dict:

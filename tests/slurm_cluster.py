@@ -92,8 +92,11 @@ class Cluster:
             if path.exists():
                 self.saved[path] = path.read_bytes()
         self.conf.parent.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(CONF.format(state=self.state, cpus=os.cpu_count(), memory=memory,
-                                         ctld_port=self.ports[0], d_port=self.ports[1]))
+        self.conf.write_text(
+            CONF.format(
+                state=self.state, cpus=os.cpu_count(), memory=memory, ctld_port=self.ports[0], d_port=self.ports[1]
+            )
+        )
         gres.write_text(GRES)
         subprocess.run(["chown", "-R", "slurm:slurm", str(self.state)], check=True)
         self.state.chmod(0o755)

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import preset_config
 
 from atsg.ablation import ablation_markdown, ablation_rows, artifact_roots, variant_configs, write_ablation
 from atsg.artifacts import artifact_key
 from atsg.errors import ConfigError
-from conftest import preset_config
 
 
 def _demo(**sections):
@@ -16,8 +16,20 @@ def _demo(**sections):
 
 def test_default_variants_switch_each_component_off():
     variants = variant_configs(_demo())
-    assert list(variants) == ["no_ctc", "no_ptc", "no_linking", "no_par", "no_voting", "with_affinity", "no_object",
-                              "no_boundary", "no_energy", "no_joint", "seed_classifier", "seed_segmentation"]
+    assert list(variants) == [
+        "no_ctc",
+        "no_ptc",
+        "no_linking",
+        "no_par",
+        "no_voting",
+        "with_affinity",
+        "no_object",
+        "no_boundary",
+        "no_energy",
+        "no_joint",
+        "seed_classifier",
+        "seed_segmentation",
+    ]
     assert variants["no_ctc"]["classifier"]["ctc"]["enabled"] is False
     assert variants["no_ctc"]["classifier"]["ptc"]["enabled"] is True  # everything else as the run has it
     assert variants["no_linking"]["classifier"]["linking"]["enabled"] is False
@@ -49,9 +61,15 @@ def test_variants_share_every_artifact_upstream_of_their_change():
 
 
 def test_equal_variants_share_one_folder_and_a_no_op_variant_is_the_run():
-    cfg = _demo(ablation={"variants": {"a": {"set": {"refine": {"mask_voting": False}}},
-                                       "b": {"set": {"refine": {"mask_voting": False}}},
-                                       "noop": {"set": {"refine": {"mask_voting": True}}}}})
+    cfg = _demo(
+        ablation={
+            "variants": {
+                "a": {"set": {"refine": {"mask_voting": False}}},
+                "b": {"set": {"refine": {"mask_voting": False}}},
+                "noop": {"set": {"refine": {"mask_voting": True}}},
+            }
+        }
+    )
     roots = artifact_roots(cfg)
     assert roots["b"]["eval"] == roots["a"]["eval"] == Path("results/demo/ablations/a")
     assert set(roots["noop"].values()) == {Path("results/demo")}
@@ -80,13 +98,14 @@ def test_paper_mode_predictions_come_from_the_classifier_stage():
 
 
 def _metrics(cam, pseudo, pred):
-    return {stage: {"splits": {"val": {"miou": v}, "test": {"miou": v + 0.01}}}
-            for stage, v in (("cam", cam), ("pseudo_labels", pseudo), ("predictions", pred))}
+    return {
+        stage: {"splits": {"val": {"miou": v}, "test": {"miou": v + 0.01}}}
+        for stage, v in (("cam", cam), ("pseudo_labels", pseudo), ("predictions", pred))
+    }
 
 
 def test_table_rows_deltas_and_markdown():
-    cfg = _demo(ablation={"splits": ["val"], "variants": {"x": {"description": "thing", "set": {}},
-                                                          "y": {"set": {}}}})
+    cfg = _demo(ablation={"splits": ["val"], "variants": {"x": {"description": "thing", "set": {}}, "y": {"set": {}}}})
     metrics = {"full": _metrics(0.2, 0.3, 0.25), "y": _metrics(0.2, 0.3, 0.2), "x": _metrics(0.1, 0.2, 0.3)}
     rows = ablation_rows(metrics, cfg)
     assert [r["variant"] for r in rows] == ["full", "y", "x"]  # the order of the metrics given

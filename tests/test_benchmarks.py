@@ -8,8 +8,13 @@ from conftest import REPO
 
 
 def test_all_benchmarks_run_and_both_ways_agree():
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick"], capture_output=True,
-                         text=True, check=True, timeout=600).stdout
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
     lines = out.strip().splitlines()
     assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 8
     results = json.loads(lines[-1])

@@ -2,11 +2,12 @@
 
 import torch
 import torch.nn.functional as F
+from oracles import neighbours
 
 from atsg.cam import cam_to_label, cam_to_label_band, fuse_heads, minmax_normalise, multiscale_cams
 from atsg.config import validate_config
 from atsg.refine.affinity import random_walk, transition_matrix
-from atsg.refine.par import PAR, neighbours
+from atsg.refine.par import PAR
 from atsg.refine.pseudo import Refiner
 from atsg.refine.voting import vote
 from atsg.store import IGNORE
@@ -58,7 +59,7 @@ def test_fuse_heads_mixes_the_auxiliary_cam_and_renormalises():
 
 def test_cam_to_label_keeps_image_classes_and_thresholds_background():
     cam = torch.tensor([[[[0.9, 0.5, 0.1, 0.3]], [[0.95, 0.2, 0.2, 0.65]]]])  # 2 fg classes, 1x4 pixels
-    cls = torch.tensor([[1, 0]])                                                # class 2 is not in the image
+    cls = torch.tensor([[1, 0]])  # class 2 is not in the image
     assert cam_to_label(cam, cls, 0.6, True).tolist() == [[[1, 0, 0, 0]]]
     cls = torch.tensor([[1, 1]])
     assert cam_to_label(cam, cls, 0.6, True).tolist() == [[[2, 0, 0, 2]]]
@@ -88,9 +89,9 @@ def test_par_matches_the_stacked_reference_and_keeps_constants_constant():
 
 def test_par_spreads_scores_within_the_same_colour_not_across_an_edge():
     image = torch.zeros(1, 3, 16, 16)
-    image[..., 8:] = 1.0                       # left dark, right bright
+    image[..., 8:] = 1.0  # left dark, right bright
     maps = torch.zeros(1, 1, 16, 16)
-    maps[..., 4:8, 5:8] = 1.0                  # a blob on the dark side, next to the edge
+    maps[..., 4:8, 5:8] = 1.0  # a blob on the dark side, next to the edge
     out = PAR([1, 2, 4], 10)(image, maps)
     assert out[0, 0, 4:8, 0:5].mean() > 5 * out[0, 0, 4:8, 8:12].mean()
 
@@ -106,10 +107,10 @@ def test_transition_matrix_is_row_stochastic_and_walk_stays_normalised():
 
 def test_walk_spreads_a_cam_over_tokens_that_look_alike():
     tokens = torch.zeros(1, 2, 2, 2)
-    tokens[0, 0, 0, :] = 1   # top row: one kind of token
-    tokens[0, 1, 1, :] = 1   # bottom row: another kind
+    tokens[0, 0, 0, :] = 1  # top row: one kind of token
+    tokens[0, 1, 1, :] = 1  # bottom row: another kind
     cams = torch.zeros(1, 1, 2, 2)
-    cams[0, 0, 0, 0] = 1     # only the top-left token fires
+    cams[0, 0, 0, 0] = 1  # only the top-left token fires
     out = random_walk(cams, tokens, 1.0, 1, 1.0)
     assert out[0, 0, 0, 1] > 0.9 and out[0, 0, 1].max() < 0.1
 

@@ -11,14 +11,14 @@ import pytest
 import rasterio
 import torch
 import yaml
-
 import zarr
+from conftest import REPO, TINY, job_counts, run_snakemake, scheduled_jobs, tiny_config
+from oracles import iou_by_class
 
 from atsg.artifacts import artifact_key, upstream
 from atsg.config import load_config, run_keys
 from atsg.stages.common import file_sha256
 from atsg.store import open_store
-from conftest import REPO, TINY, job_counts, run_snakemake, scheduled_jobs, tiny_config
 
 # A sharded stage is three rules: the empty store, one job per shard, the finalising step.
 MASKS = {"generate_masks_prepare", "generate_masks_shard", "generate_masks"}
@@ -80,14 +80,22 @@ def test_scene_geotiff_agrees_with_tile_predictions(chain):
     with rasterio.open(run / "predictions" / f"{scene['id']}.tif") as tif:
         full = tif.read(1)
     row, col, h, w = tiles.attrs["tiles"]["window"][scene["first_tile"]]
-    assert (full[row:row + h, col:col + w] == pred["labels"][scene["first_tile"]]).mean() > 0.99
+    assert (full[row : row + h, col : col + w] == pred["labels"][scene["first_tile"]]).mean() > 0.99
 
 
 def test_evaluation_outputs(chain):
     _, _, run = chain
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(metrics) == {"cam", "cam_all_classes", "pseudo_labels", "predictions", "supervised", "majority",
-                            "classification", "lineage"}
+    assert set(metrics) == {
+        "cam",
+        "cam_all_classes",
+        "pseudo_labels",
+        "predictions",
+        "supervised",
+        "majority",
+        "classification",
+        "lineage",
+    }
     for entry in (v for k, v in metrics.items() if k not in ("lineage", "majority", "classification")):
         assert entry["split"] == "test" and 0 <= entry["miou"] <= 1 and 0 <= entry["oa"] <= 1
         assert set(entry["iou"]) == {"clutter", "impervious_surface", "building", "low_vegetation", "tree", "car"}
@@ -95,7 +103,7 @@ def test_evaluation_outputs(chain):
     assert "weak_to_supervised" in metrics["supervised"]
     # the baselines the report states beside the stages: the majority class, the all-classes classifier
     assert metrics["majority"]["class"] in metrics["cam"]["iou"] and 0 < metrics["majority"]["miou"] < 0.5
-    for split, entry in metrics["classification"].items():
+    for entry in metrics["classification"].values():
         assert 0 <= entry["f1"] <= 1 and 0 < entry["f1_all_classes"] <= 1 and entry["tiles"] > 0
     rows = (run / "eval" / "confusion.csv").read_text().splitlines()
     assert len(rows) == 7 and rows[0].split(",")[1] == "clutter"
@@ -104,6 +112,27 @@ def test_evaluation_outputs(chain):
     assert "| test |" in report.split("## Classifier")[1]
     for fig in ("samples.png", "confusion.png", "legend.png"):
         assert (run / "eval" / "figures" / fig).stat().st_size > 1000
+
+
+def test_evaluation_scores_equal_a_per_pixel_count_of_the_stores(chain):
+    """What evaluate reports for the stores it reads equals an independent per-pixel count (tests/oracles.py),
+    split by split: one scoring path, checked end to end."""
+    _, _, run = chain
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    tiles = open_store(run / "tiles.zarr", "tiles")
+    truth, split = tiles["labels"][:], tiles["split"][:]
+    classes = list(tiles.attrs["classes"])
+    for source, store in (
+        ("pseudo_labels", "pseudo_labels"),
+        ("predictions", "predictions"),
+        ("supervised", "supervised_predictions"),
+    ):
+        pred = open_store(run / f"{store}.zarr", "pseudo_labels" if store == "pseudo_labels" else "predictions")
+        pred = pred["labels"][:]
+        for code, name in enumerate(("train", "val", "test")):
+            expected = iou_by_class(truth[split == code], pred[split == code], len(classes))
+            got = metrics[source]["splits"][name]["iou"]
+            assert [got[c] for c in classes] == pytest.approx(expected, abs=1e-9), (source, name)
 
 
 def test_rerun_after_the_chain_schedules_nothing(chain):
@@ -128,14 +157,19 @@ def _moved_away(path: Path):
     return ctx()
 
 
-@pytest.mark.parametrize("missing, rules", [
-    ("segmentation/model.pt", {"train_segmentation", *PREDICT, "evaluate"}),
-    ("classifier/metrics.json", {"train_classifier", *CAMS, "refine_labels", "train_segmentation", *PREDICT,
-                                 "evaluate"}),
-    ("masks.zarr", {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate"}),
-    ("supervised/model.pt", {"train_supervised", "predict_supervised", "evaluate"}),
-    ("predictions", {*PREDICT, "evaluate"}),
-])
+@pytest.mark.parametrize(
+    "missing, rules",
+    [
+        ("segmentation/model.pt", {"train_segmentation", *PREDICT, "evaluate"}),
+        (
+            "classifier/metrics.json",
+            {"train_classifier", *CAMS, "refine_labels", "train_segmentation", *PREDICT, "evaluate"},
+        ),
+        ("masks.zarr", {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate"}),
+        ("supervised/model.pt", {"train_supervised", "predict_supervised", "evaluate"}),
+        ("predictions", {*PREDICT, "evaluate"}),
+    ],
+)
 def test_a_missing_output_is_rebuilt_with_everything_after_it(chain, missing, rules):
     work, env, run = chain
     with _moved_away(run / missing):
@@ -150,8 +184,14 @@ def test_a_killed_training_after_a_config_change_is_redone_before_the_report(cha
     flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
     with _moved_away(run / "segmentation" / "model.pt"), _moved_away(run / "segmentation" / "metrics.json"):
         result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
-    assert scheduled_jobs(result) == {"train_segmentation", "train_supervised", *PREDICT, "predict_supervised",
-                                      "evaluate", "all"}
+    assert scheduled_jobs(result) == {
+        "train_segmentation",
+        "train_supervised",
+        *PREDICT,
+        "predict_supervised",
+        "evaluate",
+        "all",
+    }
 
 
 def test_every_artifact_records_the_key_of_the_current_config(chain):
@@ -159,9 +199,14 @@ def test_every_artifact_records_the_key_of_the_current_config(chain):
     config makes, and the report names the keys of everything it scored."""
     _, _, run = chain
     cfg = tiny_config()
-    stores = {"tiles": "tiles.zarr", "cams": "cams.zarr", "masks": "masks.zarr",
-              "pseudo_labels": "pseudo_labels.zarr", "predictions": "predictions.zarr",
-              "supervised_predictions": "supervised_predictions.zarr"}
+    stores = {
+        "tiles": "tiles.zarr",
+        "cams": "cams.zarr",
+        "masks": "masks.zarr",
+        "pseudo_labels": "pseudo_labels.zarr",
+        "predictions": "predictions.zarr",
+        "supervised_predictions": "supervised_predictions.zarr",
+    }
     for name, folder in stores.items():
         attrs = zarr.open_group(str(run / folder), mode="r").attrs
         assert attrs["artifact"] == name and attrs["artifact_key"] == artifact_key(cfg, name), name
@@ -180,15 +225,39 @@ def test_evaluate_refuses_an_input_made_with_other_settings(chain, tmp_path):
     work, env, run = chain
     cfg = tiny_config()
     expect = {a: artifact_key(cfg, a) for a in upstream(cfg, "eval")}
-    expect["predictions"] = artifact_key(load_config([REPO / "config" / "config.yaml"],
-                                                     {**TINY, "predict": {"flip": True}}), "predictions")
+    expect["predictions"] = artifact_key(
+        load_config([REPO / "config" / "config.yaml"], {**TINY, "predict": {"flip": True}}), "predictions"
+    )
     log = tmp_path / "evaluate.log"
     result = subprocess.run(
-        ["atsg", "evaluate", "--configfile", str(REPO / "config" / "config.yaml"), "--configfile",
-         str(work / "tiny.yaml"), "--tiles", str(run / "tiles.zarr"), "--cams", str(run / "cams.zarr"),
-         "--pseudo-labels", str(run / "pseudo_labels.zarr"), "--predictions", str(run / "predictions.zarr"),
-         "--supervised", str(run / "supervised_predictions.zarr"), "--expect", json.dumps(expect),
-         "--out", str(tmp_path / "eval"), "--log", str(log)], env=env, capture_output=True, text=True)
+        [
+            "atsg",
+            "evaluate",
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--configfile",
+            str(work / "tiny.yaml"),
+            "--tiles",
+            str(run / "tiles.zarr"),
+            "--cams",
+            str(run / "cams.zarr"),
+            "--pseudo-labels",
+            str(run / "pseudo_labels.zarr"),
+            "--predictions",
+            str(run / "predictions.zarr"),
+            "--supervised",
+            str(run / "supervised_predictions.zarr"),
+            "--expect",
+            json.dumps(expect),
+            "--out",
+            str(tmp_path / "eval"),
+            "--log",
+            str(log),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert "predictions.zarr: made with other settings than this run's" in line and "rerun predict" in line
@@ -196,14 +265,17 @@ def test_evaluate_refuses_an_input_made_with_other_settings(chain, tmp_path):
     assert line.split("error: ", 1)[1] in log.read_text() and "Traceback" in log.read_text()
 
 
-RUN_ONLY = {"tiling": "{gdal_cache_mb: 64, tiles_per_read: 2}",
-            "classifier": "{device: cpu, threads: 1, workers: 0, log_every: 1, checkpoint_every: 3}",
-            "cams": "{batch_size: 3, device: cpu, threads: 1}",
-            "masks": "{batch_size: 2, points_per_batch: 8, device: cpu}",
-            "refine": "{batch_size: 5, device: cpu, threads: 1}",
-            "segmentation": "{device: cpu, threads: 1, workers: 0, log_every: 1, checkpoint_every: 3}",
-            "predict": "{batch_size: 2, device: cpu, threads: 1}",
-            "devices": "{count: 0, wait_seconds: 5}", "train": "{backend: gloo}"}
+RUN_ONLY = {
+    "tiling": "{gdal_cache_mb: 64, tiles_per_read: 2}",
+    "classifier": "{device: cpu, threads: 1, workers: 0, log_every: 1, checkpoint_every: 3}",
+    "cams": "{batch_size: 3, device: cpu, threads: 1}",
+    "masks": "{batch_size: 2, points_per_batch: 8, device: cpu}",
+    "refine": "{batch_size: 5, device: cpu, threads: 1}",
+    "segmentation": "{device: cpu, threads: 1, workers: 0, log_every: 1, checkpoint_every: 3}",
+    "predict": "{batch_size: 2, device: cpu, threads: 1}",
+    "devices": "{count: 0, wait_seconds: 5}",
+    "train": "{backend: gloo}",
+}
 
 
 @pytest.mark.parametrize("section", list(RUN_ONLY))
@@ -211,20 +283,47 @@ def test_changing_how_a_stage_runs_reruns_nothing(chain, section):
     work, env, _ = chain
     assert set(yaml.safe_load(RUN_ONLY[section])) <= run_keys().get(section, set(yaml.safe_load(RUN_ONLY[section])))
     result = run_snakemake(work, env, "-n", "--config", f"{section}={RUN_ONLY[section]}")
-    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, \
-        (result.stdout + result.stderr)[-2000:]
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, (
+        result.stdout + result.stderr
+    )[-2000:]
 
 
 def test_a_resumed_training_keeps_its_checkpoint_when_only_run_keys_change(chain, tmp_path):
     work, env, run = chain
-    base = [sys.executable, "-m", "atsg.cli", "train_classifier", "--configfile", str(REPO / "config" / "config.yaml"),
-            "--configfile", str(work / "tiny.yaml"), "--tiles", str(run / "tiles.zarr"),
-            "--pretrain", str(run / "pretrain"), "--out", str(tmp_path)]
+    base = [
+        sys.executable,
+        "-m",
+        "atsg.cli",
+        "train_classifier",
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        "--configfile",
+        str(work / "tiny.yaml"),
+        "--tiles",
+        str(run / "tiles.zarr"),
+        "--pretrain",
+        str(run / "pretrain"),
+        "--out",
+        str(tmp_path),
+    ]
     subprocess.run(base, env=env, check=True, capture_output=True)
     first = torch.load(tmp_path / "model.pt", weights_only=False)
-    again = subprocess.run(base + ["--set", "classifier.log_every=1", "--set", "classifier.workers=1", "--set",
-                                   "classifier.checkpoint_every=3", "--set", "classifier.threads=1"],
-                           env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        base
+        + [
+            "--set",
+            "classifier.log_every=1",
+            "--set",
+            "classifier.workers=1",
+            "--set",
+            "classifier.checkpoint_every=3",
+            "--set",
+            "classifier.threads=1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming from step 4" in again.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["resumed_from"] == 4
@@ -273,27 +372,48 @@ def test_ablation_schedules_only_what_each_variant_changes(chain):
     # 4 classifier variants (CTC, PTC, linking off, classifier seed) rerun from the classifier on; 3 refinement
     # variants (PAR, voting, the affinity walk) from the pseudo-labels on; 5 loss and seed variants retrain the
     # segmentation model (the segmentation seed also the supervised bound). Tiles and masks are the run's.
-    assert job_counts(result) == {"train_classifier": 4, **dict.fromkeys(CAMS, 4), "refine_labels": 7,
-                                  "train_segmentation": 12, **dict.fromkeys(PREDICT, 12), "evaluate": 12,
-                                  "ablation": 1, "train_supervised": 1, "predict_supervised": 1}
+    assert job_counts(result) == {
+        "train_classifier": 4,
+        **dict.fromkeys(CAMS, 4),
+        "refine_labels": 7,
+        "train_segmentation": 12,
+        **dict.fromkeys(PREDICT, 12),
+        "evaluate": 12,
+        "ablation": 1,
+        "train_supervised": 1,
+        "predict_supervised": 1,
+    }
 
 
 def test_ablation_table_from_shared_artifacts(chain):
     work, env, run = chain
-    variants = "{no_voting: {description: voting, set: {refine: {mask_voting: false}}}, " \
-               "same: {description: nothing, set: {refine: {mask_voting: true}}}}"
+    variants = (
+        "{no_voting: {description: voting, set: {refine: {mask_voting: false}}}, "
+        "same: {description: nothing, set: {refine: {mask_voting: true}}}}"
+    )
     result = run_snakemake(work, env, "ablation", "--config", f"ablation={{splits: [test], variants: {variants}}}")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert job_counts(result) == {"refine_labels": 1, "train_segmentation": 1, **dict.fromkeys(PREDICT, 1),
-                                  "evaluate": 1, "ablation": 1}  # "same" changes nothing: it is the run's own row
+    assert job_counts(result) == {
+        "refine_labels": 1,
+        "train_segmentation": 1,
+        **dict.fromkeys(PREDICT, 1),
+        "evaluate": 1,
+        "ablation": 1,
+    }  # "same" changes nothing: it is the run's own row
     assert not (run / "ablations" / "no_voting" / "cams.zarr").exists()
     assert (run / "ablations" / "no_voting" / "pseudo_labels.zarr").exists()
-    assert open_store(run / "ablations" / "no_voting" / "pseudo_labels.zarr",
-                      "pseudo_labels").attrs["config"]["refine"]["mask_voting"] is False
+    assert (
+        open_store(run / "ablations" / "no_voting" / "pseudo_labels.zarr", "pseudo_labels").attrs["config"]["refine"][
+            "mask_voting"
+        ]
+        is False
+    )
     table = json.loads((run / "eval" / "ablation.json").read_text())
     assert [r["variant"] for r in table["rows"]] == ["full", "no_voting", "same"]
     main = json.loads((run / "eval" / "metrics.json").read_text())
-    assert table["rows"][0]["miou"]["test"]["predictions"] == pytest.approx(main["predictions"]["splits"]["test"]["miou"])
+    assert table["rows"][0]["miou"]["test"]["predictions"] == pytest.approx(
+        main["predictions"]["splits"]["test"]["miou"]
+    )
     same = table["rows"][2]
     assert same["same_as_full"] and same["miou"] == table["rows"][0]["miou"]
     assert same["delta_predictions"]["test"] == 0.0 and not (run / "ablations" / "same").exists()
@@ -301,8 +421,15 @@ def test_ablation_table_from_shared_artifacts(chain):
     assert voting["cam"] == table["rows"][0]["miou"]["test"]["cam"]  # CAMs are shared, so equal
     md = (run / "eval" / "ablation.md").read_text()
     assert "| no_voting | voting |" in md and "Δ pred. test" in md
-    report = run_snakemake(work, env, "ablation", "--report", str(work / "ablation.html"), "--config",
-                           f"ablation={{splits: [test], variants: {variants}}}")
+    report = run_snakemake(
+        work,
+        env,
+        "ablation",
+        "--report",
+        str(work / "ablation.html"),
+        "--config",
+        f"ablation={{splits: [test], variants: {variants}}}",
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     assert "Ablation" in (work / "ablation.html").read_text(errors="replace")
 
@@ -311,9 +438,13 @@ def test_ablation_table_from_shared_artifacts(chain):
 def paper(tmp_path_factory):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     work = tmp_path_factory.mktemp("paper")
-    cfg = {**TINY, "run": "paper", "evaluate": {**TINY["evaluate"], "supervised_baseline": False},
-           "classifier": {**TINY["classifier"], "joint_segmentation": True, "select_metric": "seg_miou"},
-           "segmentation": {**TINY["segmentation"], "loss_warmup_iterations": 2}}
+    cfg = {
+        **TINY,
+        "run": "paper",
+        "evaluate": {**TINY["evaluate"], "supervised_baseline": False},
+        "classifier": {**TINY["classifier"], "joint_segmentation": True, "select_metric": "seg_miou"},
+        "segmentation": {**TINY["segmentation"], "loss_warmup_iterations": 2},
+    }
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     result = run_snakemake(work, env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
@@ -336,8 +467,15 @@ def test_paper_mode_trains_one_network_and_predicts_with_it(paper):
     assert pred.attrs["model_sha256"] == file_sha256(run / "classifier" / "segmenter.pt")
     assert int(pred["labels"][:].max()) < 6
     eval_metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert set(eval_metrics) == {"cam", "cam_all_classes", "pseudo_labels", "predictions", "majority",
-                                 "classification", "lineage"}
+    assert set(eval_metrics) == {
+        "cam",
+        "cam_all_classes",
+        "pseudo_labels",
+        "predictions",
+        "majority",
+        "classification",
+        "lineage",
+    }
 
 
 def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(paper):
@@ -350,16 +488,48 @@ def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(pa
 
 def test_atsg_ablate_runs_the_ablation_target(chain):
     work, env, _ = chain
-    result = subprocess.run(["atsg", "ablate", "--cores", "1", "--configfile", str(REPO / "config" / "config.yaml"),
-                             "--configfile", "tiny.yaml", "--", "-n"], cwd=work,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            "atsg",
+            "ablate",
+            "--cores",
+            "1",
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--configfile",
+            "tiny.yaml",
+            "--",
+            "-n",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert job_counts(result)["train_classifier"] == 4 and job_counts(result)["ablation"] == 1
 
 
 def test_atsg_ablate_reports_a_failed_workflow(chain):
     work, env, _ = chain
-    result = subprocess.run(["atsg", "ablate", "--configfile", str(REPO / "config" / "config.yaml"), "--configfile",
-                             "tiny.yaml", "--", "-n", "--config", "tiling={size: x}"],
-                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            "atsg",
+            "ablate",
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--configfile",
+            "tiny.yaml",
+            "--",
+            "-n",
+            "--config",
+            "tiling={size: x}",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "atsg ablate: error: snakemake exited with 1" in result.stderr

@@ -12,14 +12,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from atsg.ablation import variant_configs
-from atsg.config import deep_merge, load_config
 from conftest import REPO
 
+from atsg.ablation import variant_configs
+from atsg.config import deep_merge, load_config, run_json
+
 PLACEHOLDERS = ("<", "…", "...")
-STAGES = ("synth", "tile", "pretrain", "train_classifier", "extract_cams", "generate_masks", "refine_labels", "train_segmentation",
-          "predict", "evaluate")
+STAGES = (
+    "synth",
+    "tile",
+    "pretrain",
+    "train_classifier",
+    "extract_cams",
+    "generate_masks",
+    "refine_labels",
+    "train_segmentation",
+    "predict",
+    "evaluate",
+)
 
 
 def _documented() -> dict[str, tuple[str, list[str]]]:
@@ -32,7 +42,7 @@ def _documented() -> dict[str, tuple[str, list[str]]]:
             cut = argv.index("&&") if "&&" in argv else len(argv)
             if argv[:cut]:
                 found.setdefault(shlex.join(argv[:cut]), (where, argv[:cut]))
-            argv = argv[cut + 1:]
+            argv = argv[cut + 1 :]
 
     readme = (REPO / "README.md").read_text()
     for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
@@ -64,14 +74,24 @@ def test_the_documented_commands_were_found():
 def checkout(tmp_path_factory) -> Path:
     """A folder that looks like the checkout (the workflow's files linked) where commands may write freely."""
     folder = tmp_path_factory.mktemp("checkout")
-    for name in ("Snakefile", "config", "workflow", "profiles", "envs", "README.md", "constraints.txt",
-                 "pyproject.toml", "atsg"):
+    for name in (
+        "Snakefile",
+        "config",
+        "workflow",
+        "profiles",
+        "envs",
+        "README.md",
+        "constraints.txt",
+        "pyproject.toml",
+        "atsg",
+    ):
         (folder / name).symlink_to(REPO / name)
     return folder
 
 
-def _params_of(output: str) -> list[tuple[str, dict, str | None]]:
-    """(stage, merged --params, ablation variant or None) of every atsg command a dry run printed."""
+def _params_of(output: str, runtime: str) -> list[tuple[str, dict, str | None]]:
+    """(stage, merged --params, ablation variant or None) of every atsg command a dry run printed; ``runtime``
+    is what the workflow put in $ATSG_RUNTIME (test_pipeline_graph checks that it is the config's run keys)."""
     import json
 
     out = []
@@ -82,7 +102,8 @@ def _params_of(output: str) -> list[tuple[str, dict, str | None]]:
         merged: dict = {}
         for k, arg in enumerate(argv):
             if arg == "--params":
-                merged = deep_merge(merged, json.loads(argv[k + 1]))
+                given = argv[k + 1]
+                merged = deep_merge(merged, json.loads(runtime if given == "$ATSG_RUNTIME" else given))
         variant = re.search(r"/ablations/([^/]+)/", line)
         out.append((argv[1], merged, variant.group(1) if variant else None))
     return out
@@ -125,19 +146,21 @@ def test_documented_snakemake_commands_run_and_pass_the_config_they_name(text, c
         pytest.skip("builds a report of a finished run: tests/test_chain.py runs it on the tiny chain")
     if "--sdm" in argv and shutil.which("conda") is None:
         pytest.skip("conda is not installed here; tests/test_workflow.py checks every rule's environment file")
-    extra = [] if "--unlock" in argv else ["-n", "-p"]
-    result = subprocess.run([*argv, *extra], cwd=checkout, env=cli_env, capture_output=True, text=True,
-                            timeout=300)
+    extra = [] if "--unlock" in argv or "--lint" in argv else ["-n", "-p"]
+    result = subprocess.run([*argv, *extra], cwd=checkout, env=cli_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{where}: {text}\n{(result.stdout + result.stderr)[-3000:]}"
-    if "--unlock" in argv:
+    if "--unlock" in argv or "--lint" in argv:  # the lint: a finding is a non-zero exit
         return
     files, overrides = _snakemake_config(argv)
     expected = load_config([checkout / f for f in files] or [REPO / "config" / "config.yaml"], overrides)
     variants = variant_configs(expected)  # a variant's jobs get the variant's settings
-    stages = _params_of(result.stdout + result.stderr)
+    stages = _params_of(result.stdout + result.stderr, run_json(expected))
     assert stages, f"{where}: {text} scheduled no atsg command"
-    wrong = [w for stage, given, variant in stages
-             for w in _same_settings(stage, given, variants[variant] if variant else expected)]
+    wrong = [
+        w
+        for stage, given, variant in stages
+        for w in _same_settings(stage, given, variants[variant] if variant else expected)
+    ]
     assert wrong == [], f"{where}: {text}\n" + "\n".join(wrong[:10])
 
 
@@ -157,17 +180,25 @@ def test_documented_atsg_commands_run(text, checkout, cli_env):
         args = [*argv[2:], *([] if "--" in argv else ["--"]), "-n"]  # the ablation target as a dry run
     else:
         return  # a stage named in prose (`atsg tile`): its --help above is the check
-    result = subprocess.run([*atsg, argv[1], *args], cwd=checkout, env=cli_env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [*atsg, argv[1], *args], cwd=checkout, env=cli_env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"{where}: {text}\n{(result.stdout + result.stderr)[-3000:]}"
 
 
-@pytest.mark.parametrize("text", [t for t, (_, argv) in COMMANDS.items() if argv[0] in ("pip", "python3", ".",
-                                                                                          "pytest")])
+@pytest.mark.parametrize(
+    "text", [t for t, (_, argv) in COMMANDS.items() if argv[0] in ("pip", "python3", ".", "pytest")]
+)
 def test_documented_install_commands(text, cli_env):
     where, argv = COMMANDS[text]
     if argv[0] != "pip":
         pytest.skip(".ci/run runs README's set-up and test commands from a clean clone")
-    result = subprocess.run([sys.executable, "-m", "pip", *argv[1:2], "--dry-run", "--quiet", *argv[2:]],
-                            cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *argv[1:2], "--dry-run", "--quiet", *argv[2:]],
+        cwd=REPO,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, f"{where}: {text}\n{result.stderr[-3000:]}"

@@ -2,11 +2,19 @@ import json
 
 import pytest
 import yaml
-
-from atsg.config import load_config, load_schema, parse_assignment, read_yaml, run_json, run_keys, section_json, \
-    validate_config
-from atsg.errors import ConfigError
 from conftest import REPO, preset_config
+
+from atsg.config import (
+    load_config,
+    load_schema,
+    parse_assignment,
+    read_yaml,
+    run_json,
+    run_keys,
+    section_json,
+    validate_config,
+)
+from atsg.errors import ConfigError
 
 
 def _walk(node, path=""):
@@ -45,15 +53,18 @@ def test_vaihingen_preset_has_official_split():
     assert len(cfg["split"]["train"]) == 16 and len(cfg["split"]["test"]) == 17
 
 
-@pytest.mark.parametrize("assignment, key", [
-    ("tiling.size=abc", "tiling.size"),
-    ("dataset.preset=landsat", "dataset.preset"),
-    ("split.ratios=[1, 2]", "split.ratios"),
-    ("tiling.sizee=3", "tiling"),
-    ("run=has space", "run"),
-    ("evaluate.figure_tiles=0", "evaluate.figure_tiles"),  # the rule promises figures/samples.png
-    ("segmentation.cross_entropy=focal", "segmentation.cross_entropy"),
-])
+@pytest.mark.parametrize(
+    "assignment, key",
+    [
+        ("tiling.size=abc", "tiling.size"),
+        ("dataset.preset=landsat", "dataset.preset"),
+        ("split.ratios=[1, 2]", "split.ratios"),
+        ("tiling.sizee=3", "tiling"),
+        ("run=has space", "run"),
+        ("evaluate.figure_tiles=0", "evaluate.figure_tiles"),  # the rule promises figures/samples.png
+        ("segmentation.cross_entropy=focal", "segmentation.cross_entropy"),
+    ],
+)
 def test_wrong_values_name_the_key(assignment, key):
     with pytest.raises(ConfigError, match=rf"config key {key}\b"):
         load_config([REPO / "config" / "config.yaml"], assignments=[assignment])
@@ -94,10 +105,25 @@ OFFICIAL_SCRIPTS = {  # scripts/dist_train_{potsdam,vai,iSAID}_seg_neg_fp.py of 
     "vaihingen": {"max_iters": 15000, "spg": 2, "lr": 4e-5, "bkg_thre": 0.6, "w_obj": 0.01, "gate": 2000},
     "isaid": {"max_iters": 40000, "spg": 8, "lr": 6e-5, "bkg_thre": 0.5, "w_obj": 0.03, "gate": 4000},
 }
-SHARED_ARGS = {"warmup_iters": 1500, "warmup_lr": 1e-6, "wt_decay": 1e-2, "power": 0.9, "crop_size": 320,
-               "high_thre": 0.7, "low_thre": 0.25, "cam_scales": [1.0, 0.5, 1.5], "w_ptc": 0.3, "w_ctc": 0.5,
-               "w_seg": 0.1, "w_reg": 0.05, "w_joi": 0.3, "w_bod": 1.2, "temp": 0.5, "momentum": 0.9,
-               "local_crop_size": 96}
+SHARED_ARGS = {
+    "warmup_iters": 1500,
+    "warmup_lr": 1e-6,
+    "wt_decay": 1e-2,
+    "power": 0.9,
+    "crop_size": 320,
+    "high_thre": 0.7,
+    "low_thre": 0.25,
+    "cam_scales": [1.0, 0.5, 1.5],
+    "w_ptc": 0.3,
+    "w_ctc": 0.5,
+    "w_seg": 0.1,
+    "w_reg": 0.05,
+    "w_joi": 0.3,
+    "w_bod": 1.2,
+    "temp": 0.5,
+    "momentum": 0.9,
+    "local_crop_size": 96,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_SCRIPTS))
@@ -109,21 +135,47 @@ def test_presets_and_paper_mode_run_every_value_of_their_official_script(name):
     assert c["joint_segmentation"]
     for sec in (c, s):
         assert (sec["iterations"], sec["batch_size"], sec["lr"]) == (o["max_iters"], o["spg"], o["lr"])
-        assert (sec["lr_warmup_iterations"], sec["warmup_ratio"], sec["weight_decay"], sec["power"]) == \
-            (a["warmup_iters"], a["warmup_lr"], a["wt_decay"], a["power"])
+        assert (sec["lr_warmup_iterations"], sec["warmup_ratio"], sec["weight_decay"], sec["power"]) == (
+            a["warmup_iters"],
+            a["warmup_lr"],
+            a["wt_decay"],
+            a["power"],
+        )
         assert sec["crop_size"] == a["crop_size"] and sec["head_lr_mult"] == 8 and sec["clip_grad"] == 1.0
     assert c["bkg_thre"] == cfg["refine"]["bkg_thre"] == o["bkg_thre"]
-    assert (c["high_thre"], c["low_thre"]) == (cfg["refine"]["high_thre"], cfg["refine"]["low_thre"]) == \
-        (a["high_thre"], a["low_thre"])
+    assert (
+        (c["high_thre"], c["low_thre"])
+        == (cfg["refine"]["high_thre"], cfg["refine"]["low_thre"])
+        == (a["high_thre"], a["low_thre"])
+    )
     assert c["cam_scales"] == cfg["cams"]["scales"] == a["cam_scales"] and c["band_cam"] == "multiscale"
-    assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["temperature"], c["ctc"]["momentum"],
-            c["ctc"]["local_size"]) == (a["w_ptc"], a["w_ctc"], a["temp"], a["momentum"], a["local_crop_size"])
-    assert (s["seg_weight"], s["energy_loss"]["weight"], s["joint_loss"]["weight"], s["boundary_loss"]["weight"],
-            s["object_loss"]["weight"]) == (a["w_seg"], a["w_reg"], a["w_joi"], a["w_bod"], o["w_obj"])
+    assert (
+        c["ptc"]["weight"],
+        c["ctc"]["weight"],
+        c["ctc"]["temperature"],
+        c["ctc"]["momentum"],
+        c["ctc"]["local_size"],
+    ) == (a["w_ptc"], a["w_ctc"], a["temp"], a["momentum"], a["local_crop_size"])
+    assert (
+        s["seg_weight"],
+        s["energy_loss"]["weight"],
+        s["joint_loss"]["weight"],
+        s["boundary_loss"]["weight"],
+        s["object_loss"]["weight"],
+    ) == (a["w_seg"], a["w_reg"], a["w_joi"], a["w_bod"], o["w_obj"])
     assert s["loss_warmup_iterations"] == o["gate"]
-    assert (c["aux_layer"], c["logits"], c["final_norm"], c["freeze_pos_embed"]) == \
-        ("adaptive", "pool_then_classify", True, True)
-    assert (s["decoder_channels"], s["decoder_norm"], s["decoder_dropout"], s["decoder_bias"]) == (512, False, 0.0, False)
+    assert (c["aux_layer"], c["logits"], c["final_norm"], c["freeze_pos_embed"]) == (
+        "adaptive",
+        "pool_then_classify",
+        True,
+        True,
+    )
+    assert (s["decoder_channels"], s["decoder_norm"], s["decoder_dropout"], s["decoder_bias"]) == (
+        512,
+        False,
+        0.0,
+        False,
+    )
     for key in ("object_loss", "boundary_loss", "energy_loss", "joint_loss"):
         assert s[key]["form"] == "published" and s[key]["enabled"]
     assert cfg["refine"]["par_softmax"] and cfg["cams"]["relu"] == "after_merge"
@@ -139,15 +191,21 @@ def test_presets_run_the_published_models_and_cpu_overlay_replaces_them(name):
     assert published["masks"]["generator"] == "sam" and published["classifier"]["crop_size"] == 320
     c = published["classifier"]
     assert c["linking"]["features"] == "dino" and c["linking"]["threshold"] == "batch_mean"
-    assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["local_crops"], c["ctc"]["local_size"]) == (0.3, 0.5, 8, 96)
+    assert (c["ptc"]["weight"], c["ctc"]["weight"], c["ctc"]["local_crops"], c["ctc"]["local_size"]) == (
+        0.3,
+        0.5,
+        8,
+        96,
+    )
     assert published["refine"]["cam_aux_weight"] == 0.0
     assert published["segmentation"]["energy_loss"]["scale"] == 0.5  # nothing of the demo's (0.25) carries over
     quick = load_config([REPO / "config" / f"{name}.yaml", REPO / "config" / "cpu.yaml"])
     # no weights to download: both models start from the pretrain stage, whose teacher links tokens
     assert quick["classifier"]["weights"] == quick["segmentation"]["weights"] == "pretrain"
     assert quick["pretrain"]["weights"] == "random_init" and quick["classifier"]["linking"]["features"] == "pretrain"
-    assert {k: quick["pretrain"][k] for k in ("backbone", "patch_size", "embed_dim", "depth", "num_heads")} == \
-        {k: quick["classifier"][k] for k in ("backbone", "patch_size", "embed_dim", "depth", "num_heads")}
+    assert {k: quick["pretrain"][k] for k in ("backbone", "patch_size", "embed_dim", "depth", "num_heads")} == {
+        k: quick["classifier"][k] for k in ("backbone", "patch_size", "embed_dim", "depth", "num_heads")
+    }
     assert published["refine"]["thresholds"] == "fixed" and quick["refine"]["thresholds"] == "val"
     assert quick["masks"]["generator"] == "felzenszwalb" and quick["dataset"] == published["dataset"]
 
@@ -163,8 +221,9 @@ def test_presets_hold_only_what_differs_from_the_published_defaults(name):
             return [k for key, value in raw.items() for k in same(value, default[key], f"{path}{key}.")]
         return [path.rstrip(".")] if raw == default and path not in ("run.", "dataset.preset.", "dataset.root.") else []
 
-    raw = {k: v for k, v in read_yaml(REPO / "config" / f"{name}.yaml").items()
-           if k not in ("dataset", "split", "tiling")}
+    raw = {
+        k: v for k, v in read_yaml(REPO / "config" / f"{name}.yaml").items() if k not in ("dataset", "split", "tiling")
+    }
     assert same(raw, defaults, "") == []
 
 

@@ -17,10 +17,19 @@ from atsg.store import IGNORE
 from atsg.train.classifier_objective import ClassifierObjective, aux_band_labels
 from atsg.train.crops import uncertain_crops
 
-TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-            "img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2, "aux_layer": -2,
-            "linking": {"features": "self", "layer": 0},
-            "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16, "bottleneck_dim": 8, "out_dim": 12}}
+TINY_VIT = {
+    "backbone": "vit_tiny_patch16_224",
+    "pretrained": False,
+    "random_init": True,
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 3,
+    "num_heads": 2,
+    "aux_layer": -2,
+    "linking": {"features": "self", "layer": 0},
+    "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16, "bottleneck_dim": 8, "out_dim": 12},
+}
 
 
 def _cfg(**extra):
@@ -33,8 +42,13 @@ def _cfg(**extra):
 def _batch(b=2, size=32):
     g = torch.Generator().manual_seed(0)
     image = torch.randint(1, 255, (b, 3, size, size), generator=g).float()
-    return {"image": image, "local": (image * 0.9).round(), "view2": image.flip(-1),
-            "cls": torch.tensor([[1.0, 0, 1], [0, 1, 0]])[:b], "valid": torch.ones(b, size, size, dtype=torch.bool)}
+    return {
+        "image": image,
+        "local": (image * 0.9).round(),
+        "view2": image.flip(-1),
+        "cls": torch.tensor([[1.0, 0, 1], [0, 1, 0]])[:b],
+        "valid": torch.ones(b, size, size, dtype=torch.bool),
+    }
 
 
 def test_pair_targets_same_class_positive_different_negative_ignored_neither():
@@ -123,8 +137,7 @@ def test_aux_band_labels_follow_the_band_and_ignore_invalid_pixels_not_black_one
     label = aux_band_labels(maps, torch.tensor([[1.0, 0.0]]), valid, 0.7, 0.25, True)
     assert label.tolist() == [[[0, IGNORE, 1, IGNORE]]]
     # a truly black image is valid: its tokens are labelled (the old rule, "all bands 0 is padding", dropped them)
-    label = aux_band_labels(maps, torch.tensor([[1.0, 0.0]]), torch.ones(1, 8, 32, dtype=torch.bool), 0.7, 0.25,
-                            True)
+    label = aux_band_labels(maps, torch.tensor([[1.0, 0.0]]), torch.ones(1, 8, 32, dtype=torch.bool), 0.7, 0.25, True)
     assert label.tolist() == [[[0, 0, IGNORE, 1]]]
 
 
@@ -218,9 +231,17 @@ def test_dino_linking_needs_weights_and_loads_a_frozen_vit(tmp_path):
         ClassifierObjective(cfg, True, 3)
     arch = {"img_size": 32, "patch_size": 16, "embed_dim": 24, "depth": 2, "num_heads": 2}
     import timm
+
     torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0, **arch).state_dict(), tmp_path / "dino.pth")
-    cfg = _cfg(ctc={"enabled": False}, linking={"features": "dino", "backbone": "vit_tiny_patch16_224",
-                                                "checkpoint": str(tmp_path / "dino.pth"), "model_kwargs": arch})
+    cfg = _cfg(
+        ctc={"enabled": False},
+        linking={
+            "features": "dino",
+            "backbone": "vit_tiny_patch16_224",
+            "checkpoint": str(tmp_path / "dino.pth"),
+            "model_kwargs": arch,
+        },
+    )
     objective = ClassifierObjective(cfg, True, 3)
     linker = objective.linker
     assert isinstance(linker, LinkingFeatures)

@@ -2,17 +2,25 @@
 
 import numpy as np
 import pytest
-
-from atsg.cli import main
+from fixtures import EPSG, POTSDAM_PALETTE, make_potsdam, write_raster
 from rasterio.transform import from_origin
 
-from fixtures import EPSG, POTSDAM_PALETTE, make_potsdam, write_raster
+from atsg.cli import main
 
 
 def _tile(tmp_path, root, *extra):
     out = tmp_path / "tiles.zarr"
-    args = ["tile", "--configfile", "config/potsdam.yaml",
-            "--set", "tiling.size=64", "--set", "tiling.stride=64", "--out", str(out)]
+    args = [
+        "tile",
+        "--configfile",
+        "config/potsdam.yaml",
+        "--set",
+        "tiling.size=64",
+        "--set",
+        "tiling.stride=64",
+        "--out",
+        str(out),
+    ]
     if root is not None:
         args += ["--root", str(root)]
     return main(args + list(extra)), out
@@ -112,6 +120,7 @@ def test_non_8bit_images_need_a_value_range(tmp_path, capsys):
     assert rc == 2 and "dataset.value_range" in _one_error_line(capsys)
     rc, out = _tile(tmp_path, tmp_path / "d", "--set", "dataset.value_range=[0, 8000]")
     import zarr
+
     assert rc == 0 and int(zarr.open_group(str(out), mode="r")["images"][0, 0, 0, 0]) == 128
 
 
@@ -171,10 +180,11 @@ def test_a_label_within_half_a_pixel_is_accepted(tmp_path, capsys):
 
 
 def test_an_image_without_crs_is_tiled_with_one_warning(tmp_path, caplog):
-    from atsg.data.tiling import run_tile
-    from atsg.stages.evaluate import report_markdown
     from conftest import preset_config
     from fixtures import make_folder
+
+    from atsg.data.tiling import run_tile
+    from atsg.stages.evaluate import report_markdown
 
     make_folder(tmp_path / "f", ["a", "b"], size=(64, 64))
     cfg = preset_config("folder", tmp_path / "f", tiling={"size": 64, "stride": 64}, split={"ratios": [1, 0, 0]})

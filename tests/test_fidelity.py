@@ -17,8 +17,13 @@ import torch
 from atsg.cam import cam_to_label, cam_to_label_band, multiscale_cams
 from atsg.config import validate_config
 from atsg.losses.contrast import link_pairs, pair_targets, ptc_loss
-from atsg.losses.segmentation import balanced_cross_entropy, boundary_loss_published, energy_loss_published, \
-    joint_loss_published, object_loss_published
+from atsg.losses.segmentation import (
+    balanced_cross_entropy,
+    boundary_loss_published,
+    energy_loss_published,
+    joint_loss_published,
+    object_loss_published,
+)
 from atsg.masks.maps import object_and_boundary_maps
 from atsg.models.classifier import CAMClassifier
 from atsg.models.joint import JointModel
@@ -55,8 +60,13 @@ def joint():
     """atsg's paper-mode network with the official network's seeded weights, loaded from its state dict."""
     cfg = published_config()
     torch.manual_seed(0)
-    model = JointModel(CAMClassifier(cfg["classifier"], 3, made.N_CLASSES - 1), cfg["classifier"]["ctc"],
-                       cfg["segmentation"], made.N_CLASSES, foreground=True)
+    model = JointModel(
+        CAMClassifier(cfg["classifier"], 3, made.N_CLASSES - 1),
+        cfg["classifier"]["ctc"],
+        cfg["segmentation"],
+        made.N_CLASSES,
+        foreground=True,
+    )
     shapes = _official_shapes(model)
     state = from_official(made.seeded_state(shapes))
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -70,9 +80,20 @@ def _official_shapes(model: JointModel) -> dict:
 
     names = ["encoder." + k for k in model.classifier.backbone.vit.state_dict()]
     names += ["encoder.head.weight", "encoder.head.bias", "classifier.weight", "aux_classifier.weight"]
-    names += [f"{h}.{k}" for h in ("proj_head", "proj_head_t") for k in
-              ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp.4.weight", "mlp.4.bias",
-               "last_layer.weight_g", "last_layer.weight_v")]
+    names += [
+        f"{h}.{k}"
+        for h in ("proj_head", "proj_head_t")
+        for k in (
+            "mlp.0.weight",
+            "mlp.0.bias",
+            "mlp.2.weight",
+            "mlp.2.bias",
+            "mlp.4.weight",
+            "mlp.4.bias",
+            "last_layer.weight_g",
+            "last_layer.weight_v",
+        )
+    ]
     names += [f"{d}.conv{i}.weight" for d in ("decoder", "foreground_decoder") for i in (6, 7, 8)]
     ours = model.state_dict()
     shapes = {}
@@ -103,12 +124,14 @@ def test_classifier_forward_equals_the_official_network(joint, data, tag):
 
 def test_multiscale_cam_equals_multi_scale_cam2(joint, data):
     """Scales 1, 0.5, 1.5 with flips, resized to the input, flip max, then ReLU, summed, min-max per class."""
-    cam, cam_aux = multiscale_cams(joint.classifier, data["images"], [1.0, 0.5, 1.5], True, made.SIZE,
-                                   relu="after_merge", aux_groups="batch")
+    cam, cam_aux = multiscale_cams(
+        joint.classifier, data["images"], [1.0, 0.5, 1.5], True, made.SIZE, relu="after_merge", aux_groups="batch"
+    )
     close(cam, "ms_cam", atol=1e-5)
     close(cam_aux, "ms_cam_aux", atol=1e-5)
-    old, _ = multiscale_cams(joint.classifier, data["images"], [1.0, 0.5, 1.5], True, made.SIZE,
-                             relu="before_resize", aux_groups="batch")
+    old, _ = multiscale_cams(
+        joint.classifier, data["images"], [1.0, 0.5, 1.5], True, made.SIZE, relu="before_resize", aux_groups="batch"
+    )
     assert not np.allclose(old.numpy(), OFFICIAL["ms_cam"], atol=1e-3)  # the switch is a real difference
 
 
@@ -127,8 +150,7 @@ def test_par_pseudo_labels_equal_refine_cams_with_bkg_v2(data):
     expected = torch.from_numpy(OFFICIAL["par_label"]).long()
     assert torch.equal(labels, expected), f"{int((labels != expected).sum())} of {labels.numel()} labels differ"
     old = Refiner({**cfg, "affinity": False, "mask_voting": False, "par_softmax": False}, True, made.N_CLASSES)
-    assert not torch.equal(old.cam_labels(data["images"], torch.from_numpy(OFFICIAL["ms_cam"]), data["cls"]),
-                           expected)
+    assert not torch.equal(old.cam_labels(data["images"], torch.from_numpy(OFFICIAL["ms_cam"]), data["cls"]), expected)
 
 
 def test_token_labels_linking_and_ptc_equal_dino_mask_and_get_masked_ptc_loss(data):
@@ -174,14 +196,16 @@ def test_energy_loss_equals_denseenergyloss_with_an_exact_kernel(data):
         valid[i, y0:y1, x0:x1] = True
     loss, (grad,) = _value_and_grad(
         lambda s: energy_loss_published(s, data["small_images"], data["labels"], 15, 100, 0.5, 1e-7, valid),
-        data["logits"])
+        data["logits"],
+    )
     assert loss.item() == pytest.approx(float(OFFICIAL["energy_loss"]), rel=1e-4)  # float32 vs float64 sums
     close(grad, "energy_grad", rtol=1e-4, atol=1e-12)
 
 
 def test_joint_loss_equals_jointloss(data):
-    loss, (g_fg, g) = _value_and_grad(lambda f, s: joint_loss_published(s, f, data["labels"]), data["fg_logits"],
-                                      data["logits"])
+    loss, (g_fg, g) = _value_and_grad(
+        lambda f, s: joint_loss_published(s, f, data["labels"]), data["fg_logits"], data["logits"]
+    )
     assert loss.item() == pytest.approx(float(OFFICIAL["joint_loss"]), rel=RTOL)
     close(g_fg, "joint_grad_fg", atol=1e-9)
     close(g, "joint_grad", atol=1e-9)
@@ -223,24 +247,44 @@ def test_paper_mode_step_gates_losses_as_published(data):
     cross-entropy, energy and joint losses only after step loss_warmup_iterations (n_iter <= W: x 0)."""
     from atsg.train.joint_objective import JointObjective
 
-    vit = {"backbone": "deit_tiny_patch16_224", "pretrained": False, "random_init": True, "img_size": 32,
-           "patch_size": 16, "embed_dim": 16, "depth": 3, "num_heads": 2}
-    cfg = validate_config({"classifier": {**vit, "aux_layer": -2, "joint_segmentation": True,
-                                          "linking": {"features": "self", "layer": 0},
-                                          "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16,
-                                                  "bottleneck_dim": 8, "out_dim": 16}},
-                           "segmentation": {"loss_warmup_iterations": 2, "decoder_channels": 8,
-                                            "energy_loss": {"scale": 0.25}}})
+    vit = {
+        "backbone": "deit_tiny_patch16_224",
+        "pretrained": False,
+        "random_init": True,
+        "img_size": 32,
+        "patch_size": 16,
+        "embed_dim": 16,
+        "depth": 3,
+        "num_heads": 2,
+    }
+    cfg = validate_config(
+        {
+            "classifier": {
+                **vit,
+                "aux_layer": -2,
+                "joint_segmentation": True,
+                "linking": {"features": "self", "layer": 0},
+                "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16, "bottleneck_dim": 8, "out_dim": 16},
+            },
+            "segmentation": {"loss_warmup_iterations": 2, "decoder_channels": 8, "energy_loss": {"scale": 0.25}},
+        }
+    )
     torch.manual_seed(0)
-    model = JointModel(CAMClassifier(cfg["classifier"], 3, 3), cfg["classifier"]["ctc"], cfg["segmentation"], 4,
-                       foreground=True)
+    model = JointModel(
+        CAMClassifier(cfg["classifier"], 3, 3), cfg["classifier"]["ctc"], cfg["segmentation"], 4, foreground=True
+    )
     objective = JointObjective(cfg, True, 3, 4)
     g = torch.Generator().manual_seed(1)
     image = torch.randint(0, 255, (2, 3, 64, 64), generator=g).float()
-    batch = {"image": image, "local": image.clone(), "view2": image.flip(-1), "cls": data["cls"],
-             "valid": torch.ones(2, 64, 64, dtype=torch.bool),
-             "objects": torch.randint(0, 6, (2, 64, 64), generator=g),
-             "boundaries": torch.randint(0, 2, (2, 64, 64), generator=g)}
+    batch = {
+        "image": image,
+        "local": image.clone(),
+        "view2": image.flip(-1),
+        "cls": data["cls"],
+        "valid": torch.ones(2, 64, 64, dtype=torch.bool),
+        "objects": torch.randint(0, 6, (2, 64, 64), generator=g),
+        "boundaries": torch.randint(0, 2, (2, 64, 64), generator=g),
+    }
     for step, on in ((0, False), (2, False), (3, True)):
         _, parts = objective(model, batch, step)
         assert parts["object"] != 0 and parts["boundary"] != 0 and parts["ptc"] > 0 and "ctc" in parts
@@ -252,8 +296,11 @@ def test_ctc_loss_equals_ctcloss_neg(data):
     from atsg.losses.contrast import ctc_loss_published
 
     loss, (grad,) = _value_and_grad(
-        lambda st: ctc_loss_published(data["teacher"].view(2, 2, -1), st.view(10, 2, -1), data["ctc_flags"].bool(),
-                                      0.5), data["student"])
+        lambda st: ctc_loss_published(
+            data["teacher"].view(2, 2, -1), st.view(10, 2, -1), data["ctc_flags"].bool(), 0.5
+        ),
+        data["student"],
+    )
     assert loss.item() == pytest.approx(float(OFFICIAL["ctc_loss"]), rel=RTOL)
     close(grad, "ctc_grad_student", atol=1e-8)
 
@@ -292,19 +339,25 @@ def test_a_published_checkpoint_imports_and_gives_the_official_outputs(tmp_path,
 
     cfg = published_config(joint_segmentation=True)
     cfg = {**cfg, "dataset": {**cfg["dataset"], "classes": ["bg", "a", "b", "c"], "palette": [[0, 0, 0]] * 4}}
-    summary = run_import_checkpoint(cfg, _official_checkpoint(tmp_path, joint), tmp_path / "seg.pt",
-                                    tmp_path / "cls.pt")
+    summary = run_import_checkpoint(
+        cfg, _official_checkpoint(tmp_path, joint), tmp_path / "seg.pt", tmp_path / "cls.pt"
+    )
     assert summary["tensors"] == len(from_official(made.seeded_state(_official_shapes(joint))))
     seg = load_model_file(tmp_path / "seg.pt", "segmentation")
-    fresh = {"pretrained": False, "checkpoint": None, "random_init": True}  # as predict builds it: weights from the file
+    fresh = {
+        "pretrained": False,
+        "checkpoint": None,
+        "random_init": True,
+    }  # as predict builds it: weights from the file
     segmenter = Segmenter({**seg["config"], **fresh}, 3, 4)
     segmenter.load_state_dict(seg["state_dict"])
     cls = load_model_file(tmp_path / "cls.pt", "classifier")
     classifier = CAMClassifier({**cls["config"], **fresh}, 3, 3)
     classifier.load_state_dict(cls["state_dict"])
     with torch.no_grad():
-        expected = F.interpolate(torch.from_numpy(OFFICIAL["forward_seg"]), size=made.SIZE, mode="bilinear",
-                                 align_corners=False)
+        expected = F.interpolate(
+            torch.from_numpy(OFFICIAL["forward_seg"]), size=made.SIZE, mode="bilinear", align_corners=False
+        )
         np.testing.assert_allclose(segmenter.eval()(data["images"]).numpy(), expected.numpy(), rtol=RTOL, atol=1e-5)
         out = classifier.eval()(data["images"])
     close(out["maps"], "forward_cam", atol=1e-5)
@@ -330,8 +383,9 @@ def test_linking_features_equal_dinofeaturizer(tmp_path, data):
     shapes = {k: tuple(v.shape) for k, v in _dino_shapes().items()}
     weights = tmp_path / "dino.pth"
     torch.save(made.seeded_state(shapes, seed=1), weights)
-    cfg = validate_config({"classifier": {"linking": {"checkpoint": str(weights),
-                                                      "model_kwargs": made.DINO_ARCH}}})["classifier"]["linking"]
+    cfg = validate_config({"classifier": {"linking": {"checkpoint": str(weights), "model_kwargs": made.DINO_ARCH}}})[
+        "classifier"
+    ]["linking"]
     linker = LinkingFeatures(cfg, 3)
     grid = (made.SIZE[0] // 16, made.SIZE[1] // 16)
     close(linker(data["images"], grid), "dino_feat", atol=1e-5)

@@ -18,9 +18,12 @@ def test_round_trip_is_exact_for_any_pixels(seed):
     rng = np.random.default_rng(seed)
     bands = int(rng.integers(1, 5))
     shape = (1, bands, 16 * int(rng.integers(1, 5)), 16 * int(rng.integers(1, 5)))
-    kinds = [rng.integers(0, 256, shape, dtype=np.uint8),                          # noise
-             np.where(rng.random(shape) < 0.5, 0, 255).astype(np.uint8),          # extreme jumps
-             np.full(shape, 255, np.uint8), np.zeros(shape, np.uint8)]
+    kinds = [
+        rng.integers(0, 256, shape, dtype=np.uint8),  # noise
+        np.where(rng.random(shape) < 0.5, 0, 255).astype(np.uint8),  # extreme jumps
+        np.full(shape, 255, np.uint8),
+        np.zeros(shape, np.uint8),
+    ]
     for pixels in kinds:
         for levels in range(5):
             for reference in [None] + list(range(bands)):
@@ -45,10 +48,17 @@ def test_max_levels():
 
 
 def _scene_tiles(n_side=2, tile=128):
-    image, _ = generate_scene(n_side * tile, np.random.default_rng(3), validate_config({})["synthetic"]["block_weights"])
+    image, _ = generate_scene(
+        n_side * tile, np.random.default_rng(3), validate_config({})["synthetic"]["block_weights"]
+    )
     image = np.moveaxis(image, -1, 0)
-    return np.stack([image[:, r:r + tile, c:c + tile] for r in range(0, n_side * tile, tile)
-                     for c in range(0, n_side * tile, tile)])
+    return np.stack(
+        [
+            image[:, r : r + tile, c : c + tile]
+            for r in range(0, n_side * tile, tile)
+            for c in range(0, n_side * tile, tile)
+        ]
+    )
 
 
 def _store_bytes(path) -> int:
@@ -58,8 +68,9 @@ def _store_bytes(path) -> int:
 def test_tile_store_reads_back_the_pixels_and_is_smaller_than_raw_zstd(tmp_path):
     tiles = _scene_tiles()
     for codec in ("wavelet", "zstd"):
-        g = create_tile_store(tmp_path / f"{codec}.zarr", len(tiles), 3, 128, 5, 1,
-                              image_serializer(128, 3, codec, 4, 1))
+        g = create_tile_store(
+            tmp_path / f"{codec}.zarr", len(tiles), 3, 128, 5, 1, image_serializer(128, 3, codec, 4, 1)
+        )
         g["images"][:] = tiles
         back = zarr.open_group(str(tmp_path / f"{codec}.zarr"), mode="r")["images"][:]
         assert np.array_equal(back, tiles)
@@ -74,24 +85,37 @@ def test_plain_zarr_reads_the_store_through_the_entry_point(tmp_path):
     g["images"][:] = tiles
     np.save(tmp_path / "expected.npy", tiles)
     # no atsg import here: zarr finds the codec by its entry point
-    code = ("import sys, numpy as np, zarr; a = zarr.open_group(sys.argv[1], mode='r')['images'][:]; "
-            "print(np.array_equal(a, np.load(sys.argv[2])))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.zarr"), str(tmp_path / "expected.npy")],
-                         capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys, numpy as np, zarr; a = zarr.open_group(sys.argv[1], mode='r')['images'][:]; "
+        "print(np.array_equal(a, np.load(sys.argv[2])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "t.zarr"), str(tmp_path / "expected.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == "True"
 
 
 def test_bad_arrays_are_refused(tmp_path):
     g = zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
     with pytest.raises(ValueError, match="uint8"):
-        g.create_array("a", shape=(2, 3, 64, 64), chunks=(1, 3, 64, 64), dtype="uint16",
-                       serializer=Wavelet53Codec(levels=2))
+        g.create_array(
+            "a", shape=(2, 3, 64, 64), chunks=(1, 3, 64, 64), dtype="uint16", serializer=Wavelet53Codec(levels=2)
+        )
     with pytest.raises(ValueError, match="halve"):
-        g.create_array("b", shape=(2, 3, 60, 60), chunks=(1, 3, 60, 60), dtype="uint8",
-                       serializer=Wavelet53Codec(levels=3))
+        g.create_array(
+            "b", shape=(2, 3, 60, 60), chunks=(1, 3, 60, 60), dtype="uint8", serializer=Wavelet53Codec(levels=3)
+        )
     with pytest.raises(ValueError, match="reference band"):
-        g.create_array("c", shape=(2, 3, 64, 64), chunks=(1, 3, 64, 64), dtype="uint8",
-                       serializer=Wavelet53Codec(levels=2, reference_band=3))
+        g.create_array(
+            "c",
+            shape=(2, 3, 64, 64),
+            chunks=(1, 3, 64, 64),
+            dtype="uint8",
+            serializer=Wavelet53Codec(levels=2, reference_band=3),
+        )
     with pytest.raises(ValueError, match="format"):
         decode_array(b"\x09" + bytes(8), (1, 1, 2, 2), 0, None)
 
@@ -100,7 +124,7 @@ def test_bad_arrays_are_refused(tmp_path):
 def test_tile_reader_equals_zarr_indexing(tmp_path, codec):
     tiles = _scene_tiles()
     g = create_tile_store(tmp_path / "t.zarr", len(tiles) + 1, 3, 128, 5, 1, image_serializer(128, 3, codec, 4, 1))
-    g["images"][:len(tiles)] = tiles                      # the last tile is never written: fill value
+    g["images"][: len(tiles)] = tiles  # the last tile is never written: fill value
     g["labels"][0] = np.arange(128 * 128, dtype=np.uint32).reshape(128, 128) % 7
     store = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")
     for name in ("images", "labels"):
@@ -113,5 +137,5 @@ def test_tile_reader_equals_zarr_indexing(tmp_path, codec):
             reader[len(tiles) + 1]
     memory = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
     memory.create_array("a", data=tiles, chunks=(1, 3, 128, 128))
-    slow = TileReader(memory["a"])                        # not a local store: zarr's own path
+    slow = TileReader(memory["a"])  # not a local store: zarr's own path
     assert not slow.fast and np.array_equal(slow[2], tiles[2])

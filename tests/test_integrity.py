@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import zarr
+from conftest import REPO, tiny_config
 
 from atsg.errors import DataError
 from atsg.integrity import seal, verify
 from atsg.shards import Shard, Step, partial_path, write_marker
 from atsg.stages.masks import run_generate_masks
 from atsg.store import SCHEMAS, TileReader, write_json
-from conftest import REPO, tiny_config
 
 
 def _atsg(*args) -> list[str]:
@@ -29,14 +29,34 @@ def _config(chain) -> list[str]:
 
 def _refine(chain, cams: Path, out: Path, log: Path) -> subprocess.CompletedProcess:
     _, env, run = chain
-    return subprocess.run(_atsg("refine_labels", *_config(chain), "--tiles", run / "tiles.zarr", "--cams", cams,
-                                "--masks", run / "masks.zarr", "--classifier", run / "classifier" / "model.pt",
-                                "--out", out, "--log", log), env=env, capture_output=True, text=True)
+    return subprocess.run(
+        _atsg(
+            "refine_labels",
+            *_config(chain),
+            "--tiles",
+            run / "tiles.zarr",
+            "--cams",
+            cams,
+            "--masks",
+            run / "masks.zarr",
+            "--classifier",
+            run / "classifier" / "model.pt",
+            "--out",
+            out,
+            "--log",
+            log,
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _error_line(stderr: str) -> str:
     """The one error line of a failed command's console output (progress bars aside)."""
-    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("atsg ") and " error: " in line]
+    lines = [
+        line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("atsg ") and " error: " in line
+    ]
     assert len(lines) == 1, stderr[-2000:]
     return lines[0]
 
@@ -45,15 +65,22 @@ def _leftovers(folder: Path) -> list[str]:
     """Hidden, temporary or partial files in ``folder`` (none when a stage failed before making it)."""
     if not folder.exists():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or ".tmp-" in p.name
-                  or p.name.endswith(".partial"))
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.startswith(".") or ".tmp-" in p.name or p.name.endswith(".partial")
+    )
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("delete", "cams.zarr/cams: tile 3 is missing (chunk file c.3.0.0.0 is gone); the store is incomplete: "
-               "rerun extract_cams"),
-    ("truncate", "cams.zarr/cams: tile 3 is corrupt (chunk file c.3.0.0.0"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            "delete",
+            "cams.zarr/cams: tile 3 is missing (chunk file c.3.0.0.0 is gone); the store is incomplete: "
+            "rerun extract_cams",
+        ),
+        ("truncate", "cams.zarr/cams: tile 3 is corrupt (chunk file c.3.0.0.0"),
+    ],
+)
 def test_a_damaged_chunk_is_a_one_line_error_never_a_fill_value(chain, tmp_path, damage, message):
     _, env, run = chain
     cams = shutil.copytree(run / "cams.zarr", tmp_path / "cams.zarr")
@@ -113,8 +140,11 @@ def test_finalise_refuses_a_store_with_tiles_no_shard_wrote(chain, tmp_path):
     masks(Step("shard", Shard(0, 2), markers / "0.json"))
     partial_id = zarr.open_group(str(partial_path(out)), mode="r").attrs["partial_id"]
     write_marker(markers / "1.json", Shard(1, 2), partial_id, 0, {})  # claims to be done, wrote nothing
-    with pytest.raises(DataError, match=r"masks.zarr.partial/boundaries: 4 of 12 tiles were never written "
-                                         r"\(4, 5, 6, 7\); rerun generate_masks"):
+    with pytest.raises(
+        DataError,
+        match=r"masks.zarr.partial/boundaries: 4 of 12 tiles were never written "
+        r"\(4, 5, 6, 7\); rerun generate_masks",
+    ):
         masks(Step("finalise", markers=(markers / "0.json", markers / "1.json")))
     assert not out.exists()
 
@@ -124,12 +154,17 @@ def test_a_class_count_mismatch_stops_before_any_store_is_made(chain, tmp_path):
     tiles = shutil.copytree(run / "tiles.zarr", tmp_path / "tiles.zarr")
     g = zarr.open_group(str(tiles), mode="r+")
     g.attrs["classes"] = [f"c{k}" for k in range(6)]
-    for stage, extra in (("extract_cams", ["--classifier", run / "classifier" / "model.pt"]),
-                         ("predict", ["--model", run / "segmentation" / "model.pt", "--geotiffs",
-                                      tmp_path / "predict" / "tifs"])):
+    for stage, extra in (
+        ("extract_cams", ["--classifier", run / "classifier" / "model.pt"]),
+        ("predict", ["--model", run / "segmentation" / "model.pt", "--geotiffs", tmp_path / "predict" / "tifs"]),
+    ):
         out = tmp_path / stage / "out.zarr"
-        result = subprocess.run(_atsg(stage, *_config(chain), "--tiles", tiles, *extra, "--out", out), env=env,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            _atsg(stage, *_config(chain), "--tiles", tiles, *extra, "--out", out),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2 and "trained for classes" in result.stderr
         assert not (tmp_path / stage).exists() or list((tmp_path / stage).iterdir()) == []
 
@@ -143,9 +178,23 @@ def test_an_unexpected_error_reaches_the_log_with_its_traceback(chain, tmp_path)
     del attrs["target_classes"]
     g.attrs.put(attrs)
     log, out = tmp_path / "logs" / "extract_cams.log", tmp_path / "cams.zarr"
-    result = subprocess.run(_atsg("extract_cams", *_config(chain), "--tiles", tiles, "--classifier",
-                                  run / "classifier" / "model.pt", "--out", out, "--log", log), env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        _atsg(
+            "extract_cams",
+            *_config(chain),
+            "--tiles",
+            tiles,
+            "--classifier",
+            run / "classifier" / "model.pt",
+            "--out",
+            out,
+            "--log",
+            log,
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert _error_line(result.stderr) == f"atsg extract_cams: error: KeyError: 'target_classes' (traceback in {log})"
     text = log.read_text()
@@ -158,8 +207,10 @@ def full_disk(tmp_path):
     """A 96 KiB file system (tmpfs; needs root, as CI runs)."""
     mount = tmp_path / "full"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (not root)")
     yield mount
     subprocess.run(["umount", str(mount)], capture_output=True)
@@ -169,8 +220,22 @@ def test_a_full_disk_is_named_and_leaves_no_temporary_file(chain, full_disk, tmp
     _, env, run = chain
     log = tmp_path / "train.log"
     out = full_disk / "supervised"
-    result = subprocess.run(_atsg("train_segmentation", "--supervised", *_config(chain), "--tiles", run / "tiles.zarr",
-                                  "--out", out, "--log", log), env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        _atsg(
+            "train_segmentation",
+            "--supervised",
+            *_config(chain),
+            "--tiles",
+            run / "tiles.zarr",
+            "--out",
+            out,
+            "--log",
+            log,
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     line = _error_line(result.stderr)
     assert "error: no space left on device writing " + str(out / "checkpoints" / "last.pt") in line, line

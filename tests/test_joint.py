@@ -11,18 +11,39 @@ from atsg.models.segmenter import Segmenter
 from atsg.store import IGNORE
 from atsg.train.joint_objective import JointObjective
 
-VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-       "img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
+VIT = {
+    "backbone": "vit_tiny_patch16_224",
+    "pretrained": False,
+    "random_init": True,
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 3,
+    "num_heads": 2,
+}
 
 
 def _cfg(**segmentation):
-    return validate_config({
-        "classifier": {**VIT, "aux_layer": -2, "joint_segmentation": True, "linking": {"features": "self", "layer": 0},
-                       "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16, "bottleneck_dim": 8,
-                               "out_dim": 12}},
-        "segmentation": {**VIT, "decoder_channels": 8, "loss_warmup_iterations": 5,
-                         "energy_loss": {"scale": 0.5}, **segmentation},
-        "cams": {"scales": [1.0, 0.5]}, "refine": {"par_dilations": [1, 2], "par_iterations": 2}})
+    return validate_config(
+        {
+            "classifier": {
+                **VIT,
+                "aux_layer": -2,
+                "joint_segmentation": True,
+                "linking": {"features": "self", "layer": 0},
+                "ctc": {"local_crops": 2, "local_size": 16, "hidden_dim": 16, "bottleneck_dim": 8, "out_dim": 12},
+            },
+            "segmentation": {
+                **VIT,
+                "decoder_channels": 8,
+                "loss_warmup_iterations": 5,
+                "energy_loss": {"scale": 0.5},
+                **segmentation,
+            },
+            "cams": {"scales": [1.0, 0.5]},
+            "refine": {"par_dilations": [1, 2], "par_iterations": 2},
+        }
+    )
 
 
 def _batch():
@@ -35,8 +56,15 @@ def _batch():
     objects[:, 4:20, 4:20] = 1
     boundaries = torch.zeros(2, 32, 32, dtype=torch.long)
     boundaries[:, 4, 4:20] = 1
-    return {"image": image, "cls": torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]), "objects": objects,
-            "boundaries": boundaries, "valid": valid, "local": image.clone(), "view2": image.flip(-1)}
+    return {
+        "image": image,
+        "cls": torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 0]]),
+        "objects": objects,
+        "boundaries": boundaries,
+        "valid": valid,
+        "local": image.clone(),
+        "view2": image.flip(-1),
+    }
 
 
 def _model(cfg, joint_decoder=True):

@@ -8,25 +8,36 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
-from rasterio.windows import Window
-
 from conftest import REPO
 from fixtures import POTSDAM_PALETTE
+from rasterio.transform import from_origin
+from rasterio.windows import Window
 
 SIZE = 20000
 
 
 def _write_big_pair(root):
     """Write image and RGB label of a SIZE x SIZE Potsdam scene strip by strip (never whole in memory)."""
-    profile = dict(driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8", crs="EPSG:32633",
-                   transform=from_origin(366000.0, 5808000.0, 0.05, 0.05), tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate")
+    profile = dict(
+        driver="GTiff",
+        width=SIZE,
+        height=SIZE,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(366000.0, 5808000.0, 0.05, 0.05),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+    )
     (root / "2_Ortho_RGB").mkdir(parents=True)
     (root / "5_Labels_all").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    with rasterio.open(root / "2_Ortho_RGB" / "top_potsdam_2_10_RGB.tif", "w", **profile) as img, \
-            rasterio.open(root / "5_Labels_all" / "top_potsdam_2_10_label.tif", "w", **profile) as lab:
+    with (
+        rasterio.open(root / "2_Ortho_RGB" / "top_potsdam_2_10_RGB.tif", "w", **profile) as img,
+        rasterio.open(root / "5_Labels_all" / "top_potsdam_2_10_label.tif", "w", **profile) as lab,
+    ):
         for row in range(0, SIZE, 1024):
             rows = min(1024, SIZE - row)
             classes = np.repeat(rng.integers(0, 6, size=(rows, SIZE // 500 + 1)), 500, axis=1)[:, :SIZE]
@@ -39,9 +50,22 @@ def _write_big_pair(root):
 def test_20000px_scene_tiles_under_2gb(tmp_path):
     _write_big_pair(tmp_path / "potsdam")
     out = tmp_path / "tiles.zarr"
-    cmd = [sys.executable, "-m", "atsg.cli", "tile", "--configfile", str(REPO / "config" / "config.yaml"),
-           "--configfile", str(REPO / "config" / "potsdam.yaml"), "--root", str(tmp_path / "potsdam"),
-           "--out", str(out), "--set", "split.train=['2_10']"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "atsg.cli",
+        "tile",
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        "--configfile",
+        str(REPO / "config" / "potsdam.yaml"),
+        "--root",
+        str(tmp_path / "potsdam"),
+        "--out",
+        str(out),
+        "--set",
+        "split.train=['2_10']",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = subprocess.run(cmd, capture_output=True, text=True)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

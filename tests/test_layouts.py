@@ -1,11 +1,11 @@
 """Each dataset preset reads a folder in the real dataset's naming and palette."""
 
 import numpy as np
+from conftest import preset_config
+from fixtures import make_deepglobe, make_folder, make_isaid, make_vaihingen
 
 from atsg.data.tiling import run_tile
 from atsg.store import IGNORE, open_store
-from conftest import preset_config
-from fixtures import make_deepglobe, make_folder, make_isaid, make_vaihingen
 
 
 def _scene_labels(g, sid):

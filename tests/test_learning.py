@@ -6,24 +6,48 @@ as pseudo-labels does not beat them, a constant segmentation model sits at the m
 import json
 
 import pytest
-
 from conftest import run_workflow
 
-VIT = {"img_size": 128, "patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2, "workers": 0,
-       "log_every": 20}
+VIT = {"img_size": 128, "patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2, "workers": 0, "log_every": 20}
 LEARN = {
     "run": "learn",
     "synthetic": {"scenes": 8, "size": 256, "seed": 3},
     "split": {"ratios": [0.5, 0.25, 0.25]},
-    "pretrain": {**VIT, "iterations": 60, "batch_size": 8, "lr_warmup_iterations": 6, "val_every": 30,
-                 "checkpoint_every": 30, "val_tiles": 8,
-                 "views": {"global_size": 64, "local_crops": 2, "local_size": 32},
-                 "head": {"hidden_dim": 128, "bottleneck_dim": 32, "out_dim": 128}},
-    "classifier": {**VIT, "iterations": 80, "batch_size": 8, "crop_size": 96, "lr_warmup_iterations": 8,
-                   "val_every": 20, "checkpoint_every": 40, "ctc": {"local_size": 32, "local_crops": 2}},
-    "segmentation": {**VIT, "iterations": 120, "batch_size": 8, "crop_size": 96, "lr_warmup_iterations": 12,
-                     "loss_warmup_iterations": 12, "val_every": 30, "checkpoint_every": 60, "decoder_channels": 32},
-    "cams": {"batch_size": 8}, "refine": {"batch_size": 8}, "evaluate": {"figure_tiles": 2},
+    "pretrain": {
+        **VIT,
+        "iterations": 60,
+        "batch_size": 8,
+        "lr_warmup_iterations": 6,
+        "val_every": 30,
+        "checkpoint_every": 30,
+        "val_tiles": 8,
+        "views": {"global_size": 64, "local_crops": 2, "local_size": 32},
+        "head": {"hidden_dim": 128, "bottleneck_dim": 32, "out_dim": 128},
+    },
+    "classifier": {
+        **VIT,
+        "iterations": 80,
+        "batch_size": 8,
+        "crop_size": 96,
+        "lr_warmup_iterations": 8,
+        "val_every": 20,
+        "checkpoint_every": 40,
+        "ctc": {"local_size": 32, "local_crops": 2},
+    },
+    "segmentation": {
+        **VIT,
+        "iterations": 120,
+        "batch_size": 8,
+        "crop_size": 96,
+        "lr_warmup_iterations": 12,
+        "loss_warmup_iterations": 12,
+        "val_every": 30,
+        "checkpoint_every": 60,
+        "decoder_channels": 32,
+    },
+    "cams": {"batch_size": 8},
+    "refine": {"batch_size": 8},
+    "evaluate": {"figure_tiles": 2},
 }
 """A small run (8 scenes of 256 px: 16 train, 8 val, 8 test tiles) over config/config.yaml, long enough to learn."""
 
@@ -83,8 +107,11 @@ def _constant_cam_miou(run, split: str) -> float:
     acc = ConfusionAccumulator(t.attrs["classes"])
     for i in np.flatnonzero(codes == SPLITS.index(split)):
         present = np.flatnonzero(cls[i])
-        pred = np.zeros_like(labels[i]) if len(present) == 0 else \
-            np.full_like(labels[i], 1 + present[np.argmax(frequency[present])])
+        pred = (
+            np.zeros_like(labels[i])
+            if len(present) == 0
+            else np.full_like(labels[i], 1 + present[np.argmax(frequency[present])])
+        )
         acc.update(labels[i], pred)
     return acc.scores().miou()
 

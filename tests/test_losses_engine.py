@@ -15,7 +15,7 @@ from atsg.train.engine import Engine, lr_factor
 
 def test_balanced_cross_entropy_averages_background_and_foreground_means():
     logits = torch.zeros(1, 3, 1, 4)
-    logits[0, 0, 0, 0] = math.log(2)          # pixel 0: p(bg) = 2/4
+    logits[0, 0, 0, 0] = math.log(2)  # pixel 0: p(bg) = 2/4
     labels = torch.tensor([[[0, 1, 2, IGNORE]]])
     ce = F.cross_entropy(logits, labels.clamp(max=2), reduction="none")[0, 0]
     expected = 0.5 * (ce[0] + (ce[1] + ce[2]) / 2)
@@ -35,12 +35,13 @@ def test_classification_loss_and_f1_known_values():
 
 def test_lr_schedule_warms_up_linearly_then_decays():
     """The published PolyWarmupAdamW: from lr x warmup_ratio, linear to lr at W, then poly over iterations."""
-    cfg = validate_config({"classifier": {"iterations": 100, "lr": 1e-3, "lr_warmup_iterations": 10,
-                                          "warmup_ratio": 1e-2}})["classifier"]
+    cfg = validate_config(
+        {"classifier": {"iterations": 100, "lr": 1e-3, "lr_warmup_iterations": 10, "warmup_ratio": 1e-2}}
+    )["classifier"]
     assert lr_factor(0, cfg) == pytest.approx(0.01)
     assert lr_factor(5, cfg) == pytest.approx(0.01 + 0.99 * 0.5)
     assert lr_factor(10, cfg) == pytest.approx((1 - 10 / 100) ** 0.9)
-    assert lr_factor(99, cfg) == pytest.approx(0.01 ** 0.9)
+    assert lr_factor(99, cfg) == pytest.approx(0.01**0.9)
 
 
 class _Toy(torch.nn.Module):
@@ -58,7 +59,7 @@ class _Toy(torch.nn.Module):
 
 class _Samples(torch.utils.data.Dataset):
     def __len__(self):
-        return 10 ** 9
+        return 10**9
 
     def __getitem__(self, i):
         g = torch.Generator().manual_seed(i)
@@ -67,9 +68,20 @@ class _Samples(torch.utils.data.Dataset):
 
 
 def _fit(workdir, crash_at=None):
-    cfg = validate_config({"classifier": {"iterations": 12, "batch_size": 4, "workers": 0, "lr": 1e-2,
-                                          "lr_warmup_iterations": 2, "checkpoint_every": 5, "val_every": 4,
-                                          "log_every": 3}})["classifier"]
+    cfg = validate_config(
+        {
+            "classifier": {
+                "iterations": 12,
+                "batch_size": 4,
+                "workers": 0,
+                "lr": 1e-2,
+                "lr_warmup_iterations": 2,
+                "checkpoint_every": 5,
+                "val_every": 4,
+                "log_every": 3,
+            }
+        }
+    )["classifier"]
     torch.manual_seed(0)
     model = _Toy()
     engine = Engine(model, cfg, torch.device("cpu"), workdir, "fp", "score", "toy")
@@ -90,7 +102,7 @@ def _fit(workdir, crash_at=None):
 def test_training_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
     full, full_model = _fit(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path / "b", crash_at=7)      # dies after the checkpoint of step 5
+        _fit(tmp_path / "b", crash_at=7)  # dies after the checkpoint of step 5
     resumed, resumed_model = _fit(tmp_path / "b")
     assert resumed.resumed_from == 5
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import REPO, TINY_VIT, preset_config
+from fixtures import EPSG, POTSDAM_PALETTE, random_scene, write_raster
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
@@ -25,8 +27,6 @@ from atsg.models.segmenter import Segmenter
 from atsg.shards import Shard, Step
 from atsg.stages.common import save_model_file
 from atsg.stages.map import run_map
-from conftest import REPO, TINY_VIT, preset_config
-from fixtures import EPSG, POTSDAM_PALETTE, random_scene, write_raster
 
 CLASSES = ["clutter", "impervious_surface", "building", "low_vegetation", "tree", "car"]
 TILE = 64
@@ -40,13 +40,35 @@ def _model_file(path: Path, tile: int = TILE, value_range=None, seed: int = 0) -
     cfg = dict(TINY_VIT, img_size=tile, decoder_channels=16)
     c = preset_config("config", segmentation=cfg)["segmentation"]
     model = Segmenter(c, 3, len(CLASSES))
-    attrs = {"classes": CLASSES, "palette": POTSDAM_PALETTE.tolist(), "background": True, "bands": ["R", "G", "B"],
-             "raster_bands": [1, 2, 3], "value_range": value_range, "tile_size": tile,
-             "scenes": [{"crs": EPSG, "transform": list(from_origin(366000.0, 5808000.0, GSD, GSD))[:6],
-                         "width": 300, "height": 300}]}
-    save_model_file(path, model.state_dict(), "segmentation", c, {"artifact": "segmentation", "artifact_key": "t"},
-                    classes=CLASSES, in_chans=3, supervised=False, best_step=0,
-                    imagery=imagery_record(attrs, model_normalisation(model)))
+    attrs = {
+        "classes": CLASSES,
+        "palette": POTSDAM_PALETTE.tolist(),
+        "background": True,
+        "bands": ["R", "G", "B"],
+        "raster_bands": [1, 2, 3],
+        "value_range": value_range,
+        "tile_size": tile,
+        "scenes": [
+            {
+                "crs": EPSG,
+                "transform": list(from_origin(366000.0, 5808000.0, GSD, GSD))[:6],
+                "width": 300,
+                "height": 300,
+            }
+        ],
+    }
+    save_model_file(
+        path,
+        model.state_dict(),
+        "segmentation",
+        c,
+        {"artifact": "segmentation", "artifact_key": "t"},
+        classes=CLASSES,
+        in_chans=3,
+        supervised=False,
+        best_step=0,
+        imagery=imagery_record(attrs, model_normalisation(model)),
+    )
     return path
 
 
@@ -84,10 +106,10 @@ def _reference(model_path: Path, image: np.ndarray, tile: int, overlap: int) -> 
     win = hann_window(tile)
     for r in starts(h):
         for c in starts(w):
-            probs = predict_probs(m, torch.from_numpy(padded[None, :, r:r + tile, c:c + tile])).numpy()[0]
-            wt = win * inside[r:r + tile, c:c + tile]
-            acc[:, r:r + tile, c:c + tile] += probs * wt
-            total[r:r + tile, c:c + tile] += wt
+            probs = predict_probs(m, torch.from_numpy(padded[None, :, r : r + tile, c : c + tile])).numpy()[0]
+            wt = win * inside[r : r + tile, c : c + tile]
+            acc[:, r : r + tile, c : c + tile] += probs * wt
+            total[r : r + tile, c : c + tile] += wt
     probs = (acc / np.where(total > 0, total, 1))[:, :h, :w]
     return probs.argmax(0).astype(np.uint8), probs
 
@@ -218,8 +240,12 @@ def test_inputs_are_checked_with_one_line_errors(tmp_path, model):
     with pytest.raises(DataError, match="without .tif"):
         run_map(_cfg(), model, [tmp_path / "empty"], tmp_path / "m")
     with pytest.raises(DataError, match="both be mapped to"):
-        run_map(_cfg(), model, [_scene(tmp_path / "a" / "x.tif", 80, 80), _scene(tmp_path / "b" / "x.tif", 80, 80)],
-                tmp_path / "m")
+        run_map(
+            _cfg(),
+            model,
+            [_scene(tmp_path / "a" / "x.tif", 80, 80), _scene(tmp_path / "b" / "x.tif", 80, 80)],
+            tmp_path / "m",
+        )
     old = torch.load(model, weights_only=False)
     old.pop("imagery")
     torch.save(old, tmp_path / "old.pt")
@@ -248,13 +274,34 @@ def test_gsd_far_from_training_warns_and_resample_maps_at_it(tmp_path, model, ca
 
 def test_cli_maps_and_fails_in_one_line(tmp_path, model, cli_env):
     path = _scene(tmp_path / "scene.tif", 100, 90)
-    ok = subprocess.run(["atsg", "map", "--model", str(model), "--out", str(tmp_path / "maps"), "--vector",
-                         "--overlap", "8", str(path)], capture_output=True, text=True, env=cli_env, timeout=300)
+    ok = subprocess.run(
+        [
+            "atsg",
+            "map",
+            "--model",
+            str(model),
+            "--out",
+            str(tmp_path / "maps"),
+            "--vector",
+            "--overlap",
+            "8",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout.strip().splitlines()[-1])["mapped"] == ["scene"]
     assert (tmp_path / "maps" / "scene.gpkg").is_file() and not (tmp_path / "maps" / ".atsg-map").exists()
-    bad = subprocess.run(["atsg", "map", "--model", str(model), "--out", str(tmp_path / "maps"), str(tmp_path / "x")],
-                         capture_output=True, text=True, env=cli_env, timeout=300)
+    bad = subprocess.run(
+        ["atsg", "map", "--model", str(model), "--out", str(tmp_path / "maps"), str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "no such raster" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -268,23 +315,60 @@ def test_rule_map_maps_a_scene_never_in_the_dataset(chain, tmp_path, cli_env):
     run = work / "results" / "tiny"
     assert not (run / "maps").exists()  # not part of `all` without map.inputs
     new = tmp_path / "new"
-    subprocess.run(["atsg", "synth", "--configfile", str(REPO / "config" / "config.yaml"), "--set",
-                    "synthetic.scenes=1", "--set", "synthetic.size=200", "--set", "synthetic.seed=77", "--out",
-                    str(new)], check=True, env=cli_env, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            "atsg",
+            "synth",
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--set",
+            "synthetic.scenes=1",
+            "--set",
+            "synthetic.size=200",
+            "--set",
+            "synthetic.seed=77",
+            "--out",
+            str(new),
+        ],
+        check=True,
+        env=cli_env,
+        capture_output=True,
+        timeout=300,
+    )
     scene = next(new.glob("*_RGB.tif"))
-    result = run_snakemake(work, cli_env, "map", "--config", f"map={{inputs: ['{new}/*_RGB.tif'], vector: true}}",
-                           "shards={map: 2}")
+    result = run_snakemake(
+        work, cli_env, "map", "--config", f"map={{inputs: ['{new}/*_RGB.tif'], vector: true}}", "shards={map: 2}"
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    ran = {line.split("rule ")[1].rstrip(":") for line in (result.stdout + result.stderr).splitlines()
-           if line.startswith(("rule ", "localrule "))}
+    ran = {
+        line.split("rule ")[1].rstrip(":")
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.startswith(("rule ", "localrule "))
+    }
     assert ran == {"map_prepare", "map_shard", "map"}, ran
     out = run / "maps" / f"{scene.stem}.tif"
     assert cog_validate(str(out))[0] and (run / "maps" / f"{scene.stem}.gpkg").is_file()
     assert not (run / ".maps.work").exists()
-    cli = subprocess.run(["atsg", "map", "--configfile", str(REPO / "config" / "config.yaml"), "--configfile",
-                          str(work / "tiny.yaml"), "--model", str(run / "segmentation" / "model.pt"), "--vector",
-                          "--out", str(tmp_path / "cli"), str(scene)], env=cli_env, capture_output=True, text=True,
-                         timeout=300)
+    cli = subprocess.run(
+        [
+            "atsg",
+            "map",
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            "--configfile",
+            str(work / "tiny.yaml"),
+            "--model",
+            str(run / "segmentation" / "model.pt"),
+            "--vector",
+            "--out",
+            str(tmp_path / "cli"),
+            str(scene),
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert (tmp_path / "cli" / out.name).read_bytes() == out.read_bytes()
     with rasterio.open(out) as src, rasterio.open(scene) as ref:
@@ -298,7 +382,9 @@ def test_a_vrt_and_a_folder_map_like_the_raster(tmp_path, model):
     gdal_copy(path, tmp_path / "mosaic.vrt", driver="VRT")
     run_map(_cfg(), model, [tmp_path / "in"], tmp_path / "from_folder")
     run_map(_cfg(), model, [tmp_path / "mosaic.vrt"], tmp_path / "from_vrt")
-    with rasterio.open(tmp_path / "from_folder" / "scene.tif") as a, \
-            rasterio.open(tmp_path / "from_vrt" / "mosaic.tif") as b:
+    with (
+        rasterio.open(tmp_path / "from_folder" / "scene.tif") as a,
+        rasterio.open(tmp_path / "from_vrt" / "mosaic.tif") as b,
+    ):
         assert (a.transform, a.shape) == (b.transform, b.shape)
         assert np.array_equal(a.read(1), b.read(1))

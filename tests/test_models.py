@@ -4,13 +4,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atsg.config import validate_config
 from atsg.errors import ConfigError
 from atsg.models.classifier import CAMClassifier
 from atsg.models.segmenter import Segmenter
-from atsg.config import validate_config
 
-TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-            "img_size": 64, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2}
+TINY_VIT = {
+    "backbone": "vit_tiny_patch16_224",
+    "pretrained": False,
+    "random_init": True,
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 3,
+    "num_heads": 2,
+}
 
 
 def _cfg(section, **extra):
@@ -42,8 +50,11 @@ def test_final_tokens_are_taken_after_the_final_norm_unless_switched_off():
     post = model.backbone(x, [2], final_norm=True)[0]
     normed = model.backbone.vit.norm(pre.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     assert torch.allclose(post, normed, atol=1e-5) and not torch.allclose(pre, post, atol=1e-2)
-    assert torch.allclose(model.tokens(x * 0 + 100)[0], model.backbone(model.backbone.prepare(
-        torch.full((1, 3, 64, 64), 100.0)), [2], final_norm=True)[0], atol=1e-5)
+    assert torch.allclose(
+        model.tokens(x * 0 + 100)[0],
+        model.backbone(model.backbone.prepare(torch.full((1, 3, 64, 64), 100.0)), [2], final_norm=True)[0],
+        atol=1e-5,
+    )
 
 
 def test_adaptive_aux_block_is_the_candidate_closest_to_the_candidates_mean():
@@ -72,8 +83,9 @@ def test_classifier_accepts_sizes_that_are_not_multiples_of_the_patch():
 def test_classification_gradients_reach_backbone_and_both_heads():
     model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=3)
     out = model(torch.rand(2, 3, 64, 64) * 255)
-    loss = F.multilabel_soft_margin_loss(out["logits"], torch.tensor([[1.0, 0, 1], [0, 1, 0]])) + \
-        F.multilabel_soft_margin_loss(out["logits_aux"], torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    loss = F.multilabel_soft_margin_loss(
+        out["logits"], torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    ) + F.multilabel_soft_margin_loss(out["logits_aux"], torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
     loss.backward()
     assert model.head.weight.grad.abs().sum() > 0 and model.head_aux.weight.grad.abs().sum() > 0
     assert model.backbone.vit.patch_embed.proj.weight.grad.abs().sum() > 0
@@ -128,9 +140,12 @@ def test_pretrained_weights_that_cannot_be_fetched_fail_at_once_with_the_key(mon
     monkeypatch.setattr(socket, "create_connection", unreachable)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     start = time.monotonic()
-    with pytest.raises(ConfigError, match=r"config key segmentation.pretrained: timm's weights for "
-                                          r"vit_tiny_patch16_224 are not in the local cache and huggingface.co "
-                                          r"cannot be reached .*segmentation.checkpoint"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key segmentation.pretrained: timm's weights for "
+        r"vit_tiny_patch16_224 are not in the local cache and huggingface.co "
+        r"cannot be reached .*segmentation.checkpoint",
+    ):
         ViTBackbone("vit_tiny_patch16_224", 3, {"pretrained": True}, "segmentation")
     assert time.monotonic() - start < 5
 

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import torch
 import zarr
+from conftest import tiny_config
 
 from atsg.cam import minmax_normalise
 from atsg.integrity import seal
@@ -16,7 +17,6 @@ from atsg.stages.refine import run_refine_labels
 from atsg.store import IGNORE, open_store
 from atsg.train.data import TrainSamples
 from atsg.train.segmentation_objective import SegmentationObjective
-from conftest import tiny_config
 
 
 def test_minmax_normalise_takes_the_range_of_valid_pixels_only():
@@ -48,8 +48,14 @@ def test_every_stage_leaves_nodata_out(chain, tmp_path):
     run_generate_masks(cfg, tiles, tmp_path / "masks.zarr")
     masks = open_store(tmp_path / "masks.zarr", "masks")
     assert (masks["objects"][0][:, :64] == 0).all() and (masks["boundaries"][0][:, :64] == 0).all()
-    run_refine_labels(cfg, tiles, tmp_path / "cams.zarr", tmp_path / "masks.zarr", run / "classifier" / "model.pt",
-                      tmp_path / "pseudo_labels.zarr")
+    run_refine_labels(
+        cfg,
+        tiles,
+        tmp_path / "cams.zarr",
+        tmp_path / "masks.zarr",
+        run / "classifier" / "model.pt",
+        tmp_path / "pseudo_labels.zarr",
+    )
     pseudo = open_store(tmp_path / "pseudo_labels.zarr", "pseudo_labels")["labels"][0]
     assert (pseudo[:, :64] == IGNORE).all() and (pseudo[:, 64:] != IGNORE).any()
     run_predict(cfg, tiles, run / "segmentation" / "model.pt", tmp_path / "predictions.zarr", tmp_path / "tifs")
@@ -68,13 +74,18 @@ def test_training_samples_carry_the_valid_mask_and_losses_skip_it(chain, tmp_pat
     c = {**c, "crop_size": 160}  # larger than the tile: the crop's own padding is invalid too
     assert samples.__class__(tiles, np.array([0]), c, "truth")[0]["valid"].sum() == 128 * 64
     # a truly black but valid crop is trained on: the energy term sees its pixels
-    objective = SegmentationObjective({**cfg["segmentation"], "joint_loss": {"enabled": False, "weight": 0.3}}, True,
-                                      supervised=False)
+    objective = SegmentationObjective(
+        {**cfg["segmentation"], "joint_loss": {"enabled": False, "weight": 0.3}}, True, supervised=False
+    )
     logits = torch.randn(1, 6, 16, 16, requires_grad=True)
-    black = {"image": torch.zeros(1, 3, 16, 16), "valid": torch.ones(1, 16, 16, dtype=torch.bool),
-             "objects": torch.ones(1, 16, 16, dtype=torch.long), "boundaries": torch.zeros(1, 16, 16, dtype=torch.long)}
-    loss, parts = objective.loss(logits, None, black, torch.zeros(1, 16, 16, dtype=torch.long), 10 ** 6)
+    black = {
+        "image": torch.zeros(1, 3, 16, 16),
+        "valid": torch.ones(1, 16, 16, dtype=torch.bool),
+        "objects": torch.ones(1, 16, 16, dtype=torch.long),
+        "boundaries": torch.zeros(1, 16, 16, dtype=torch.long),
+    }
+    loss, parts = objective.loss(logits, None, black, torch.zeros(1, 16, 16, dtype=torch.long), 10**6)
     assert parts["energy"] != 0.0
     nodata = {**black, "valid": torch.zeros(1, 16, 16, dtype=torch.bool)}
-    _, parts = objective.loss(logits, None, nodata, torch.zeros(1, 16, 16, dtype=torch.long), 10 ** 6)
+    _, parts = objective.loss(logits, None, nodata, torch.zeros(1, 16, 16, dtype=torch.long), 10**6)
     assert parts["energy"] == 0.0 and parts["object"] == 0.0

@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import torch
 import zarr
+from conftest import REPO, job_counts, run_snakemake, tiny_config
 
 from atsg.errors import ConfigError, DataError
 from atsg.gpus import claim_devices
@@ -23,7 +24,6 @@ from atsg.stages.cams import run_extract_cams
 from atsg.stages.masks import run_generate_masks
 from atsg.stages.predict import run_predict
 from atsg.store import open_store
-from conftest import REPO, job_counts, run_snakemake, tiny_config
 
 
 def stores_equal(a: Path, b: Path) -> None:
@@ -70,15 +70,27 @@ def test_sharded_stages_write_the_stores_of_the_unsharded_run(chain, tmp_path):
     _, _, run = chain
     cfg = tiny_config()
     tiles = run / "tiles.zarr"
-    _shards(lambda out, step: run_extract_cams(cfg, tiles, run / "classifier" / "model.pt", out, step),
-            tmp_path / "cams.zarr", tmp_path / "m_cams", 3, order=[2, 0, 1])
+    _shards(
+        lambda out, step: run_extract_cams(cfg, tiles, run / "classifier" / "model.pt", out, step),
+        tmp_path / "cams.zarr",
+        tmp_path / "m_cams",
+        3,
+        order=[2, 0, 1],
+    )
     stores_equal(tmp_path / "cams.zarr", run / "cams.zarr")
-    _shards(lambda out, step: run_generate_masks(cfg, tiles, out, step), tmp_path / "masks.zarr",
-            tmp_path / "m_masks", 5)
+    _shards(
+        lambda out, step: run_generate_masks(cfg, tiles, out, step), tmp_path / "masks.zarr", tmp_path / "m_masks", 5
+    )
     stores_equal(tmp_path / "masks.zarr", run / "masks.zarr")
-    _shards(lambda out, step: run_predict(cfg, tiles, run / "segmentation" / "model.pt", out,
-                                          tmp_path / "predictions", step),
-            tmp_path / "predictions.zarr", tmp_path / "m_pred", 2, order=[1, 0])
+    _shards(
+        lambda out, step: run_predict(
+            cfg, tiles, run / "segmentation" / "model.pt", out, tmp_path / "predictions", step
+        ),
+        tmp_path / "predictions.zarr",
+        tmp_path / "m_pred",
+        2,
+        order=[1, 0],
+    )
     stores_equal(tmp_path / "predictions.zarr", run / "predictions.zarr")
     tifs = sorted(p.name for p in (run / "predictions").glob("*.tif"))
     assert tifs == sorted(p.name for p in (tmp_path / "predictions").glob("*.tif")) and len(tifs) == 3
@@ -119,8 +131,7 @@ def _atsg(*args) -> list[str]:
 
 def _kill_when(cmd, env, ready, timeout=120) -> None:
     """Start ``cmd`` in its own process group and SIGKILL the group as soon as ``ready()`` holds."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, f"{cmd[3]} finished before the kill point"
@@ -134,20 +145,34 @@ def _kill_when(cmd, env, ready, timeout=120) -> None:
 def test_a_killed_shard_leaves_no_marker_and_its_rerun_completes_the_store(chain, tmp_path):
     work, env, run = chain
     out, marker = tmp_path / "masks.zarr", tmp_path / "0.json"
-    base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml",
-            "--tiles", run / "tiles.zarr", "--out", out]
+    base = [
+        "--configfile",
+        REPO / "config" / "config.yaml",
+        "--configfile",
+        work / "tiny.yaml",
+        "--tiles",
+        run / "tiles.zarr",
+        "--out",
+        out,
+    ]
     subprocess.run(_atsg("generate_masks", "--prepare", *base), env=env, check=True, capture_output=True)
     array = partial_path(out) / "objects"
-    _kill_when(_atsg("generate_masks", "--shard", "0/1", "--marker", marker, *base), env,
-               lambda: array.exists() and any(array.glob("c.*")))
+    _kill_when(
+        _atsg("generate_masks", "--shard", "0/1", "--marker", marker, *base),
+        env,
+        lambda: array.exists() and any(array.glob("c.*")),
+    )
     assert not marker.exists() and not out.exists()
-    finalise = subprocess.run(_atsg("generate_masks", "--finalise", "--markers", marker, *base), env=env,
-                              capture_output=True, text=True)
+    finalise = subprocess.run(
+        _atsg("generate_masks", "--finalise", "--markers", marker, *base), env=env, capture_output=True, text=True
+    )
     assert finalise.returncode == 2 and "unreadable shard marker" in finalise.stderr
-    subprocess.run(_atsg("generate_masks", "--shard", "0/1", "--marker", marker, *base), env=env, check=True,
-                   capture_output=True)
-    subprocess.run(_atsg("generate_masks", "--finalise", "--markers", marker, *base), env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        _atsg("generate_masks", "--shard", "0/1", "--marker", marker, *base), env=env, check=True, capture_output=True
+    )
+    subprocess.run(
+        _atsg("generate_masks", "--finalise", "--markers", marker, *base), env=env, check=True, capture_output=True
+    )
     stores_equal(out, run / "masks.zarr")
 
 
@@ -162,9 +187,20 @@ def _weights(path: Path) -> dict:
     return torch.load(path, weights_only=False)["state_dict"]
 
 
-LONGER = ["--set", "classifier.iterations=40", "--set", "classifier.checkpoint_every=10",
-          "--set", "classifier.val_every=20", "--set", "segmentation.iterations=40",
-          "--set", "segmentation.checkpoint_every=10", "--set", "segmentation.val_every=20"]
+LONGER = [
+    "--set",
+    "classifier.iterations=40",
+    "--set",
+    "classifier.checkpoint_every=10",
+    "--set",
+    "classifier.val_every=20",
+    "--set",
+    "segmentation.iterations=40",
+    "--set",
+    "segmentation.checkpoint_every=10",
+    "--set",
+    "segmentation.val_every=20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +211,19 @@ def uninterrupted(chain, tmp_path_factory):
 
     def get(stage):
         if stage not in runs:
-            base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml", *LONGER,
-                    "--threads", 2, "--tiles", run / "tiles.zarr", "--pretrain", run / "pretrain"]
+            base = [
+                "--configfile",
+                REPO / "config" / "config.yaml",
+                "--configfile",
+                work / "tiny.yaml",
+                *LONGER,
+                "--threads",
+                2,
+                "--tiles",
+                run / "tiles.zarr",
+                "--pretrain",
+                run / "pretrain",
+            ]
             if stage == "train_segmentation":
                 base += ["--labels", run / "pseudo_labels.zarr", "--masks", run / "masks.zarr"]
             full = tmp_path_factory.mktemp(stage)
@@ -187,17 +234,20 @@ def uninterrupted(chain, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("stage,kill_at", [("train_classifier", 0), ("train_classifier", 20),
-                                           ("train_segmentation", 10)])
-def test_a_killed_training_job_resumes_and_ends_as_an_uninterrupted_run(chain, uninterrupted, tmp_path, stage,
-                                                                        kill_at):
+@pytest.mark.parametrize(
+    "stage,kill_at", [("train_classifier", 0), ("train_classifier", 20), ("train_segmentation", 10)]
+)
+def test_a_killed_training_job_resumes_and_ends_as_an_uninterrupted_run(chain, uninterrupted, tmp_path, stage, kill_at):
     _, env, _ = chain
     base, full_dir = uninterrupted(stage)
     out = tmp_path / "killed"
     last = out / "checkpoints" / "last.pt"
     log = out / "log.txt"
-    ready = (lambda: log.exists() and "step" in log.read_text()) if kill_at == 0 else \
-        (lambda: _checkpoint_step(last) >= kill_at)
+    ready = (
+        (lambda: log.exists() and "step" in log.read_text())
+        if kill_at == 0
+        else (lambda: _checkpoint_step(last) >= kill_at)
+    )
     _kill_when(_atsg(stage, *base, "--out", out, "--log", log), env, ready)
     assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
     subprocess.run(_atsg(stage, *base, "--out", out), env=env, check=True, capture_output=True)
@@ -213,20 +263,42 @@ def test_a_killed_workflow_redoes_only_the_unfinished_shards(chain, tmp_path):
     work = copy_chain(chain, tmp_path / "work")
     _, env, run = chain
     shards = ["--config", "shards={generate_masks: 3}"]
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
-           str(REPO / "config" / "config.yaml"), str(work / "tiny.yaml"),
-           "--cores", "1", "--forcerun", "generate_masks", "--until", "generate_masks", *shards]
+    cmd = [
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(work),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(work / "tiny.yaml"),
+        "--cores",
+        "1",
+        "--forcerun",
+        "generate_masks",
+        "--until",
+        "generate_masks",
+        *shards,
+    ]
     markers = work / "results" / "tiny" / "shards" / "generate_masks"
     logs = work / "results" / "tiny" / "logs"
     for old in logs.glob("generate_masks.shard*.log"):
         old.unlink()
     # the kill comes while the second shard runs: one shard finished, one half done, one not started
-    _kill_when(cmd, env, lambda: len(list(markers.glob("*.json"))) == 1
-               and len(list(logs.glob("generate_masks.shard*.log"))) == 2, timeout=300)
+    _kill_when(
+        cmd,
+        env,
+        lambda: len(list(markers.glob("*.json"))) == 1 and len(list(logs.glob("generate_masks.shard*.log"))) == 2,
+        timeout=300,
+    )
     with pytest.raises(DataError, match="unfinished sharded masks store"):
         open_store(partial_path(work / "results" / "tiny" / "masks.zarr"), "masks")
-    subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--unlock"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--unlock"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     result = run_snakemake(work, env, "--until", "generate_masks", "--rerun-incomplete", *shards)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result) == {"generate_masks_shard": 2, "generate_masks": 1}  # shard 0 and the store stay
@@ -237,12 +309,28 @@ def test_four_shards_at_once_take_four_distinct_devices(chain, tmp_path):
     work = copy_chain(chain, tmp_path / "work")
     _, env, run = chain
     result = run_snakemake(
-        work, env, "--cores", "4", "--resources", "gpu=4", "--set-threads", "extract_cams_shard=1", "--notemp",
-        "--forcerun", "extract_cams", "--until", "extract_cams",
-        "--config", "shards={extract_cams: 4}", f"devices={{count: 4, lock_dir: {tmp_path / 'locks'}}}",
-        "cams={batch_size: 1}")
+        work,
+        env,
+        "--cores",
+        "4",
+        "--resources",
+        "gpu=4",
+        "--set-threads",
+        "extract_cams_shard=1",
+        "--notemp",
+        "--forcerun",
+        "extract_cams",
+        "--until",
+        "extract_cams",
+        "--config",
+        "shards={extract_cams: 4}",
+        f"devices={{count: 4, lock_dir: {tmp_path / 'locks'}}}",
+        "cams={batch_size: 1}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    markers = [json.loads(p.read_text()) for p in (work / "results" / "tiny" / "shards" / "extract_cams").glob("*.json")]
+    markers = [
+        json.loads(p.read_text()) for p in (work / "results" / "tiny" / "shards" / "extract_cams").glob("*.json")
+    ]
     assert sorted(m["shard"] for m in markers) == [0, 1, 2, 3]
     assert sorted(m["visible_devices"] for m in markers) == ["0", "1", "2", "3"]
     for a in markers:  # never two jobs on one device at the same time
@@ -255,9 +343,11 @@ def test_four_shards_at_once_take_four_distinct_devices(chain, tmp_path):
 
 def _holder(lock_dir: Path, seconds: float) -> subprocess.Popen:
     """Another process that holds one of two devices."""
-    code = ("import sys, time; from atsg.gpus import claim_devices\n"
-            f"with claim_devices(1, {{'count': 2, 'lock_dir': {str(lock_dir)!r}, 'wait_seconds': 0}}, 'holder'):\n"
-            "    print('held', flush=True); time.sleep(float(sys.argv[1]))\n")
+    code = (
+        "import sys, time; from atsg.gpus import claim_devices\n"
+        f"with claim_devices(1, {{'count': 2, 'lock_dir': {str(lock_dir)!r}, 'wait_seconds': 0}}, 'holder'):\n"
+        "    print('held', flush=True); time.sleep(float(sys.argv[1]))\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -270,9 +360,15 @@ def test_claim_devices_hands_out_free_devices_and_a_kill_frees_them(tmp_path, mo
     with claim_devices(1, cfg, "job") as ids:
         assert ids == ["1"] and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
         third = subprocess.run(  # a third job while both devices are held
-            [sys.executable, "-c", "from atsg.gpus import claim_devices\n"
-             f"with claim_devices(1, {cfg!r}, 'third'):\n    pass"],
-            env={k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-c",
+                f"from atsg.gpus import claim_devices\nwith claim_devices(1, {cfg!r}, 'third'):\n    pass",
+            ],
+            env={k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"},
+            capture_output=True,
+            text=True,
+        )
         assert third.returncode != 0
         assert re.search(r"no 1 free GPU\(s\) of 2 .*gpu0: pid \d+ holder; gpu1: pid \d+ job", third.stderr)
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
@@ -312,14 +408,37 @@ def test_two_training_processes_match_one(chain, tmp_path):
     """train.gpus=2 on CPU: torchrun, gloo, DistributedDataParallel, each process half of every batch. The
     classification loss is a mean over tiles, so two halves give the one-process gradient up to rounding."""
     work, env, run = chain
-    base = ["--configfile", REPO / "config" / "config.yaml", "--configfile", work / "tiny.yaml", "--threads", 1,
-            "--tiles", run / "tiles.zarr", "--pretrain", run / "pretrain", "--set", "classifier.ptc.enabled=false",
-            "--set", "classifier.ctc.enabled=false", "--set", "classifier.batch_size=4",
-            "--set", "classifier.iterations=6"]
-    subprocess.run(_atsg("train_classifier", *base, "--out", tmp_path / "one"), env=env, check=True,
-                   capture_output=True)
-    two = subprocess.run(_atsg("train_classifier", *base, "--set", "train.gpus=2", "--out", tmp_path / "two",
-                               "--log", tmp_path / "two.log"), env=env, capture_output=True, text=True)
+    base = [
+        "--configfile",
+        REPO / "config" / "config.yaml",
+        "--configfile",
+        work / "tiny.yaml",
+        "--threads",
+        1,
+        "--tiles",
+        run / "tiles.zarr",
+        "--pretrain",
+        run / "pretrain",
+        "--set",
+        "classifier.ptc.enabled=false",
+        "--set",
+        "classifier.ctc.enabled=false",
+        "--set",
+        "classifier.batch_size=4",
+        "--set",
+        "classifier.iterations=6",
+    ]
+    subprocess.run(
+        _atsg("train_classifier", *base, "--out", tmp_path / "one"), env=env, check=True, capture_output=True
+    )
+    two = subprocess.run(
+        _atsg(
+            "train_classifier", *base, "--set", "train.gpus=2", "--out", tmp_path / "two", "--log", tmp_path / "two.log"
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     log = (tmp_path / "two.log").read_text()
     assert "starting 2 training processes" in log and "process 0 of 2 joined (gloo)" in log
@@ -328,10 +447,24 @@ def test_two_training_processes_match_one(chain, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     one_m, two_m = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert two_m["best_step"] == one_m["best_step"]
-    assert [h["cam_miou"] for h in two_m["history"]] == pytest.approx([h["cam_miou"] for h in one_m["history"]],
-                                                                      abs=1e-3)
-    odd = subprocess.run(_atsg("train_classifier", *base, "--set", "train.gpus=2", "--set", "classifier.batch_size=3",
-                               "--out", tmp_path / "odd"), env=env, capture_output=True, text=True)
+    assert [h["cam_miou"] for h in two_m["history"]] == pytest.approx(
+        [h["cam_miou"] for h in one_m["history"]], abs=1e-3
+    )
+    odd = subprocess.run(
+        _atsg(
+            "train_classifier",
+            *base,
+            "--set",
+            "train.gpus=2",
+            "--set",
+            "classifier.batch_size=3",
+            "--out",
+            tmp_path / "odd",
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert odd.returncode == 2 and "cannot be split evenly over train.gpus=2" in odd.stderr
 
 
@@ -342,9 +475,22 @@ def test_results_do_not_depend_on_snakemake_cores_or_other_load(chain, tmp_path)
     _, env, run = chain
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
-               str(REPO / "config" / "config.yaml"), str(work / "tiny.yaml"), "--cores", "1",
-               "--forcerun", "train_supervised", "--until", "train_supervised"]
+        cmd = [
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(work),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            str(work / "tiny.yaml"),
+            "--cores",
+            "1",
+            "--forcerun",
+            "train_supervised",
+            "--until",
+            "train_supervised",
+        ]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     finally:
         for p in burners:
@@ -369,8 +515,9 @@ def test_refinement_and_prediction_do_not_depend_on_the_thread_count(chain, tmp_
         set_torch_threads({"threads": threads})
         out = tmp_path / f"{stage}{threads}.zarr"
         if stage == "refine":
-            run_refine_labels(cfg, run / "tiles.zarr", run / "cams.zarr", run / "masks.zarr",
-                              run / "classifier" / "model.pt", out)
+            run_refine_labels(
+                cfg, run / "tiles.zarr", run / "cams.zarr", run / "masks.zarr", run / "classifier" / "model.pt", out
+            )
         else:
             run_predict(cfg, run / "tiles.zarr", run / "segmentation" / "model.pt", out, None)
         outs.append(out)

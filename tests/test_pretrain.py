@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_PRETRAIN, TINY_VIT, preset_config
+from fixtures import make_potsdam
 
 from atsg.artifacts import artifact_key, needed, upstream
 from atsg.config import load_config
@@ -17,8 +19,6 @@ from atsg.stages.common import Tiles
 from atsg.stages.pretrain import run_pretrain, with_pretrain
 from atsg.train.pretrain_data import multicrop
 from atsg.train.pretrain_objective import random_patch_mask, teacher_momentum, teacher_temperature
-from conftest import REPO, TINY_PRETRAIN, TINY_VIT, preset_config
-from fixtures import make_potsdam
 
 TINY_PRE = {**TINY_PRETRAIN, "iterations": 6, "batch_size": 4, "val_every": 3, "checkpoint_every": 3}
 
@@ -34,7 +34,7 @@ def test_dino_loss_is_the_mean_cross_entropy_over_pairs_of_different_views():
     teacher_out = torch.randn(6, 5, generator=g)
     center = torch.randn(5, generator=g)
     targets = list(teacher_probs(teacher_out, center, 0.04).chunk(2))
-    t = [_softmax((teacher_out[i * 3:(i + 1) * 3].numpy() - center.numpy()) / 0.04) for i in range(2)]
+    t = [_softmax((teacher_out[i * 3 : (i + 1) * 3].numpy() - center.numpy()) / 0.04) for i in range(2)]
     s = [np.log(_softmax(x.numpy() / 0.1)) for x in student]
     pairs = [-(t[i] * s[j]).sum(-1).mean() for i in range(2) for j in range(4) if i != j]
     assert float(dino_loss(student, targets, 0.1)) == pytest.approx(float(np.mean(pairs)), rel=1e-5)
@@ -57,8 +57,13 @@ def test_centre_and_schedules():
     torch.testing.assert_close(center, torch.tensor([0.9 + 0.1, 0.9 + 0.2, 0.9 + 0.2]))
     update_center(center, torch.zeros(0, 3), 0.9)  # no masked patch this step: unchanged
     torch.testing.assert_close(center, torch.tensor([1.0, 1.1, 1.1]))
-    cfg = {"momentum": 0.99, "iterations": 100, "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
-           "teacher_temp_warmup": 10}
+    cfg = {
+        "momentum": 0.99,
+        "iterations": 100,
+        "teacher_temp": 0.07,
+        "warmup_teacher_temp": 0.04,
+        "teacher_temp_warmup": 10,
+    }
     assert teacher_momentum(0, cfg) == pytest.approx(0.99) and teacher_momentum(100, cfg) == pytest.approx(1.0)
     assert teacher_momentum(50, cfg) == pytest.approx(0.995)
     assert teacher_temperature(0, cfg) == pytest.approx(0.04) and teacher_temperature(5, cfg) == pytest.approx(0.055)
@@ -90,10 +95,20 @@ def pretrained(tmp_path_factory):
     """A tiny tile store and the pretrain stage run on it: (config, tiles path, pretrain folder, summary)."""
     tmp = tmp_path_factory.mktemp("pretrain")
     make_potsdam(tmp / "potsdam", ["2_10", "2_11", "3_10"], size=(256, 256))
-    cfg = preset_config("potsdam", tmp / "potsdam", tiling={"size": 128, "stride": 128},
-                        split={"method": "ratio", "ratios": [1, 1, 1]}, pretrain=TINY_PRE,
-                        classifier={**TINY_VIT, "weights": "pretrain", "aux_layer": -2,
-                                    "linking": {"features": "pretrain"}, "ctc": {"enabled": False}})
+    cfg = preset_config(
+        "potsdam",
+        tmp / "potsdam",
+        tiling={"size": 128, "stride": 128},
+        split={"method": "ratio", "ratios": [1, 1, 1]},
+        pretrain=TINY_PRE,
+        classifier={
+            **TINY_VIT,
+            "weights": "pretrain",
+            "aux_layer": -2,
+            "linking": {"features": "pretrain"},
+            "ctc": {"enabled": False},
+        },
+    )
     run_tile(cfg, tmp / "tiles.zarr", tmp / "potsdam")
     summary = run_pretrain(cfg, tmp / "tiles.zarr", tmp / "pretrain")
     return cfg, tmp / "tiles.zarr", tmp / "pretrain", summary
@@ -129,11 +144,15 @@ def test_pretrain_writes_student_and_teacher_that_load_as_timm_weights(pretraine
 def test_weights_pretrain_needs_the_same_architecture(pretrained):
     cfg, tiles_path, out, _ = pretrained
     other = {**cfg, "classifier": {**cfg["classifier"], "embed_dim": 64}}
-    with pytest.raises(ConfigError, match=r"classifier.embed_dim: 64, but .*backbone.pt was pretrained with "
-                                          r"pretrain.embed_dim 32"):
+    with pytest.raises(
+        ConfigError,
+        match=r"classifier.embed_dim: 64, but .*backbone.pt was pretrained with "
+        r"pretrain.embed_dim 32",
+    ):
         with_pretrain(other, "classifier", out, 3, {})
-    with pytest.raises(ConfigError, match="classifier.weights: pretrain needs the pretrain stage's output.*"
-                                          "--pretrain DIR"):
+    with pytest.raises(
+        ConfigError, match="classifier.weights: pretrain needs the pretrain stage's output.*--pretrain DIR"
+    ):
         with_pretrain(cfg, "classifier", None, 3, {})
     with pytest.raises(DataError, match="pretrained on 3 bands, the tiles have 4"):
         with_pretrain(cfg, "classifier", out, 4, {})
@@ -149,20 +168,30 @@ def test_pretrain_enters_the_artifact_graph_only_when_read():
     demo = load_config([REPO / "config" / "config.yaml"], base)  # the demo: the classifier starts from pretrain
     assert "pretrain" in upstream(demo, "classifier") and "pretrain" in needed(demo)
     assert "pretrain" not in upstream(demo, "segmentation") + upstream(demo, "supervised")
-    both = load_config([REPO / "config" / "config.yaml"],
-                       {**base, "segmentation": {**TINY_VIT, "weights": "pretrain"}})
+    both = load_config([REPO / "config" / "config.yaml"], {**base, "segmentation": {**TINY_VIT, "weights": "pretrain"}})
     assert "pretrain" in upstream(both, "segmentation") and "pretrain" in upstream(both, "supervised")
-    scratch = load_config([REPO / "config" / "config.yaml"],
-                          {**base, "classifier": {**TINY_VIT, "weights": "random_init", "linking": {"features": "self"}},
-                           "segmentation": {**TINY_VIT, "weights": "random_init"}})
+    scratch = load_config(
+        [REPO / "config" / "config.yaml"],
+        {
+            **base,
+            "classifier": {**TINY_VIT, "weights": "random_init", "linking": {"features": "self"}},
+            "segmentation": {**TINY_VIT, "weights": "random_init"},
+        },
+    )
     assert "pretrain" not in needed(scratch)
-    linked = load_config([REPO / "config" / "config.yaml"],
-                         {**base, "classifier": {**TINY_VIT, "weights": "random_init",
-                                                 "linking": {"enabled": True, "features": "pretrain"}},
-                          "segmentation": {**TINY_VIT, "weights": "random_init"}})
+    linked = load_config(
+        [REPO / "config" / "config.yaml"],
+        {
+            **base,
+            "classifier": {**TINY_VIT, "weights": "random_init", "linking": {"enabled": True, "features": "pretrain"}},
+            "segmentation": {**TINY_VIT, "weights": "random_init"},
+        },
+    )
     assert upstream(linked, "classifier")[-1] == "pretrain" and "pretrain" not in upstream(linked, "segmentation")
-    changed = load_config([REPO / "config" / "config.yaml"], {**base, "segmentation": {**TINY_VIT, "weights": "pretrain"},
-                                                               "pretrain": {**TINY_PRE, "lr": 1e-4}})
+    changed = load_config(
+        [REPO / "config" / "config.yaml"],
+        {**base, "segmentation": {**TINY_VIT, "weights": "pretrain"}, "pretrain": {**TINY_PRE, "lr": 1e-4}},
+    )
     demo = both
     assert artifact_key(changed, "tiles") == artifact_key(demo, "tiles")
     for a in ("pretrain", "classifier", "segmentation", "supervised", "eval"):

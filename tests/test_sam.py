@@ -7,10 +7,10 @@ import zarr
 
 from atsg.config import validate_config
 from atsg.errors import ConfigError
+from atsg.integrity import seal
 from atsg.masks.generate import SamGenerator
 from atsg.models.sam import build_sam_model, load_sam
 from atsg.stages.masks import run_generate_masks
-from atsg.integrity import seal
 from atsg.store import base_attrs, create_tile_store, open_store
 
 
@@ -30,42 +30,65 @@ def _tiles(path, n=2, size=64):
     g["images"][:] = img + rng.integers(0, 20, img.shape, dtype=np.uint8)
     g["labels"][:] = 255
     g["valid"][:] = 1
-    g.attrs.update({**base_attrs("tiles", {}), "classes": list("abcdef"), "background": True,
-                    "target_classes": list("bcdef")})
+    g.attrs.update(
+        {**base_attrs("tiles", {}), "classes": list("abcdef"), "background": True, "target_classes": list("bcdef")}
+    )
     seal(path)
     return path
 
 
 def _cfg(checkpoint, **extra):
-    return validate_config({"masks": {"generator": "sam", "sam_model_type": "vit_tiny", "sam_checkpoint": str(checkpoint),
-                                      "points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
-                                      "min_area": 1, "device": "cpu", **extra}})
+    return validate_config(
+        {
+            "masks": {
+                "generator": "sam",
+                "sam_model_type": "vit_tiny",
+                "sam_checkpoint": str(checkpoint),
+                "points_per_side": 4,
+                "pred_iou_thresh": 0.0,
+                "stability_score_thresh": 0.0,
+                "min_area": 1,
+                "device": "cpu",
+                **extra,
+            }
+        }
+    )
 
 
 def _official(sam, m):
     from segment_anything import SamAutomaticMaskGenerator
 
     return SamAutomaticMaskGenerator(
-        sam, points_per_side=m["points_per_side"], points_per_batch=m["points_per_batch"],
-        pred_iou_thresh=m["pred_iou_thresh"], stability_score_thresh=m["stability_score_thresh"],
-        stability_score_offset=m["stability_score_offset"], box_nms_thresh=m["box_nms_thresh"], crop_n_layers=0,
-        output_mode="binary_mask")
+        sam,
+        points_per_side=m["points_per_side"],
+        points_per_batch=m["points_per_batch"],
+        pred_iou_thresh=m["pred_iou_thresh"],
+        stability_score_thresh=m["stability_score_thresh"],
+        stability_score_offset=m["stability_score_offset"],
+        box_nms_thresh=m["box_nms_thresh"],
+        crop_n_layers=0,
+        output_mode="binary_mask",
+    )
 
 
 def _image(size=64, seed=0):
     rng = np.random.default_rng(seed)
     img = np.zeros((size, size, 3), np.uint8) + 60
     img[:, : size // 2] = 200
-    img[size // 4: size // 2, size // 2: 3 * size // 4] = 120
+    img[size // 4 : size // 2, size // 2 : 3 * size // 4] = 120
     return (img + rng.integers(0, 20, img.shape)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("settings", [
-    dict(box_nms_thresh=1.0, points_per_batch=7),  # every candidate kept, batches of uneven size
-    dict(pred_iou_thresh=0.08, stability_score_thresh=0.9, stability_score_offset=0.001,
-         box_nms_thresh=1.0),  # filters that drop some candidates
-    dict(),  # the NMS merges candidates
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(box_nms_thresh=1.0, points_per_batch=7),  # every candidate kept, batches of uneven size
+        dict(
+            pred_iou_thresh=0.08, stability_score_thresh=0.9, stability_score_offset=0.001, box_nms_thresh=1.0
+        ),  # filters that drop some candidates
+        dict(),  # the NMS merges candidates
+    ],
+)
 def test_grid_generator_makes_the_official_generators_masks(tiny_sam, settings):
     from atsg.masks.sam_auto import GridMaskGenerator
 
@@ -86,7 +109,7 @@ def test_grid_generator_makes_the_official_generators_masks(tiny_sam, settings):
 
 
 def test_sam_generator_maps_equal_the_published_construction(tiny_sam):
-    from atsg.masks.maps import per_mask_maps
+    from oracles import per_mask_maps
 
     m = _cfg(tiny_sam, box_nms_thresh=1.0)["masks"]
     gen = SamGenerator(m, torch.device("cpu"))
@@ -159,5 +182,6 @@ def test_scene_windows_run_sam_once_per_window_at_native_resolution(tmp_path, ti
     objects, boundaries = object_and_boundary_maps(cut(stack, window.offsets[k], (64, 64)), (64, 64), 1, 50)
     assert np.array_equal(out["objects"][6], objects) and np.array_equal(out["boundaries"][6], boundaries)
     with pytest.raises(ConfigError, match="masks.scene_windows"):
-        GenerateMasks(validate_config({"masks": {"scene_windows": True, "generator": "felzenszwalb"}}), path,
-                      tmp_path / "m2.zarr").units()
+        GenerateMasks(
+            validate_config({"masks": {"scene_windows": True, "generator": "felzenszwalb"}}), path, tmp_path / "m2.zarr"
+        ).units()

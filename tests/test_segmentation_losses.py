@@ -5,16 +5,31 @@ import pytest
 import torch
 
 from atsg.config import validate_config
-from atsg.losses.segmentation import (balanced_cross_entropy, boundary_loss, energy_loss, joint_loss,
-                                      object_loss, soft_boundaries)
+from atsg.losses.segmentation import (
+    balanced_cross_entropy,
+    boundary_loss,
+    energy_loss,
+    joint_loss,
+    object_loss,
+    soft_boundaries,
+)
 from atsg.models.segmenter import Segmenter
 from atsg.store import IGNORE
 from atsg.train.data import rescale_crop_flip
 from atsg.train.segmentation_objective import SegmentationObjective
 
-TINY_VIT = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "random_init": True,
-            "img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2, "decoder_channels": 8,
-            "loss_warmup_iterations": 0}
+TINY_VIT = {
+    "backbone": "vit_tiny_patch16_224",
+    "pretrained": False,
+    "random_init": True,
+    "img_size": 32,
+    "patch_size": 8,
+    "embed_dim": 16,
+    "depth": 2,
+    "num_heads": 2,
+    "decoder_channels": 8,
+    "loss_warmup_iterations": 0,
+}
 
 
 def _cfg(**extra):
@@ -70,7 +85,7 @@ def test_energy_loss_matches_the_dense_definition_and_prefers_colour_consistent_
     s = torch.softmax(logits, 1)[0].flatten(1).T
     ys, xs = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
     f = torch.cat([torch.stack([ys, xs], -1).reshape(-1, 2) / 100.0, image[0].flatten(1).T / 15.0], 1)
-    ref = -(s * (torch.exp(-0.5 * torch.cdist(f, f) ** 2) @ s)).sum() / 36 ** 2
+    ref = -(s * (torch.exp(-0.5 * torch.cdist(f, f) ** 2) @ s)).sum() / 36**2
     logits.grad = None
     ref.backward()
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
@@ -99,8 +114,9 @@ def test_augmentation_moves_masks_with_the_image():
     image = torch.arange(1.0, 17.0).view(1, 4, 4)
     objects = torch.arange(1, 17).view(4, 4)
     for _ in range(5):  # the tile lands anywhere on the crop's canvas, as the published random_crop places it
-        out_image, label, maps = rescale_crop_flip(image, None, rng, 6, (1.0, 1.0), True,
-                                                   {"objects": (objects, 0), "boundaries": (objects % 2, 0)})
+        out_image, label, maps = rescale_crop_flip(
+            image, None, rng, 6, (1.0, 1.0), True, {"objects": (objects, 0), "boundaries": (objects % 2, 0)}
+        )
         assert label is None and maps["objects"].shape == (6, 6)
         inside = out_image[0] > 0
         assert inside.sum() == 16
@@ -113,8 +129,13 @@ def _batch(b=2, size=32):
     labels = torch.randint(0, 4, (b, size, size), generator=g)
     labels[:, :4] = IGNORE
     objects = torch.randint(0, 5, (b, size, size), generator=g)
-    return {"image": torch.randint(1, 255, (b, 3, size, size), generator=g).float(), "label": labels,
-            "objects": objects, "boundaries": (objects % 2), "valid": torch.ones(b, size, size, dtype=torch.bool)}
+    return {
+        "image": torch.randint(1, 255, (b, 3, size, size), generator=g).float(),
+        "label": labels,
+        "objects": objects,
+        "boundaries": (objects % 2),
+        "valid": torch.ones(b, size, size, dtype=torch.bool),
+    }
 
 
 def test_objective_gates_energy_and_joint_until_after_warmup_supervised_only_cross_entropy():
@@ -127,26 +148,33 @@ def test_objective_gates_energy_and_joint_until_after_warmup_supervised_only_cro
     for step in (0, 3):
         early, parts = objective(model, batch, step)
         assert parts["energy"] == parts["joint"] == 0.0 and parts["object"] > 0 and parts["boundary"] != 0
-        assert early.item() == pytest.approx(0.1 * parts["seg"] + 0.01 * parts["object"] + 1.2 * parts["boundary"],
-                                             rel=1e-5)
+        assert early.item() == pytest.approx(
+            0.1 * parts["seg"] + 0.01 * parts["object"] + 1.2 * parts["boundary"], rel=1e-5
+        )
     loss, parts = objective(model, batch, 4)
     assert set(parts) == {"seg", "object", "boundary", "energy", "joint"} and parts["energy"] < 0 < parts["joint"]
     loss.backward()
     assert model.foreground.conv8.weight.grad.abs().sum() > 0
-    gated = SegmentationObjective(_cfg(loss_warmup_iterations=3, object_loss={"after_warmup": True},
-                                       boundary_loss={"after_warmup": True}), True, supervised=False)
+    gated = SegmentationObjective(
+        _cfg(loss_warmup_iterations=3, object_loss={"after_warmup": True}, boundary_loss={"after_warmup": True}),
+        True,
+        supervised=False,
+    )
     assert gated(model, batch, 3)[1]["object"] == gated(model, batch, 3)[1]["boundary"] == 0.0
     sup = SegmentationObjective(cfg, True, supervised=True)
     assert not sup.needs_masks and not sup.joint
     model = Segmenter(cfg, 3, 4).eval()
     loss, parts = sup(model, {"image": batch["image"], "label": batch["label"]}, 10)
     assert set(parts) == {"seg"}
-    assert loss.item() == pytest.approx(balanced_cross_entropy(model(batch["image"]), batch["label"], True).item(),
-                                        rel=1e-5)
+    assert loss.item() == pytest.approx(
+        balanced_cross_entropy(model(batch["image"]), batch["label"], True).item(), rel=1e-5
+    )
 
 
-@pytest.mark.parametrize("key,term", [("object_loss", "object"), ("boundary_loss", "boundary"),
-                                      ("energy_loss", "energy"), ("joint_loss", "joint")])
+@pytest.mark.parametrize(
+    "key,term",
+    [("object_loss", "object"), ("boundary_loss", "boundary"), ("energy_loss", "energy"), ("joint_loss", "joint")],
+)
 def test_switching_a_loss_off_removes_its_term(key, term):
     torch.manual_seed(0)
     sections = {"energy_loss": {"scale": 0.25}}
@@ -180,8 +208,9 @@ def test_cross_entropy_plain_counts_every_labelled_pixel_once_balanced_halves_ba
     for kind, want in (("balanced", 0.5 * (bg + fg)), ("plain", ce[:4].mean().item())):
         cfg = _cfg(cross_entropy=kind)
         for supervised in (True, False):
-            off = {k: {**cfg[k], "enabled": False} for k in ("object_loss", "boundary_loss", "energy_loss",
-                                                             "joint_loss")}
+            off = {
+                k: {**cfg[k], "enabled": False} for k in ("object_loss", "boundary_loss", "energy_loss", "joint_loss")
+            }
             objective = SegmentationObjective({**cfg, **off}, True, supervised=supervised)
             assert objective(model, batch, 0)[1]["seg"] == pytest.approx(want, rel=1e-6), (kind, supervised)
     assert 0.5 * (bg + fg) != pytest.approx(ce[:4].mean().item())

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-
 import slurm_cluster
+import yaml
 from conftest import REPO, TINY
 from fixtures import random_scene, write_raster
 
@@ -18,8 +17,14 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
 def workflow_rules(env) -> set[str]:
-    out = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--list-rules"], env=env, capture_output=True,
-                         text=True, check=True, cwd=REPO).stdout
+    out = subprocess.run(
+        ["snakemake", "-s", str(REPO / "Snakefile"), "--list-rules"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip() and not line.startswith(" ")}
 
 
@@ -50,17 +55,35 @@ def test_tiny_workflow_runs_on_slurm_through_the_profile(tmp_path, cli_env):
     work.mkdir()
     new_scene, _ = random_scene(np.random.default_rng(5), 150, 140, 6)  # mapped by `all`, as map.inputs is set
     write_raster(tmp_path / "new" / "new_scene.tif", new_scene)
-    cfg = {**TINY, "evaluate": {**TINY["evaluate"], "supervised_baseline": False},
-           "shards": {"extract_cams": 2, "map": 2}, "map": {"inputs": [str(tmp_path / "new")]}}
+    cfg = {
+        **TINY,
+        "evaluate": {**TINY["evaluate"], "supervised_baseline": False},
+        "shards": {"extract_cams": 2, "map": 2},
+        "map": {"inputs": [str(tmp_path / "new")]},
+    }
     (work / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     profile = small_profile(tmp_path / "profile")
     cli_env.pop("CUDA_VISIBLE_DEVICES", None)
     with slurm_cluster.Cluster(tmp_path / "slurm") as env:
         env = {**cli_env, "SLURM_CONF": env["SLURM_CONF"]}
-        result = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
-                                 str(REPO / "config" / "config.yaml"), str(work / "tiny.yaml"), "--profile",
-                                 str(profile)], env=env, capture_output=True,
-                                text=True, timeout=1200)
+        result = subprocess.run(
+            [
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "-d",
+                str(work),
+                "--configfile",
+                str(REPO / "config" / "config.yaml"),
+                str(work / "tiny.yaml"),
+                "--profile",
+                str(profile),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         jobs = subprocess.run(["scontrol", "show", "job", "-o"], env=env, capture_output=True, text=True).stdout
     (work / "slurm_jobs.txt").write_text(jobs)  # for a look after a failure
     text = result.stdout + result.stderr
@@ -78,8 +101,15 @@ def test_tiny_workflow_runs_on_slurm_through_the_profile(tmp_path, cli_env):
     assert len(by_rule["map_shard"]) == 2 and "map_prepare" not in by_rule and len(by_rule["map"]) == 1
     assert all("gpu" in line for line in by_rule["map_shard"])
     assert (run / "maps" / "new_scene.tif").is_file()
-    assert {"synth", "tile", "train_classifier", "refine_labels", "train_segmentation", "predict_shard",
-            "evaluate"} <= set(by_rule)
+    assert {
+        "synth",
+        "tile",
+        "train_classifier",
+        "refine_labels",
+        "train_segmentation",
+        "predict_shard",
+        "evaluate",
+    } <= set(by_rule)
     assert all("JobState=COMPLETED" in line for line in lines)
     assert all("gpu" in line for line in by_rule["extract_cams_shard"] + by_rule["train_classifier"])
     assert not any("gres/gpu" in line for line in by_rule["evaluate"] + by_rule["tile"])

@@ -2,10 +2,10 @@ import hashlib
 
 import numpy as np
 import rasterio
+from conftest import preset_config
 
 from atsg.data.synthetic import run_synth
 from atsg.data.synthetic.scene import generate_scene
-from conftest import preset_config
 
 WEIGHTS = preset_config("config")["synthetic"]["block_weights"]
 
@@ -26,7 +26,7 @@ def test_scenes_have_potsdam_like_content():
         fractions += np.bincount(semantic.ravel(), minlength=6)
         for i in range(0, 512, 256):
             for j in range(0, 512, 256):
-                per_tile.append(len(np.unique(semantic[i:i + 256, j:j + 256])))
+                per_tile.append(len(np.unique(semantic[i : i + 256, j : j + 256])))
     fractions /= fractions.sum()
     assert (fractions > 0.005).all(), fractions  # every class occurs
     assert fractions[5] < 0.05  # cars are small and rare

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
-from atsg.data.tiling import grid_positions, run_tile
-from atsg.store import IGNORE, open_store, tile_georef
 from conftest import preset_config
 from fixtures import make_potsdam, write_raster
+from oracles import tile_georef
+
+from atsg.data.tiling import grid_positions, run_tile
+from atsg.store import IGNORE, open_store
 
 TRAIN, TEST = ["2_10", "2_11", "3_10"], ["2_13"]
 
@@ -25,9 +26,12 @@ def test_grid_positions_cover_the_scene():
 @pytest.fixture
 def potsdam(tmp_path):
     truth = make_potsdam(tmp_path / "potsdam", TRAIN + TEST + ["9_9"], size=(300, 260))
-    cfg = preset_config("potsdam", tmp_path / "potsdam",
-                        tiling={"size": 128, "stride": 128, "min_pixels": 1},
-                        split={"train": ["2_10", "2_11"], "val": ["3_10"], "test": TEST})
+    cfg = preset_config(
+        "potsdam",
+        tmp_path / "potsdam",
+        tiling={"size": 128, "stride": 128, "min_pixels": 1},
+        split={"train": ["2_10", "2_11"], "val": ["3_10"], "test": TEST},
+    )
     out = tmp_path / "tiles.zarr"
     summary = run_tile(cfg, out, tmp_path / "potsdam")
     return truth, cfg, out, summary
@@ -129,8 +133,13 @@ def _tiling_peak(tmp_path, side: int, cli_env) -> int:
     write_raster(tmp_path / f"d{side}" / "images" / "big.tif", image, tiled=True)
     del image
     env = dict(cli_env, PYTHONPATH=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / f"d{side}"), str(tmp_path / f"t{side}.zarr")],
-                         capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / f"d{side}"), str(tmp_path / f"t{side}.zarr")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -140,9 +149,10 @@ def test_tiling_memory_is_flat_in_scene_size(tmp_path, cli_env):
     process's peak memory grows by far less than the raster between a 1024 px and a 4096 px scene (48 MB of
     pixels more); what grows is per-tile metadata (windows, transforms, image-level labels)."""
     small, big = _tiling_peak(tmp_path, 1024, cli_env), _tiling_peak(tmp_path, 4096, cli_env)
-    raster_growth = 3 * (4096 ** 2 - 1024 ** 2)
+    raster_growth = 3 * (4096**2 - 1024**2)
     assert big - small < raster_growth / 3, (
-        f"peak growth {small / 1e6:.1f} MB at 1024 px but {big / 1e6:.1f} MB at 4096 px")
+        f"peak growth {small / 1e6:.1f} MB at 1024 px but {big / 1e6:.1f} MB at 4096 px"
+    )
 
 
 def test_overlapping_stride(tmp_path):
@@ -169,8 +179,12 @@ def test_nodata_pixels_are_invalid_and_tiles_without_data_are_skipped(tmp_path):
     for sid, nodata in (("2_10", 0), ("2_11", None)):  # 2_11: the same pixels without a nodata value
         write_raster(root / "2_Ortho_RGB" / f"top_potsdam_{sid}_RGB.tif", image, nodata=nodata)
         write_raster(root / "5_Labels_all" / f"top_potsdam_{sid}_label.tif", palette[labels].transpose(2, 0, 1))
-    cfg = preset_config("potsdam", root, tiling={"size": 64, "stride": 64},
-                        split={"train": ["2_10", "2_11"], "test": [], "val_fraction": 0})
+    cfg = preset_config(
+        "potsdam",
+        root,
+        tiling={"size": 64, "stride": 64},
+        split={"train": ["2_10", "2_11"], "test": [], "val_fraction": 0},
+    )
     summary = run_tile(cfg, tmp_path / "t.zarr", root)
     g = open_store(tmp_path / "t.zarr", "tiles")
     assert summary["tiles"] == 4 + 6 and summary["skipped_nodata_tiles"] == 2

@@ -31,8 +31,10 @@ def test_greyscale_and_jitter_happen_at_their_published_rates():
     image = _image()
     only_grey = {**AUG, "color_jitter": 0.0, "blur": 0.0}
     rng = np.random.default_rng(1)
-    grey = [bool(torch.allclose((o := photometric(image, rng, only_grey, 0.0))[0], o[1]) and
-                 torch.allclose(o[1], o[2])) for _ in range(500)]
+    grey = [
+        bool(torch.allclose((o := photometric(image, rng, only_grey, 0.0))[0], o[1]) and torch.allclose(o[1], o[2]))
+        for _ in range(500)
+    ]
     assert np.mean(grey) == pytest.approx(0.2, abs=0.05)
     only_jitter = {**AUG, "grayscale": 0.0, "blur": 0.0}
     changed = [not torch.allclose(photometric(image, rng, only_jitter, 0.0), image, atol=1e-3) for _ in range(500)]

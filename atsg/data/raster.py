@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import rasterio
@@ -17,7 +17,6 @@ from rasterio.windows import Window
 from ..errors import DataError
 from .labels import LabelDecoder
 from .layout import Scene
-
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,8 @@ def check_scene(image: RasterInfo, label: RasterInfo | None, dataset: Mapping, d
     if expected is not None and image.count != expected:
         raise DataError(
             f"{image.path}: {image.count} band(s), preset {dataset['preset']} expects {expected} "
-            f"(dataset.expected_bands); point dataset.images at the right product or change dataset.bands/expected_bands"
+            "(dataset.expected_bands); point dataset.images at the right product or change "
+            "dataset.bands/expected_bands"
         )
     if max(dataset["bands"]) > image.count:
         raise DataError(
@@ -95,18 +95,23 @@ def check_alignment(image: RasterInfo, label: RasterInfo) -> None:
     corner of the grid within half a pixel (labels without georeference are taken as pixel-aligned)."""
     if image.transform is None or label.transform is None:
         return
-    if image.crs and label.crs and CRS.from_user_input(image.crs) != \
-            CRS.from_user_input(label.crs):
-        raise DataError(f"{label.path}: label in {label.crs}, but its image {image.path} is in {image.crs}; "
-                        "reproject the label onto the image's grid")
+    if image.crs and label.crs and CRS.from_user_input(image.crs) != CRS.from_user_input(label.crs):
+        raise DataError(
+            f"{label.path}: label in {label.crs}, but its image {image.path} is in {image.crs}; "
+            "reproject the label onto the image's grid"
+        )
     a, b = rasterio.Affine(*image.transform), rasterio.Affine(*label.transform)
     half = 0.5 * min(abs(a.a), abs(a.e)) if a.b == a.d == 0 else 0.5 * abs(a.determinant) ** 0.5
-    worst = max(float(np.hypot(*np.subtract(a * corner, b * corner)))
-                for corner in ((0, 0), (image.width, 0), (0, image.height), (image.width, image.height)))
+    worst = max(
+        float(np.hypot(*np.subtract(a * corner, b * corner)))
+        for corner in ((0, 0), (image.width, 0), (0, image.height), (image.width, image.height))
+    )
     if worst > half:
-        raise DataError(f"{label.path}: label grid is {worst:.4g} map units off its image {image.path} (more than "
-                        f"half a pixel, {half:.4g}); image and label must cover the same pixels: reproject or crop "
-                        "the label onto the image's grid")
+        raise DataError(
+            f"{label.path}: label grid is {worst:.4g} map units off its image {image.path} (more than "
+            f"half a pixel, {half:.4g}); image and label must cover the same pixels: reproject or crop "
+            "the label onto the image's grid"
+        )
 
 
 class SceneReader:
@@ -121,7 +126,7 @@ class SceneReader:
         self._label = open_raster(scene.label) if scene.label is not None else None
         self.width, self.height = self._image.width, self._image.height
 
-    def __enter__(self) -> "SceneReader":
+    def __enter__(self) -> SceneReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -164,13 +169,16 @@ def _valid(src, path: Path, indexes, row: int, rows: int, col: int, cols: int) -
     try:
         masks = src.read_masks(indexes=indexes, window=Window(col, row, cols, rows))
     except RasterioError as exc:
-        raise DataError(f"{path}: the nodata mask of rows {row}-{row + rows} cannot be read "
-                        f"({str(exc).splitlines()[0]}); re-export the file") from None
+        raise DataError(
+            f"{path}: the nodata mask of rows {row}-{row + rows} cannot be read "
+            f"({str(exc).splitlines()[0]}); re-export the file"
+        ) from None
     return (masks > 0).any(0)
 
 
-def read_image_window(src, path: Path, bands, value_range, row: int, rows: int, col: int,
-                      cols: int) -> tuple[np.ndarray, np.ndarray]:
+def read_image_window(
+    src, path: Path, bands, value_range, row: int, rows: int, col: int, cols: int
+) -> tuple[np.ndarray, np.ndarray]:
     """((bands, rows, cols) uint8 pixels, (rows, cols) bool valid) of a window of an open raster (a file, a
     VRT or a warped view), the window inside the raster.
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import rasterio
@@ -25,6 +25,7 @@ from .splits import assign_splits
 from .synthetic.writer import MANIFEST
 
 log = logging.getLogger(__name__)
+
 
 def grid_positions(length: int, size: int, stride: int) -> list[int]:
     """Tile starts along one axis: 0, stride, ... until the scene is covered (the last tile may overhang)."""
@@ -56,8 +57,7 @@ class ScenePlan:
         return len(self.kept)
 
 
-def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path,
-         decoder: LabelDecoder) -> list[ScenePlan]:
+def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path, decoder: LabelDecoder) -> list[ScenePlan]:
     """Discover and check every scene (headers only) and lay out the tile grid, before writing anything."""
     scenes = discover_scenes(dataset, root)
     assignment = assign_splits(scenes, split_cfg, root)
@@ -69,8 +69,10 @@ def plan(dataset: Mapping, split_cfg: Mapping, tiling: Mapping, root: Path,
         label = inspect_raster(scene.label) if scene.label is not None else None
         check_scene(image, label, dataset, decoder)
         if image.crs is None:
-            log.warning("%s has no CRS: its tiles and predictions are not georeferenced (outputs are not "
-                        "georeferenced)", scene.image)
+            log.warning(
+                "%s has no CRS: its tiles and predictions are not georeferenced (outputs are not georeferenced)",
+                scene.image,
+            )
         rows = grid_positions(image.height, tiling["size"], tiling["stride"])
         cols = grid_positions(image.width, tiling["size"], tiling["stride"])
         plans.append(ScenePlan(scene, image, assignment[scene.id], rows, cols))
@@ -100,9 +102,9 @@ class _Writer:
 
     def _write(self, start: int, tiles: tuple[np.ndarray, ...]) -> None:
         for array, values in zip(self.arrays, tiles):
-            array[start:start + len(values)] = values
+            array[start : start + len(values)] = values
 
-    def __enter__(self) -> "_Writer":
+    def __enter__(self) -> _Writer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -114,11 +116,19 @@ class _Writer:
 
 
 def _column_groups(cols: list[int], per_read: int) -> list[list[int]]:
-    return [cols[i:i + per_read] for i in range(0, len(cols), per_read)]
+    return [cols[i : i + per_read] for i in range(0, len(cols), per_read)]
 
 
-def _tile_scene(p: ScenePlan, dataset: Mapping, tiling: Mapping, decoder: LabelDecoder, writer: _Writer,
-                start: int, cls_labels: list, bar) -> None:
+def _tile_scene(
+    p: ScenePlan,
+    dataset: Mapping,
+    tiling: Mapping,
+    decoder: LabelDecoder,
+    writer: _Writer,
+    start: int,
+    cls_labels: list,
+    bar,
+) -> None:
     """Tiles of one scene from tile index ``start`` on, read ``tiling.tiles_per_read`` tiles of a tile row at a
     time: memory depends on the tile size, never on the scene's size. Pixels outside the scene (padding) and
     nodata pixels are invalid: image 0, label 255, ``valid`` 0; a tile without a valid pixel is skipped."""
@@ -143,17 +153,20 @@ def _tile_scene(p: ScenePlan, dataset: Mapping, tiling: Mapping, decoder: LabelD
                     unknown.update(bad)
                 for k, col in enumerate(group):
                     x0, cols = col - first_col, min(size, reader.width - col)
-                    images[k, :, :rows, :cols] = image_px[:, :, x0:x0 + cols]
-                    valid[k, :rows, :cols] = valid_px[:, x0:x0 + cols]
+                    images[k, :, :rows, :cols] = image_px[:, :, x0 : x0 + cols]
+                    valid[k, :rows, :cols] = valid_px[:, x0 : x0 + cols]
                     if decoded is not None:
-                        labels[k, :rows, :cols] = label_px[:, x0:x0 + cols]
+                        labels[k, :rows, :cols] = label_px[:, x0 : x0 + cols]
                 if not valid_px.all():
                     labels[valid == 0] = IGNORE
                 keep = np.flatnonzero(valid.reshape(n, -1).any(1))
                 for k in keep:
                     p.kept.append((row, group[k]))
-                    cls_labels.append(image_level_labels(labels[k], len(dataset["classes"]), dataset["background"],
-                                                         tiling["min_pixels"]))
+                    cls_labels.append(
+                        image_level_labels(
+                            labels[k], len(dataset["classes"]), dataset["background"], tiling["min_pixels"]
+                        )
+                    )
                 if len(keep) == n:  # no copies when every tile holds data (the usual case)
                     writer.write(start + len(p.kept) - n, images, labels, valid)
                 elif len(keep):
@@ -179,12 +192,21 @@ def tile_attrs(plans: list[ScenePlan], cfg: Mapping, inputs: Mapping) -> dict:
     tiles = {"scene": [], "window": [], "crs": [], "transform": []}
     scenes = []
     for p in plans:
-        scenes.append({
-            "id": p.scene.id, "image": str(p.scene.image), "label": str(p.scene.label) if p.scene.label else None,
-            "width": p.image.width, "height": p.image.height, "crs": p.image.crs,
-            "transform": list(p.image.transform) if p.image.transform else None, "split": p.split,
-            "first_tile": p.first_tile, "n_tiles": p.n_tiles, "grid": [len(p.rows), len(p.cols)],
-        })
+        scenes.append(
+            {
+                "id": p.scene.id,
+                "image": str(p.scene.image),
+                "label": str(p.scene.label) if p.scene.label else None,
+                "width": p.image.width,
+                "height": p.image.height,
+                "crs": p.image.crs,
+                "transform": list(p.image.transform) if p.image.transform else None,
+                "split": p.split,
+                "first_tile": p.first_tile,
+                "n_tiles": p.n_tiles,
+                "grid": [len(p.rows), len(p.cols)],
+            }
+        )
         for row, col in p.kept:
             tiles["scene"].append(p.scene.id)
             tiles["window"].append([row, col, tiling["size"], tiling["size"]])
@@ -219,16 +241,24 @@ def run_tile(cfg: Mapping, out: Path, root: Path) -> dict:
     plans = plan(dataset, cfg["split"], tiling, root, decoder)
     grid_tiles = sum(p.grid_tiles for p in plans)
     n_targets = len(dataset["classes"]) - (1 if dataset["background"] else 0)
-    log.info("tiling %d scenes into at most %d tiles of %d px (stride %d) -> %s",
-             len(plans), grid_tiles, tiling["size"], tiling["stride"], out)
+    log.info(
+        "tiling %d scenes into at most %d tiles of %d px (stride %d) -> %s",
+        len(plans),
+        grid_tiles,
+        tiling["size"],
+        tiling["stride"],
+        out,
+    )
     cls_labels: list[np.ndarray] = []
     with atomic_store(out) as tmp, rasterio.Env(GDAL_CACHEMAX=tiling["gdal_cache_mb"]):
         names = list(dataset["band_names"])
         reference = names.index(tiling["reference_band"]) if tiling["reference_band"] in names else None
-        serializer = image_serializer(tiling["size"], len(dataset["bands"]), tiling["image_codec"],
-                                      tiling["wavelet_levels"], reference)
-        group = create_tile_store(tmp, grid_tiles, len(dataset["bands"]), tiling["size"], n_targets,
-                                  tiling["compressor_level"], serializer)
+        serializer = image_serializer(
+            tiling["size"], len(dataset["bands"]), tiling["image_codec"], tiling["wavelet_levels"], reference
+        )
+        group = create_tile_store(
+            tmp, grid_tiles, len(dataset["bands"]), tiling["size"], n_targets, tiling["compressor_level"], serializer
+        )
         n_tiles = 0
         with tqdm(total=grid_tiles, desc="tile", unit="tile", mininterval=1.0) as bar, _Writer(group) as writer:
             for p in plans:
@@ -244,7 +274,9 @@ def run_tile(cfg: Mapping, out: Path, root: Path) -> dict:
         group.attrs.update(tile_attrs(plans, cfg, scene_inputs(cfg, root)))
         seal(tmp)
     summary = {
-        "scenes": len(plans), "tiles": n_tiles, "skipped_nodata_tiles": grid_tiles - n_tiles,
+        "scenes": len(plans),
+        "tiles": n_tiles,
+        "skipped_nodata_tiles": grid_tiles - n_tiles,
         "per_split": {s: int((split == split_code(s)).sum()) for s in SPLITS},
         "classes_per_tile": float(np.asarray(cls_labels).sum(1).mean()) if n_tiles and n_targets else 0.0,
     }

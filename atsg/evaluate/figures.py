@@ -3,8 +3,8 @@ confusion matrix."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -82,7 +82,9 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str], path: Path, 
     for j, name in enumerate(classes):
         label = Image.new("RGBA", (top - 30, 16), (255, 255, 255, 0))
         ImageDraw.Draw(label).text((0, 0), name[:18], fill="black", font=font)
-        canvas.paste(label.rotate(90, expand=True), (left + j * cell + cell // 2 - 8, 30), label.rotate(90, expand=True))
+        canvas.paste(
+            label.rotate(90, expand=True), (left + j * cell + cell // 2 - 8, 30), label.rotate(90, expand=True)
+        )
     for i, name in enumerate(classes):
         draw.text((8, top + i * cell + cell // 2 - 7), name[:18], fill="black", font=font)
         for j in range(n):
@@ -90,7 +92,6 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str], path: Path, 
             shade = int(255 - 200 * v)
             x0, y0 = left + j * cell, top + i * cell
             draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline="grey")
-            draw.text((x0 + 10, y0 + cell // 2 - 7), f"{100 * v:.0f}%", fill="white" if v > 0.6 else "black",
-                      font=font)
+            draw.text((x0 + 10, y0 + cell // 2 - 7), f"{100 * v:.0f}%", fill="white" if v > 0.6 else "black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

@@ -8,8 +8,8 @@ are not counted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Scores:
     """Scores of one confusion matrix (with the per-class truth totals that include invalid predictions)."""
 
     confusion: np.ndarray
-    support: np.ndarray            # labelled pixels per true class
+    support: np.ndarray  # labelled pixels per true class
     classes: Sequence[str]
 
     @property
@@ -111,7 +111,7 @@ class ConfusionAccumulator:
         self.confusion = np.zeros((self.n, self.n), np.int64)
         self.support = np.zeros(self.n, np.int64)
 
-    def update(self, truth: np.ndarray, pred: np.ndarray) -> "ConfusionAccumulator":
+    def update(self, truth: np.ndarray, pred: np.ndarray) -> ConfusionAccumulator:
         self.confusion += confusion_matrix(truth, pred, self.n, self.ignore_index)
         valid = np.asarray(truth)
         valid = valid[valid != self.ignore_index]
@@ -120,37 +120,6 @@ class ConfusionAccumulator:
 
     def scores(self) -> Scores:
         return Scores(self.confusion.copy(), self.support.copy(), self.classes)
-
-
-def score_arrays(truth: np.ndarray, pred: np.ndarray, classes: Sequence[str], ignore_index: int = IGNORE) -> Scores:
-    """Scores of one pair of label arrays."""
-    return ConfusionAccumulator(classes, ignore_index).update(truth, pred).scores()
-
-
-def score_stores(truth, pred, classes: Sequence[str], select: np.ndarray | None = None, chunk: int = 64,
-                 ignore_index: int = IGNORE) -> Scores:
-    """Scores of two (N, H, W) arrays (numpy or Zarr), read ``chunk`` tiles at a time.
-
-    ``select``: optional boolean (N,) mask or index array of the tiles to score.
-    """
-    if truth.shape != pred.shape:
-        raise DataError(f"truth {tuple(truth.shape)} and prediction {tuple(pred.shape)} differ in shape")
-    indices = np.arange(truth.shape[0]) if select is None else np.asarray(select)
-    if indices.dtype == bool:
-        indices = np.flatnonzero(indices)
-    acc = ConfusionAccumulator(classes, ignore_index)
-    for start in range(0, len(indices), chunk):
-        idx = indices[start:start + chunk]
-        if len(idx) == 0:
-            continue
-        # contiguous runs read as slices (one request per run of chunks)
-        if idx[-1] - idx[0] + 1 == len(idx):
-            sl = slice(int(idx[0]), int(idx[-1]) + 1)
-            acc.update(np.asarray(truth[sl]), np.asarray(pred[sl]))
-        else:
-            for i in idx:
-                acc.update(np.asarray(truth[int(i)]), np.asarray(pred[int(i)]))
-    return acc.scores()
 
 
 def majority_scores(support: np.ndarray, majority: int, classes: Sequence[str]) -> Scores:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -20,11 +20,25 @@ from rasterio.shutil import copy as gdal_copy
 from rasterio.windows import Window
 
 
-def write_cog(path: str | Path, shape: tuple[int, int, int], dtype: str, blocks: Iterable[tuple[Window, np.ndarray]],
-              *, crs=None, transform=None, nodata: float | None = None, masks: Iterable[tuple[Window, np.ndarray]] = (),
-              colormap: Sequence[Sequence[int]] | None = None, descriptions: Sequence[str] | None = None,
-              tags: Mapping[str, object] | None = None, resampling: str = "mode", block_size: int = 512,
-              compress: str = "deflate", level: int = 6, cache_mb: int = 128) -> Path:
+def write_cog(
+    path: str | Path,
+    shape: tuple[int, int, int],
+    dtype: str,
+    blocks: Iterable[tuple[Window, np.ndarray]],
+    *,
+    crs=None,
+    transform=None,
+    nodata: float | None = None,
+    masks: Iterable[tuple[Window, np.ndarray]] = (),
+    colormap: Sequence[Sequence[int]] | None = None,
+    descriptions: Sequence[str] | None = None,
+    tags: Mapping[str, object] | None = None,
+    resampling: str = "mode",
+    block_size: int = 512,
+    compress: str = "deflate",
+    level: int = 6,
+    cache_mb: int = 128,
+) -> Path:
     """Write ``blocks`` ((window, (bands, rows, cols) array) pairs covering the raster of ``shape`` (bands,
     height, width)) as a COG at ``path``; ``masks`` (window, (rows, cols) bool valid) pairs become its internal
     mask. Tags are written as strings (non-strings as JSON)."""
@@ -33,9 +47,19 @@ def write_cog(path: str | Path, shape: tuple[int, int, int], dtype: str, blocks:
     staging = path.parent / f".{path.name}.staging.tif"
     copying = path.parent / f".{path.name}.cog.tif"
     count, height, width = shape
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
-               "tiled": True, "blockxsize": block_size, "blockysize": block_size, "compress": "zstd",
-               "zstd_level": 1, "bigtiff": "if_safer"}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "tiled": True,
+        "blockxsize": block_size,
+        "blockysize": block_size,
+        "compress": "zstd",
+        "zstd_level": 1,
+        "bigtiff": "if_safer",
+    }
     if nodata is not None:
         profile["nodata"] = nodata
     if crs is not None:
@@ -57,8 +81,17 @@ def write_cog(path: str | Path, shape: tuple[int, int, int], dtype: str, blocks:
                         dst.set_band_description(i, d)
                 if tags:
                     dst.update_tags(**{k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()})
-            gdal_copy(staging, copying, driver="COG", COMPRESS=compress.upper(), LEVEL=level, BLOCKSIZE=block_size,
-                      OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER", NUM_THREADS=1)
+            gdal_copy(
+                staging,
+                copying,
+                driver="COG",
+                COMPRESS=compress.upper(),
+                LEVEL=level,
+                BLOCKSIZE=block_size,
+                OVERVIEW_RESAMPLING=resampling.upper(),
+                BIGTIFF="IF_SAFER",
+                NUM_THREADS=1,
+            )
         os.replace(copying, path)
     finally:
         for tmp in (staging, copying):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -30,9 +30,20 @@ class PolygonWriter:
     ``layer``). ``simplify``: Douglas-Peucker tolerance in map units (0: exact pixel edges); regions smaller than
     ``min_area`` (map units squared) are dropped. Written under a hidden name, renamed by :meth:`close`."""
 
-    def __init__(self, path: str | Path, classes: Sequence[str], transform, crs, height: int, width: int,
-                 ignore: int, simplify: float = 0.0, min_area: float = 0.0, layer: str = "classes",
-                 batch: int = 20000):
+    def __init__(
+        self,
+        path: str | Path,
+        classes: Sequence[str],
+        transform,
+        crs,
+        height: int,
+        width: int,
+        ignore: int,
+        simplify: float = 0.0,
+        min_area: float = 0.0,
+        layer: str = "classes",
+        batch: int = 20000,
+    ):
         self.path = Path(path)
         self.tmp = self.path.parent / f".{self.path.name}.writing.gpkg"
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,14 +61,22 @@ class PolygonWriter:
 
     def add(self, block: Block, labels: np.ndarray) -> None:
         """Trace the regions of one block's labels ((rows, cols) uint8)."""
-        inner = (block.row > 0, block.col > 0, block.row + block.rows < self.height,
-                 block.col + block.cols < self.width)
+        inner = (
+            block.row > 0,
+            block.col > 0,
+            block.row + block.rows < self.height,
+            block.col + block.cols < self.width,
+        )
         offset = (1.0, 0.0, float(block.col), 0.0, 1.0, float(block.row))
         for geom, value in shapes(labels, mask=labels != self.ignore, connectivity=4, transform=offset):
             poly = shape(geom)
             x0, y0, x1, y1 = poly.bounds
-            touches = ((inner[0] and y0 <= block.row) or (inner[1] and x0 <= block.col)
-                       or (inner[2] and y1 >= block.row + block.rows) or (inner[3] and x1 >= block.col + block.cols))
+            touches = (
+                (inner[0] and y0 <= block.row)
+                or (inner[1] and x0 <= block.col)
+                or (inner[2] and y1 >= block.row + block.rows)
+                or (inner[3] and x1 >= block.col + block.cols)
+            )
             if touches:
                 self.edges[int(value)].append(poly)
             else:
@@ -81,9 +100,17 @@ class PolygonWriter:
         geoms = [shapely.geometry.MultiPolygon([g]) if g.geom_type == "Polygon" else g for _, g in self.pending]
         names = np.array([self.classes[v] if v < len(self.classes) else str(v) for v in values], object)
         areas = np.array([g.area for g in geoms], np.float64)
-        pyogrio.raw.write(self.tmp, np.array(shapely.to_wkb(geoms), object), [values, names, areas],
-                          ["class", "name", "area"], layer=self.layer, driver="GPKG", geometry_type="MultiPolygon",
-                          crs=self.crs, append=self.created)
+        pyogrio.raw.write(
+            self.tmp,
+            np.array(shapely.to_wkb(geoms), object),
+            [values, names, areas],
+            ["class", "name", "area"],
+            layer=self.layer,
+            driver="GPKG",
+            geometry_type="MultiPolygon",
+            crs=self.crs,
+            append=self.created,
+        )
         self.created = True
         self.written += len(self.pending)
         self.pending = []
@@ -107,10 +134,16 @@ class PolygonWriter:
         """A map without any labelled pixel: an empty layer, so the file still opens."""
         import pyogrio.raw
 
-        pyogrio.raw.write(self.tmp, np.array([], object), [np.array([], np.int32), np.array([], object),
-                                                            np.array([], np.float64)],
-                          ["class", "name", "area"], layer=self.layer, driver="GPKG", geometry_type="MultiPolygon",
-                          crs=self.crs)
+        pyogrio.raw.write(
+            self.tmp,
+            np.array([], object),
+            [np.array([], np.int32), np.array([], object), np.array([], np.float64)],
+            ["class", "name", "area"],
+            layer=self.layer,
+            driver="GPKG",
+            geometry_type="MultiPolygon",
+            crs=self.crs,
+        )
         self.created = True
 
     def abort(self) -> None:
@@ -125,5 +158,10 @@ def rasterise(path: str | Path, transform, height: int, width: int, fill: int, l
     _, _, geometry, fields = pyogrio.raw.read(path, layer=layer)
     geoms = shapely.from_wkb(geometry)
     values = fields[0]
-    return rasterize(((g, int(v)) for g, v in zip(geoms, values)), out_shape=(height, width), transform=transform,
-                     fill=fill, dtype=np.uint8)
+    return rasterize(
+        ((g, int(v)) for g, v in zip(geoms, values)),
+        out_shape=(height, width),
+        transform=transform,
+        fill=fill,
+        dtype=np.uint8,
+    )

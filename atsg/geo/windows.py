@@ -8,8 +8,8 @@ only the pixels of its tiles, so memory depends on the block and tile sizes, nev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -63,8 +63,15 @@ def hann_window(size: int) -> np.ndarray:
     return np.outer(w, w)
 
 
-def predict_block(grid: TileGrid, block: Block, read: Callable, predict: Callable, n_classes: int,
-                  batch_size: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_block(
+    grid: TileGrid,
+    block: Block,
+    read: Callable,
+    predict: Callable,
+    n_classes: int,
+    batch_size: int,
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """((classes, rows, cols) float32 probabilities, (rows, cols) float32 total weight) of ``block``.
 
     ``read(row, rows, col, cols)`` gives ((bands, rows, cols) uint8, (rows, cols) bool valid) of a window inside
@@ -80,13 +87,13 @@ def predict_block(grid: TileGrid, block: Block, read: Callable, predict: Callabl
     acc = np.zeros((n_classes, block.rows, block.cols), np.float32)
     total = np.zeros((block.rows, block.cols), np.float32)
     for start in range(0, len(tiles), batch_size):
-        chunk = tiles[start:start + batch_size]
+        chunk = tiles[start : start + batch_size]
         batch = np.zeros((len(chunk), pixels.shape[0], t, t), np.uint8)
         mask = np.zeros((len(chunk), t, t), bool)
         for k, (r, c) in enumerate(chunk):
             h, w = min(t, grid.height - r), min(t, grid.width - c)
-            batch[k, :, :h, :w] = pixels[:, r - r0:r - r0 + h, c - c0:c - c0 + w]
-            mask[k, :h, :w] = valid[r - r0:r - r0 + h, c - c0:c - c0 + w]
+            batch[k, :, :h, :w] = pixels[:, r - r0 : r - r0 + h, c - c0 : c - c0 + w]
+            mask[k, :h, :w] = valid[r - r0 : r - r0 + h, c - c0 : c - c0 + w]
         keep = np.flatnonzero(mask.reshape(len(chunk), -1).any(1))  # tiles of nodata only: nothing to predict
         if not len(keep):
             continue
@@ -96,15 +103,17 @@ def predict_block(grid: TileGrid, block: Block, read: Callable, predict: Callabl
             # the part of tile k inside the block, in block and in tile coordinates
             y0, y1 = max(r, block.row), min(r + t, block.row + block.rows)
             x0, x1 = max(c, block.col), min(c + t, block.col + block.cols)
-            tw = weights[y0 - r:y1 - r, x0 - c:x1 - c] * mask[k, y0 - r:y1 - r, x0 - c:x1 - c]
-            acc[:, y0 - block.row:y1 - block.row, x0 - block.col:x1 - block.col] += \
-                probs[j, :, y0 - r:y1 - r, x0 - c:x1 - c] * tw
-            total[y0 - block.row:y1 - block.row, x0 - block.col:x1 - block.col] += tw
+            tw = weights[y0 - r : y1 - r, x0 - c : x1 - c] * mask[k, y0 - r : y1 - r, x0 - c : x1 - c]
+            acc[:, y0 - block.row : y1 - block.row, x0 - block.col : x1 - block.col] += (
+                probs[j, :, y0 - r : y1 - r, x0 - c : x1 - c] * tw
+            )
+            total[y0 - block.row : y1 - block.row, x0 - block.col : x1 - block.col] += tw
     return acc, total
 
 
-def finish_block(acc: np.ndarray, total: np.ndarray, ignore: int,
-                 probabilities: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def finish_block(
+    acc: np.ndarray, total: np.ndarray, ignore: int, probabilities: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """((rows, cols) uint8 labels, ``ignore`` where no tile saw data; with ``probabilities`` the (classes, rows,
     cols) uint8 probabilities scaled to 0-255, 0 where no tile saw data, else None) of a block's accumulated
     probabilities. ``acc`` is overwritten (no block-sized temporaries beyond the outputs)."""

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def cam_classification_loss(logits: torch.Tensor, logits_aux: torch.Tensor, targets: torch.Tensor,
-                            aux_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cam_classification_loss(
+    logits: torch.Tensor, logits_aux: torch.Tensor, targets: torch.Tensor, aux_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, final-head loss, auxiliary-head loss)."""
     main = F.multilabel_soft_margin_loss(logits.float(), targets)
     aux = F.multilabel_soft_margin_loss(logits_aux.float(), targets)

@@ -78,8 +78,9 @@ def ctc_loss(teacher: torch.Tensor, student: torch.Tensor, flags: torch.Tensor, 
     return (per_pair.sum(dim=(1, 2)) / count).mean()
 
 
-def ctc_loss_published(teacher: torch.Tensor, student: torch.Tensor, flags: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
+def ctc_loss_published(
+    teacher: torch.Tensor, student: torch.Tensor, flags: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """The published class-token contrast (``CTCLoss_neg``, ToCo), in log space.
 
     ``teacher`` (2, B, E): the teacher head's outputs for the two global views; ``student`` (V, B, E): the

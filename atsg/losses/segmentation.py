@@ -104,8 +104,9 @@ def object_loss_published(logits: torch.Tensor, objects: torch.Tensor, max_id: i
     return _WeightedObjectVariance.apply(x, key, weight)
 
 
-def boundary_loss_published(logits: torch.Tensor, boundaries: torch.Tensor, kernel: int = 3,
-                            tolerance: int = 5) -> torch.Tensor:
+def boundary_loss_published(
+    logits: torch.Tensor, boundaries: torch.Tensor, kernel: int = 3, tolerance: int = 5
+) -> torch.Tensor:
     """The published boundary loss value (``BoundaryLoss``): boundaries of the argmax class map (class
     indices, not one-hot) and of the SAM boundary map by integer max pooling, each map split into two halves
     treated as two channels, 1 - boundary F1 averaged. The argmax passes no gradient: the loss never trains
@@ -139,8 +140,9 @@ def soft_boundaries(probs: torch.Tensor, kernel: int) -> torch.Tensor:
     return grad.amax(1)
 
 
-def boundary_loss(logits: torch.Tensor, boundaries: torch.Tensor, kernel: int, tolerance: int,
-                  valid: torch.Tensor | None = None) -> torch.Tensor:
+def boundary_loss(
+    logits: torch.Tensor, boundaries: torch.Tensor, kernel: int, tolerance: int, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """1 - boundary F1 between the soft boundaries of the class probabilities and the SAM boundary map,
     each matched within a ``tolerance`` px window (max pooling), per image then averaged; gradients
     reach the logits (the published version took boundaries of an argmax and passed none).
@@ -172,13 +174,19 @@ def _bilateral_filter(feats: torch.Tensor, s: torch.Tensor, budget: int = 1 << 2
     rows = max(1, budget // max(n, 1))
     out = torch.empty_like(s)
     for start in range(0, n, rows):
-        kernel = torch.exp(-0.5 * torch.cdist(feats[start:start + rows], feats).pow(2))
-        out[start:start + rows] = kernel @ s
+        kernel = torch.exp(-0.5 * torch.cdist(feats[start : start + rows], feats).pow(2))
+        out[start : start + rows] = kernel @ s
     return out
 
 
-def energy_loss(logits: torch.Tensor, images: torch.Tensor, sigma_rgb: float, sigma_xy: float, scale: float,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+def energy_loss(
+    logits: torch.Tensor,
+    images: torch.Tensor,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale: float,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Dense CRF energy ("regularized loss", Tang et al.) of the softmax, in PyTorch (no compiled lattice).
 
     At ``scale`` of the input, with the bilateral Gaussian kernel W_ij = exp(-|p_i - p_j|^2 / 2 sigma_xy^2
@@ -193,8 +201,11 @@ def energy_loss(logits: torch.Tensor, images: torch.Tensor, sigma_rgb: float, si
     img = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
     if valid is not None:
         valid = F.interpolate(valid[:, None].float(), size=size, mode="nearest")[:, 0] > 0
-    ys, xs = torch.meshgrid(torch.arange(size[0], device=logits.device, dtype=torch.float32),
-                            torch.arange(size[1], device=logits.device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size[0], device=logits.device, dtype=torch.float32),
+        torch.arange(size[1], device=logits.device, dtype=torch.float32),
+        indexing="ij",
+    )
     pos = torch.stack([ys, xs], -1).reshape(-1, 2) / (sigma_xy * scale)
     total = probs.new_zeros(())
     for b in range(probs.shape[0]):
@@ -215,9 +226,16 @@ def energy_loss(logits: torch.Tensor, images: torch.Tensor, sigma_rgb: float, si
     return total / probs.shape[0]
 
 
-def energy_loss_published(logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, sigma_rgb: float,
-                          sigma_xy: float, scale: float, kernel_weight: float,
-                          valid: torch.Tensor | None = None) -> torch.Tensor:
+def energy_loss_published(
+    logits: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    sigma_rgb: float,
+    sigma_xy: float,
+    scale: float,
+    kernel_weight: float,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The published dense-CRF energy loss (``get_energy_loss`` + ``DenseEnergyLoss``) with an exact kernel.
 
     At ``scale`` (image by nearest neighbour, probabilities bilinear, labels and ``valid`` by nearest), S =
@@ -237,8 +255,11 @@ def energy_loss_published(logits: torch.Tensor, images: torch.Tensor, labels: to
     unlabelled = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0] == IGNORE
     gate = (roi - probs.max(1).values).masked_fill(unlabelled, 1.0).clamp(min=0.0)
     seg = probs * roi[:, None]
-    ys, xs = torch.meshgrid(torch.arange(size[0], device=logits.device, dtype=torch.float32),
-                            torch.arange(size[1], device=logits.device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size[0], device=logits.device, dtype=torch.float32),
+        torch.arange(size[1], device=logits.device, dtype=torch.float32),
+        indexing="ij",
+    )
     pos = torch.stack([ys, xs], -1).reshape(-1, 2) / (sigma_xy * scale)
     total = probs.new_zeros(())
     for b in range(probs.shape[0]):

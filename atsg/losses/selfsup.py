@@ -28,8 +28,9 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], student_
     return total / pairs
 
 
-def masked_patch_loss(student: torch.Tensor, teacher: torch.Tensor, image: torch.Tensor, n_images: int,
-                      student_temp: float) -> torch.Tensor:
+def masked_patch_loss(
+    student: torch.Tensor, teacher: torch.Tensor, image: torch.Tensor, n_images: int, student_temp: float
+) -> torch.Tensor:
     """iBOT's patch loss over the masked patches only: ``student`` / ``teacher`` (M, K) the outputs of the M masked
     patches, ``image`` (M,) the image each belongs to. Per image the mean over its masked patches of
     -sum_k t log s, then the mean over the images that have any (0 when none has)."""

@@ -8,7 +8,7 @@ resolution (``masks.scene_windows``), each tile taking the window's masks cut to
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from skimage.segmentation import felzenszwalb, slic
@@ -45,8 +45,10 @@ class SuperpixelGenerator:
 
     def maps(self, images: np.ndarray) -> list[Maps]:
         """(objects, boundaries) of each of (B, bands, H, W) tiles."""
-        return [partition_maps(self.fn(_rgb(image), **self.params), self.min_area, self.max_objects,
-                               self.painted_only) for image in images]
+        return [
+            partition_maps(self.fn(_rgb(image), **self.params), self.min_area, self.max_objects, self.painted_only)
+            for image in images
+        ]
 
 
 class SamGenerator:
@@ -69,11 +71,17 @@ class SamGenerator:
             from segment_anything import SamAutomaticMaskGenerator
 
             self.official = SamAutomaticMaskGenerator(
-                self.sam, points_per_side=cfg["points_per_side"], points_per_batch=cfg["points_per_batch"],
-                pred_iou_thresh=cfg["pred_iou_thresh"], stability_score_thresh=cfg["stability_score_thresh"],
-                stability_score_offset=cfg["stability_score_offset"], box_nms_thresh=cfg["box_nms_thresh"],
-                crop_n_layers=cfg["crop_n_layers"], crop_nms_thresh=cfg["crop_nms_thresh"],
-                output_mode="binary_mask")
+                self.sam,
+                points_per_side=cfg["points_per_side"],
+                points_per_batch=cfg["points_per_batch"],
+                pred_iou_thresh=cfg["pred_iou_thresh"],
+                stability_score_thresh=cfg["stability_score_thresh"],
+                stability_score_offset=cfg["stability_score_offset"],
+                box_nms_thresh=cfg["box_nms_thresh"],
+                crop_n_layers=cfg["crop_n_layers"],
+                crop_nms_thresh=cfg["crop_nms_thresh"],
+                output_mode="binary_mask",
+            )
 
     @property
     def model_seconds(self) -> float | None:
@@ -93,16 +101,20 @@ class SamGenerator:
     def maps(self, images: np.ndarray) -> list[Maps]:
         """(objects, boundaries) of each of (B, bands, H, W) tiles, each tile resized to SAM's input."""
         stacks = self.mask_stacks([_rgb(image) for image in images])
-        return [object_and_boundary_maps(m, images.shape[-2:], self.min_area, self.max_objects, self.painted_only)
-                for m in stacks]
+        return [
+            object_and_boundary_maps(m, images.shape[-2:], self.min_area, self.max_objects, self.painted_only)
+            for m in stacks
+        ]
 
     def window_maps(self, window: Window, images: np.ndarray) -> list[Maps]:
         """(objects, boundaries) of each tile of ``window`` from (n, bands, h, w) tile images, with SAM run
         once on the window at native resolution."""
         (stack,) = self.mask_stacks([_rgb(paste(window, images))], native=True)
         size = images.shape[-2:]
-        return [object_and_boundary_maps(cut(stack, offset, size), size, self.min_area, self.max_objects,
-                                         self.painted_only) for offset in window.offsets]
+        return [
+            object_and_boundary_maps(cut(stack, offset, size), size, self.min_area, self.max_objects, self.painted_only)
+            for offset in window.offsets
+        ]
 
 
 def build_generator(cfg: Mapping, device, timed: bool = False):

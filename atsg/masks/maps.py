@@ -7,14 +7,14 @@ mask (published SAMAug; ``painted_only``: of the painted masks alone), and bound
 pixels are removed from the object map (id 0).
 
 ``object_and_boundary_maps`` builds both maps in a few whole-stack operations;
-``per_mask_maps`` is the published construction (one ``find_boundaries`` per
-mask, in a Python loop), kept as the reference that tests and
-``benchmarks/masks.py`` compare against.
+the published construction (one ``find_boundaries`` per mask, in a Python loop)
+is the reference in tests/oracles.py that tests and ``benchmarks/masks.py``
+compare against.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,8 +34,9 @@ def _thick_boundaries(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return boundaries
 
 
-def object_and_boundary_maps(masks: Sequence[np.ndarray], shape: tuple[int, int], min_area: int,
-                             max_objects: int, painted_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def object_and_boundary_maps(
+    masks: Sequence[np.ndarray], shape: tuple[int, int], min_area: int, max_objects: int, painted_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(objects (H, W) uint16 with ids 1..K, boundaries (H, W) uint8 0/1) from boolean masks.
 
     ``masks`` is a list of (H, W) masks or a (K, H, W) array, in the generator's order, which equal
@@ -61,33 +62,10 @@ def object_and_boundary_maps(masks: Sequence[np.ndarray], shape: tuple[int, int]
     return objects.astype(np.uint16), boundaries.view(np.uint8)
 
 
-def per_mask_maps(masks: Iterable[np.ndarray], shape: tuple[int, int], min_area: int,
-                  max_objects: int, painted_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The published construction: one area sum and one ``find_boundaries`` per mask, painted in a loop."""
-    from skimage.segmentation import find_boundaries
-
-    masks = list(masks)
-    kept = [m for m in masks if int(m.sum()) >= min_area]
-    kept.sort(key=lambda m: int(m.sum()), reverse=True)
-    kept = kept[:max_objects]
-    objects = np.zeros(shape, np.uint16)
-    boundaries = np.zeros(shape, bool)
-    for k, mask in enumerate(kept, start=1):
-        objects[mask] = k
-    for mask in (kept if painted_only else masks):
-        boundaries |= find_boundaries(mask, mode="thick")
-    objects[boundaries] = 0
-    return objects, boundaries.astype(np.uint8)
-
-
-def segments_to_masks(segments: np.ndarray) -> list[np.ndarray]:
-    """Boolean masks of the regions of a superpixel label image."""
-    return [segments == v for v in np.unique(segments)]
-
-
-def partition_maps(segments: np.ndarray, min_area: int, max_objects: int,
-                   painted_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``object_and_boundary_maps(segments_to_masks(segments), ...)`` for a partition (superpixels), vectorised.
+def partition_maps(
+    segments: np.ndarray, min_area: int, max_objects: int, painted_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``object_and_boundary_maps`` of the masks of every segment, for a partition (superpixels), vectorised.
 
     Segments do not overlap, so the ranking by area is one bincount, painting is
     one lookup, and the union of the thick boundaries of every segment is every pixel with a 4-neighbour

@@ -18,7 +18,7 @@ run-length codes only to decode them again. Here:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -62,8 +62,9 @@ class GridMaskGenerator:
         x = torch.as_tensor(inputs, device=self.device).permute(0, 3, 1, 2).contiguous()
         input_size = tuple(x.shape[-2:])
         x = self.sam.preprocess(x)
-        with torch.autocast(self.device.type, dtype=self.precision or torch.float32,
-                            enabled=self.precision is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.precision or torch.float32, enabled=self.precision is not None
+        ):
             features = self._model(self.sam.image_encoder, x)
         return features.float(), input_size
 
@@ -82,16 +83,23 @@ class GridMaskGenerator:
                 batch = self.transform.apply_coords(batch, original_size)
             coords = torch.as_tensor(batch, device=self.device)
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=self.device)
-            sparse, dense = self._model(sam.prompt_encoder, points=(coords[:, None, :], labels[:, None]),
-                                        boxes=None, masks=None)
-            low, iou = self._model(sam.mask_decoder, image_embeddings=features,
-                                   image_pe=sam.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-                                   dense_prompt_embeddings=dense, multimask_output=True)
+            sparse, dense = self._model(
+                sam.prompt_encoder, points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None
+            )
+            low, iou = self._model(
+                sam.mask_decoder,
+                image_embeddings=features,
+                image_pe=sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
             yield low.flatten(0, 1), iou.flatten(0, 1)
 
     @torch.no_grad()
-    def masks(self, features: torch.Tensor, input_size: tuple[int, int],
-              original_size: tuple[int, int]) -> torch.Tensor:
+    def masks(
+        self, features: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
         """(K, H, W) bool masks of one image, in the order the official generator returns them."""
         c = self.cfg
         sam, threshold = self.sam, self.sam.mask_threshold
@@ -104,8 +112,10 @@ class GridMaskGenerator:
                 continue
             logits = sam.postprocess_masks(low[:, None], input_size, original_size)[:, 0]
             if c["stability_score_thresh"] > 0.0:
-                keep = calculate_stability_score(logits, threshold, c["stability_score_offset"]) \
+                keep = (
+                    calculate_stability_score(logits, threshold, c["stability_score_offset"])
                     >= c["stability_score_thresh"]
+                )
                 logits, iou = logits[keep], iou[keep]
             masks = logits > threshold
             kept.append(masks)
@@ -120,5 +130,6 @@ class GridMaskGenerator:
     def generate(self, images: Sequence[np.ndarray], native: bool = False) -> list[np.ndarray]:
         """(K, H, W) bool numpy masks of each of equally sized (H, W, 3) uint8 images."""
         features, input_size = self.embed(images, native)
-        return [self.masks(features[i:i + 1], input_size, images[i].shape[:2]).cpu().numpy()
-                for i in range(len(images))]
+        return [
+            self.masks(features[i : i + 1], input_size, images[i].shape[:2]).cpu().numpy() for i in range(len(images))
+        ]

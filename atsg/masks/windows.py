@@ -10,8 +10,8 @@ come from the masks cut to the tile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -45,8 +45,10 @@ def plan_windows(scenes: Sequence[str], windows: Sequence[Sequence[int]], size: 
     """Windows covering every tile once, from each tile's scene id and [row, col, height, width]."""
     w = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
     if len(w) and (w[:, 2].max() > size or w[:, 3].max() > size):
-        raise ConfigError(f"config key masks.scene_windows: tiles of {int(w[:, 2].max())} px do not fit SAM's "
-                          f"{size} px input; set masks.scene_windows: false")
+        raise ConfigError(
+            f"config key masks.scene_windows: tiles of {int(w[:, 2].max())} px do not fit SAM's "
+            f"{size} px input; set masks.scene_windows: false"
+        )
     scenes = np.asarray(scenes)
     out = []
     for scene in dict.fromkeys(scenes.tolist()):
@@ -69,12 +71,12 @@ def paste(window: Window, images: np.ndarray) -> np.ndarray:
     canvas = np.zeros((images.shape[1], window.height, window.width), images.dtype)
     th, tw = images.shape[-2:]
     for image, (r, c) in zip(images, window.offsets):
-        canvas[:, r:r + th, c:c + tw] = image
+        canvas[:, r : r + th, c : c + tw] = image
     return canvas
 
 
 def cut(masks: np.ndarray, offset: Sequence[int], tile: tuple[int, int]) -> np.ndarray:
     """The (K', th, tw) masks of one tile: the window's (K, H, W) masks cut to it, those empty there dropped."""
     r, c = int(offset[0]), int(offset[1])
-    part = masks[:, r:r + tile[0], c:c + tile[1]]
+    part = masks[:, r : r + tile[0], c : c + tile[1]]
     return part[part.reshape(len(part), -1).any(1)]

@@ -7,8 +7,8 @@ checkpoint file, or random initialisation asked for in config.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import timm
 import torch
@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, DataError
-
 
 ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
 """Architecture settings that override the named timm model's own (null keeps them)."""
@@ -28,8 +27,10 @@ def _weights_source(cfg: Mapping, section: str) -> str:
     backbone file becomes the checkpoint) before a model is built."""
     weights = cfg.get("weights")
     if weights == "pretrain":
-        raise ConfigError(f"config key {section}.weights: pretrain needs the pretrain stage's backbone; run the "
-                          f"stage through the workflow, or give its folder with --pretrain DIR")
+        raise ConfigError(
+            f"config key {section}.weights: pretrain needs the pretrain stage's backbone; run the "
+            f"stage through the workflow, or give its folder with --pretrain DIR"
+        )
     if weights == "checkpoint" and not cfg.get("checkpoint"):
         raise ConfigError(f"config key {section}.weights: checkpoint needs {section}.checkpoint (a local file)")
     if weights:
@@ -38,7 +39,8 @@ def _weights_source(cfg: Mapping, section: str) -> str:
     if len(chosen) != 1:
         raise ConfigError(
             f"config key {section}: choose exactly one weight source among {section}.pretrained, "
-            f"{section}.checkpoint and {section}.random_init (found {chosen or 'none'}), or set {section}.weights")
+            f"{section}.checkpoint and {section}.random_init (found {chosen or 'none'}), or set {section}.weights"
+        )
     return chosen[0]
 
 
@@ -72,8 +74,11 @@ def require_reachable_weights(name: str, section: str, timeout: float = 5.0) -> 
     if cfg.hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
 
-        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin",
-                                                                      "open_clip_pytorch_model.bin"]
+        files = (
+            [cfg.hf_hub_filename]
+            if cfg.hf_hub_filename
+            else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+        )
         if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in files):
             return
         host = "huggingface.co"
@@ -90,7 +95,8 @@ def require_reachable_weights(name: str, section: str, timeout: float = 5.0) -> 
         raise ConfigError(
             f"config key {section}.pretrained: timm's weights for {name} are not in the local cache and {host} "
             f"cannot be reached ({exc}); set {section}.checkpoint to a local weights file (and "
-            f"{section}.pretrained: false), or choose {section}.random_init explicitly") from None
+            f"{section}.pretrained: false), or choose {section}.random_init explicitly"
+        ) from None
 
 
 class ViTBackbone(nn.Module):
@@ -105,13 +111,16 @@ class ViTBackbone(nn.Module):
         if source == "pretrained":
             require_reachable_weights(name, section)
         try:
-            self.vit = timm.create_model(name, pretrained=source == "pretrained", num_classes=0,
-                                         in_chans=in_chans, **kwargs)
+            self.vit = timm.create_model(
+                name, pretrained=source == "pretrained", num_classes=0, in_chans=in_chans, **kwargs
+            )
         except Exception as exc:  # noqa: BLE001 - timm and huggingface_hub raise many types
             if source == "pretrained":
-                raise ConfigError(f"config key {section}.pretrained: could not load timm weights for {name} "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                                  f"offline, set {section}.checkpoint to a local file") from None
+                raise ConfigError(
+                    f"config key {section}.pretrained: could not load timm weights for {name} "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                    f"offline, set {section}.checkpoint to a local file"
+                ) from None
             raise ConfigError(f"config key {section}.backbone: {name}: {exc}") from None
         if not hasattr(self.vit, "forward_intermediates") or not hasattr(self.vit, "blocks"):
             raise ConfigError(f"config key {section}.backbone: {name} is not a ViT with forward_intermediates")
@@ -120,8 +129,10 @@ class ViTBackbone(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("head.")}
             missing, unexpected = self.vit.load_state_dict(state, strict=False)
             if missing:
-                raise DataError(f"{cfg['checkpoint']}: weights for {name} lack {len(missing)} tensors "
-                                f"(e.g. {missing[0]}); is it a checkpoint of another model?")
+                raise DataError(
+                    f"{cfg['checkpoint']}: weights for {name} lack {len(missing)} tensors "
+                    f"(e.g. {missing[0]}); is it a checkpoint of another model?"
+                )
         data_cfg = timm.data.resolve_data_config({}, model=self.vit)
         mean, std = list(data_cfg["mean"]), list(data_cfg["std"])
         if len(mean) != in_chans:  # multispectral input: reuse the first band's statistics
@@ -134,8 +145,10 @@ class ViTBackbone(nn.Module):
         self.patch_size = int(self.vit.patch_embed.feat_ratio(as_scalar=True))
         self.pos_embed_resize = cfg.get("pos_embed_resize", "official")
         if self.pos_embed_resize != "timm" and not _plain_vit(self.vit):
-            raise ConfigError(f"config key {section}.pos_embed_resize: {name} is not a plain ViT (one class token, "
-                              f"learned position embedding over it and the patches); set it to timm")
+            raise ConfigError(
+                f"config key {section}.pos_embed_resize: {name} is not a plain ViT (one class token, "
+                f"learned position embedding over it and the patches); set it to timm"
+            )
         if cfg.get("freeze_pos_embed", False) and getattr(self.vit, "pos_embed", None) is not None:
             self.vit.pos_embed.requires_grad_(False)  # as published: the position embedding never trains
 
@@ -158,9 +171,14 @@ class ViTBackbone(nn.Module):
         the patch; with ``final_norm`` the last block's map is taken after the ViT's final LayerNorm."""
         return self.forward_with_class_token(x, blocks, final_norm)[0]
 
-    def forward_with_class_token(self, x: torch.Tensor, blocks: Sequence[int], final_norm: bool = False,
-                                 mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
-                                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward_with_class_token(
+        self,
+        x: torch.Tensor,
+        blocks: Sequence[int],
+        final_norm: bool = False,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Token maps of ``blocks`` (as :meth:`forward`) and the normalised final class token (B, D), in one pass.
 
         A ViT without a class token gives the mean of its normalised final patch tokens instead. ``mask`` (B, h, w)
@@ -186,8 +204,13 @@ class ViTBackbone(nn.Module):
             maps[i] = f.reshape(f.shape[0], h, w, -1).permute(0, 3, 1, 2)
         return [maps[i] for i in idx], cls
 
-    def _blocks(self, x: torch.Tensor, wanted: list[int], mask: torch.Tensor | None = None,
-                mask_token: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _blocks(
+        self,
+        x: torch.Tensor,
+        wanted: list[int],
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(patch tokens (B, N, D) of the ``wanted`` blocks before any norm, all tokens after the final norm),
         through timm's own modules with the position embedding resampled the published way."""
         vit = self.vit
@@ -222,10 +245,16 @@ class ViTBackbone(nn.Module):
 def _plain_vit(vit: nn.Module) -> bool:
     """A ViT of the published kind: a plain patch embedding (no CNN stem), one class token, no register tokens,
     a learned position embedding that covers the class token and the patch grid."""
-    return (getattr(vit, "cls_token", None) is not None and getattr(vit, "reg_token", None) is None
-            and getattr(vit, "pos_embed", None) is not None and not getattr(vit, "no_embed_class", False)
-            and vit.num_prefix_tokens == 1 and hasattr(vit, "norm_pre") and hasattr(vit, "patch_drop")
-            and isinstance(getattr(vit, "patch_embed", None), timm.layers.PatchEmbed))
+    return (
+        getattr(vit, "cls_token", None) is not None
+        and getattr(vit, "reg_token", None) is None
+        and getattr(vit, "pos_embed", None) is not None
+        and not getattr(vit, "no_embed_class", False)
+        and vit.num_prefix_tokens == 1
+        and hasattr(vit, "norm_pre")
+        and hasattr(vit, "patch_drop")
+        and isinstance(getattr(vit, "patch_embed", None), timm.layers.PatchEmbed)
+    )
 
 
 def pad_to_patch(x: torch.Tensor, patch: int, value: float = 0.0) -> torch.Tensor:

@@ -8,7 +8,7 @@ the candidates' mean.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +51,9 @@ class CAMClassifier(nn.Module):
         adaptive = cfg["aux_layer"] == "adaptive"
         key = f"{section}.aux_candidates" if adaptive else f"{section}.aux_layer"
         try:
-            self.aux_blocks = [self.backbone.block_index(b)
-                               for b in (cfg["aux_candidates"] if adaptive else [cfg["aux_layer"]])]
+            self.aux_blocks = [
+                self.backbone.block_index(b) for b in (cfg["aux_candidates"] if adaptive else [cfg["aux_layer"]])
+            ]
         except ConfigError as exc:
             raise ConfigError(f"config key {key}: {exc}") from None
         self.final_norm = bool(cfg.get("final_norm", True))
@@ -65,16 +66,21 @@ class CAMClassifier(nn.Module):
     def head_parameters(self):
         return list(self.head.parameters()) + list(self.head_aux.parameters())
 
-    def _features(self, images: torch.Tensor, extra: Sequence[int] = (), class_token: bool = False,
-                  groups: torch.Tensor | None = None):
+    def _features(
+        self,
+        images: torch.Tensor,
+        extra: Sequence[int] = (),
+        class_token: bool = False,
+        groups: torch.Tensor | None = None,
+    ):
         """(final tokens, auxiliary tokens, tokens of ``extra`` blocks, class token or None)."""
         x = self.backbone.prepare(images)
         last = self.backbone.depth - 1
         blocks = [last, *self.aux_blocks, *extra]
         feats, cls = self.backbone.forward_with_class_token(x, blocks, self.final_norm)
         n = len(self.aux_blocks)
-        aux = choose_block(feats[1:1 + n], groups)
-        return feats[0], aux, feats[1 + n:], (cls if class_token else None)
+        aux = choose_block(feats[1 : 1 + n], groups)
+        return feats[0], aux, feats[1 + n :], (cls if class_token else None)
 
     def _logits(self, tokens: torch.Tensor, maps: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
         if self.pool_first:  # as published: max-pool the tokens, then the 1x1 classifier
@@ -86,8 +92,9 @@ class CAMClassifier(nn.Module):
         final, aux, _, _ = self._features(images)
         return final, aux
 
-    def forward(self, images: torch.Tensor, link_block: int | None = None,
-                class_token: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, link_block: int | None = None, class_token: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Logits, class maps and final tokens; with ``link_block`` also that block's tokens (detached,
         "link_tokens"), with ``class_token`` the normalised final class token ("class_token")."""
         extra = [link_block] if link_block is not None else []
@@ -96,7 +103,9 @@ class CAMClassifier(nn.Module):
         out = {
             "logits": self._logits(final, maps, self.head),
             "logits_aux": self._logits(aux, maps_aux, self.head_aux),
-            "maps": maps, "maps_aux": maps_aux, "tokens": final,
+            "maps": maps,
+            "maps_aux": maps_aux,
+            "tokens": final,
         }
         if link_block is not None:
             out["link_tokens"] = more[0].detach()
@@ -110,8 +119,9 @@ class CAMClassifier(nn.Module):
         return self.backbone.forward_with_class_token(x, [self.backbone.depth - 1])[1]
 
     @torch.no_grad()
-    def cams(self, images: torch.Tensor, groups: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def cams(
+        self, images: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class maps (final, auxiliary) at token resolution, before any ReLU, and the final tokens; ``groups``
         as in :func:`choose_block` (None: the batch is one group)."""
         final, aux, _, _ = self._features(images, groups=groups)

@@ -3,7 +3,7 @@ head alone, as published, or of backbone and head)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -25,8 +25,9 @@ class ContrastiveClassifier(nn.Module):
         self.projection = self.teacher = None
         self.head_only_teacher = bool(ctc) and ctc.get("form", "published") == "published"
         if ctc and ctc["enabled"]:
-            self.projection = ProjectionHead(classifier.backbone.embed_dim, ctc["hidden_dim"],
-                                             ctc["bottleneck_dim"], ctc["out_dim"])
+            self.projection = ProjectionHead(
+                classifier.backbone.embed_dim, ctc["hidden_dim"], ctc["bottleneck_dim"], ctc["out_dim"]
+            )
             self.teacher = EMATeacher(None if self.head_only_teacher else classifier.backbone, self.projection)
 
     def head_parameters(self):
@@ -43,4 +44,4 @@ class ContrastiveClassifier(nn.Module):
 
     def classifier_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The classifier's own entries of a state dict of this module."""
-        return {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
+        return {k[len("classifier.") :]: v for k, v in state.items() if k.startswith("classifier.")}

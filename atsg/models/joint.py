@@ -7,7 +7,7 @@ decoder) reads the final token map the CAM heads read.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -15,21 +15,34 @@ from .classifier import CAMClassifier
 from .contrast import ContrastiveClassifier
 from .segmenter import LargeFOV, foreground_channels, upsample_logits
 
-BACKBONE_KEYS = ("backbone", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "model_kwargs",
-                 "final_norm", "pos_embed_resize")
+BACKBONE_KEYS = (
+    "backbone",
+    "img_size",
+    "patch_size",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "model_kwargs",
+    "final_norm",
+    "pos_embed_resize",
+)
 """Settings that fix the ViT's architecture: the exported segmentation model takes them from the classifier."""
 
 
 class JointModel(ContrastiveClassifier):
     """ContrastiveClassifier + segmentation decoder(s) on the final tokens; ``forward`` stays the classifier's."""
 
-    def __init__(self, classifier: CAMClassifier, ctc: Mapping | None, segmentation: Mapping, n_classes: int,
-                 foreground: bool):
+    def __init__(
+        self, classifier: CAMClassifier, ctc: Mapping | None, segmentation: Mapping, n_classes: int, foreground: bool
+    ):
         super().__init__(classifier, ctc)
         dim = classifier.backbone.embed_dim
         self.decoder = LargeFOV.from_config(dim, n_classes, segmentation)
-        self.foreground = (LargeFOV.from_config(dim, foreground_channels(segmentation, n_classes), segmentation)
-                           if foreground else None)
+        self.foreground = (
+            LargeFOV.from_config(dim, foreground_channels(segmentation, n_classes), segmentation)
+            if foreground
+            else None
+        )
 
     def head_parameters(self):
         heads = super().head_parameters() + list(self.decoder.parameters())
@@ -49,7 +62,7 @@ class JointModel(ContrastiveClassifier):
     def segmenter_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The entries of a state dict of this module that make a :class:`~atsg.models.segmenter.Segmenter`
         (shared backbone and class decoder; the foreground decoder only trains)."""
-        out = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.backbone.")}
+        out = {k[len("classifier.") :]: v for k, v in state.items() if k.startswith("classifier.backbone.")}
         out.update({k: v for k, v in state.items() if k.startswith("decoder.")})
         return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,14 +24,15 @@ class LinkingFeatures(nn.Module):
             raise ConfigError(
                 f"config key {SECTION}.checkpoint is not set: linking.features 'dino' needs the weights of "
                 f"{cfg['backbone']} (a local file, e.g. DINO's dino_vitbase16_pretrain.pth; or "
-                f"{SECTION}.pretrained: true when online), or set {SECTION}.features: self")
+                f"{SECTION}.pretrained: true when online), or set {SECTION}.features: self"
+            )
         self.vit = ViTBackbone(cfg["backbone"], in_chans, {**cfg, "random_init": False}, SECTION)
         self.final_norm = bool(cfg.get("final_norm", True))
         self.vit.eval()
         for p in self.vit.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "LinkingFeatures":
+    def train(self, mode: bool = True) -> LinkingFeatures:
         return super().train(False)  # always frozen, never in training mode
 
     @torch.no_grad()

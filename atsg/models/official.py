@@ -9,7 +9,7 @@ The official network holds a ViT (``encoder.*``, timm's own names), the two bias
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -23,8 +23,10 @@ _PREFIXES = (  # official prefix -> atsg prefix (first match wins)
     ("foreground_decoder.", "foreground."),
     ("decoder.", "decoder."),
 )
-_WEIGHT_NORM = {"last_layer.weight_g": "last.parametrizations.weight.original0",
-                "last_layer.weight_v": "last.parametrizations.weight.original1"}
+_WEIGHT_NORM = {
+    "last_layer.weight_g": "last.parametrizations.weight.original0",
+    "last_layer.weight_v": "last.parametrizations.weight.original1",
+}
 
 
 def official_key(key: str) -> str | None:
@@ -33,7 +35,7 @@ def official_key(key: str) -> str | None:
         if key.startswith(old):
             if new is None:
                 return None
-            rest = key[len(old):]
+            rest = key[len(old) :]
             for o, n in _WEIGHT_NORM.items():
                 if rest == o:
                     rest = n
@@ -45,7 +47,7 @@ def from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An official state dict (``module.`` prefixes of DistributedDataParallel removed) in atsg's names."""
     out = {}
     for key, value in state.items():
-        key = key[len("module."):] if key.startswith("module.") else key
+        key = key[len("module.") :] if key.startswith("module.") else key
         new = official_key(key)
         if new is not None:
             out[new] = value

@@ -8,7 +8,7 @@ both. Centres of the teacher's outputs are buffers of this module, so they trave
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -38,8 +38,14 @@ class SelfDistillation(nn.Module):
     def update_teacher(self, momentum: float) -> None:
         self.teacher.update(self.backbone, self.head, momentum)
 
-    def _project(self, backbone: ViTBackbone, head: nn.Module, images: torch.Tensor, mask: torch.Tensor | None,
-                 select: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _project(
+        self,
+        backbone: ViTBackbone,
+        head: nn.Module,
+        images: torch.Tensor,
+        mask: torch.Tensor | None,
+        select: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = backbone.prepare(images)
         maps, cls = backbone.forward_with_class_token(x, [backbone.depth - 1], True, mask, self.mask_token)
         out = head(cls)
@@ -48,16 +54,18 @@ class SelfDistillation(nn.Module):
         tokens = maps[0].flatten(2).transpose(1, 2)  # (B, N, D) after the final norm
         return out, head(tokens[select.flatten(1)])
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None,
-                select: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, select: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Student outputs for an image batch (0-255 values): class-token projections (B, K) and, with ``select``
         (B, h, w) bool, the projections (M, K) of the selected patch tokens in row-major order; ``mask`` (B, h, w)
         replaces those patches by the mask token."""
         return self._project(self.backbone, self.head, images, mask, select)
 
     @torch.no_grad()
-    def teach(self, images: torch.Tensor, select: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def teach(
+        self, images: torch.Tensor, select: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The teacher's outputs for unmasked images (as :meth:`forward`)."""
         return self._project(self.teacher.backbone, self.teacher.head, images, None, select)
 

@@ -9,7 +9,7 @@ it, so a band that ignores everything cannot win).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +19,9 @@ from ..evaluate.metrics import ConfusionAccumulator
 from .pseudo import Refiner
 
 
-def choose_thresholds(r: Mapping, classes: Sequence[str], background: bool,
-                      data: Sequence[tuple[tuple, np.ndarray]]) -> dict:
+def choose_thresholds(
+    r: Mapping, classes: Sequence[str], background: bool, data: Sequence[tuple[tuple, np.ndarray]]
+) -> dict:
     """{"values": {bkg_thre, low_thre, high_thre}, "chosen_on": "val", "tiles": n, "scores": {...}} from
     ``data``: (batch, truth) pairs of val tiles, each batch (images, cls, cam, objects, tokens, valid) as the
     refine stage reads it and its ground truth (B, H, W)."""
@@ -50,7 +51,9 @@ def choose_thresholds(r: Mapping, classes: Sequence[str], background: bool,
             refiner = Refiner({**r, "low_thre": low, "high_thre": high}, True, len(classes))
             refiner = refiner.to(data[0][0][0].device)
             with torch.no_grad():
-                scores["band"][f"{low},{high}"] = score(lambda b: refiner(b[0], b[2], b[1], b[3], b[4]))
+                scores["band"][f"{low},{high}"] = score(
+                    lambda b, refiner=refiner: refiner(b[0], b[2], b[1], b[3], b[4])
+                )
         if scores["band"]:
             low, high = max(r["band_candidates"], key=lambda p: scores["band"][f"{p[0]},{p[1]}"])
             values.update(low_thre=float(low), high_thre=float(high))

@@ -13,7 +13,7 @@ are accumulated view by view, so memory stays at the affinity tensor itself
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +29,7 @@ def views(x: torch.Tensor, dilations: Sequence[int]):
     padded = F.pad(x, (pad,) * 4, mode="replicate")
     for d in dilations:
         for dy, dx in _OFFSETS:
-            yield padded[..., pad + dy * d: pad + dy * d + h, pad + dx * d: pad + dx * d + w]
-
-
-def neighbours(x: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, 8 * len(dilations), H, W): values of the 8 neighbours at each dilation."""
-    return torch.stack(list(views(x, dilations)), 2)
+            yield padded[..., pad + dy * d : pad + dy * d + h, pad + dx * d : pad + dx * d + w]
 
 
 class PAR(nn.Module):
@@ -43,7 +38,7 @@ class PAR(nn.Module):
         self.dilations, self.iterations = list(dilations), iterations
         self.w_rgb, self.w_pos = w_rgb, w_pos
         dist = torch.tensor([d * math.hypot(dy, dx) for d in self.dilations for dy, dx in _OFFSETS])
-        pos = -(dist / (dist.std() + 1e-8) / w_rgb) ** 2
+        pos = -((dist / (dist.std() + 1e-8) / w_rgb) ** 2)
         self.register_buffer("pos_aff", F.softmax(pos, 0).view(1, 1, -1, 1, 1), persistent=False)
 
     def affinity(self, image: torch.Tensor) -> torch.Tensor:

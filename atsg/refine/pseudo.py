@@ -3,7 +3,7 @@ mask voting; each step switchable in config (section ``refine``)."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ class Refiner:
         self.cfg, self.background, self.n_classes = cfg, background, n_classes
         self.par = PAR(cfg["par_dilations"], cfg["par_iterations"], cfg["par_w_rgb"], cfg["par_w_pos"])
 
-    def to(self, device) -> "Refiner":
+    def to(self, device) -> Refiner:
         self.par = self.par.to(device)
         return self
 
@@ -44,8 +44,9 @@ class Refiner:
         present = torch.cat([torch.ones_like(cls[:, :1]), cls], 1).bool()[:, :, None, None]
         return torch.softmax(maps.masked_fill(~present, float("-inf")), 1)
 
-    def cam_labels(self, images: torch.Tensor, cams: torch.Tensor, cls: torch.Tensor,
-                   tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def cam_labels(
+        self, images: torch.Tensor, cams: torch.Tensor, cls: torch.Tensor, tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Labels (B, H, W) from CAMs (B, K, h, w) in [0, 1]: walk, then PAR / thresholds (no voting)."""
         cfg = self.cfg
         size = images.shape[-2:]
@@ -66,11 +67,14 @@ class Refiner:
             label[(cls.sum(1) == 0)[:, None, None].expand_as(label)] = IGNORE
             return label
         if cfg["par_softmax"]:  # as published: softmax over [background, present classes], then PAR of each
+
             def labels_at(bkg):
                 return self._par(image, self._with_background(cam_small, cls, bkg), size).argmax(1)
         else:
+
             def labels_at(bkg):
                 return self._argmax(refined, cls, bkg)
+
         if not cfg["uncertain_band"]:
             return labels_at(cfg["bkg_thre"])
         high, low = labels_at(cfg["high_thre"]), labels_at(cfg["low_thre"])

@@ -8,8 +8,9 @@ import torch
 from ..store import IGNORE
 
 
-def vote(labels: torch.Tensor, objects: torch.Tensor, n_classes: int, threshold: float,
-         min_labelled: float) -> torch.Tensor:
+def vote(
+    labels: torch.Tensor, objects: torch.Tensor, n_classes: int, threshold: float, min_labelled: float
+) -> torch.Tensor:
     """labels (B, H, W) long with IGNORE, objects (B, H, W) ids (0 = none) -> voted labels.
 
     An object votes when at least ``min_labelled`` of its pixels carry a label and

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -18,8 +18,7 @@ from ..artifacts import record, recorded_key
 from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
 from ..timing import ModelClock
-from .common import Tiles, check_classes, consecutive_units, file_sha256, model_record, read_tiles, \
-    unit_progress
+from .common import Tiles, check_classes, consecutive_units, file_sha256, model_record, read_tiles, unit_progress
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,28 @@ class ExtractCams(ShardedStage):
     def create(self, path: Path) -> None:
         c, tiles = self.c, self.tiles
         shape = (tiles.n, tiles.n_targets, *self.size)
-        inputs = {"tiles": recorded_key(tiles.attrs, tiles.path),
-                  "classifier": recorded_key(self.classifier, self.classifier_path)}
-        attrs = {**base_attrs("cams", record(self.cfg, "cams", inputs)), "scales": list(c["scales"]), "flip": c["flip"],
-                 "classifier_sha256": file_sha256(self.classifier_path), "classes": tiles.classes,
-                 "target_classes": list(tiles.attrs["target_classes"]), "tile_size": list(tiles.size)}
+        inputs = {
+            "tiles": recorded_key(tiles.attrs, tiles.path),
+            "classifier": recorded_key(self.classifier, self.classifier_path),
+        }
+        attrs = {
+            **base_attrs("cams", record(self.cfg, "cams", inputs)),
+            "scales": list(c["scales"]),
+            "flip": c["flip"],
+            "classifier_sha256": file_sha256(self.classifier_path),
+            "classes": tiles.classes,
+            "target_classes": list(tiles.attrs["target_classes"]),
+            "tile_size": list(tiles.size),
+        }
         dims = ("tile", "class", "y", "x")
-        create_tile_arrays(path, "cams", {"cams": shape, "cams_aux": shape, "scores": (tiles.n, tiles.n_targets)},
-                           {}, {"cams": dims, "cams_aux": dims, "scores": ("tile", "class")}, attrs)
+        create_tile_arrays(
+            path,
+            "cams",
+            {"cams": shape, "cams_aux": shape, "scores": (tiles.n, tiles.n_targets)},
+            {},
+            {"cams": dims, "cams_aux": dims, "scores": ("tile", "class")},
+            attrs,
+        )
 
     def fill(self, group, units: list[np.ndarray], folders) -> dict:
         import torch
@@ -67,15 +80,19 @@ class ExtractCams(ShardedStage):
         for idx in unit_progress(units, "extract_cams"):
             batch = torch.from_numpy(read_tiles(images, idx)).to(device)
             mask = torch.from_numpy(read_tiles(valid, idx)).to(device).bool()
-            cam, cam_aux = multiscale_cams(model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask,
-                                           relu=self.c["relu"])
+            cam, cam_aux = multiscale_cams(
+                model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask, relu=self.c["relu"]
+            )
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
             group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)
             with torch.no_grad():  # the image-level classification (the report's classifier F1)
                 group["scores"][sl] = torch.sigmoid(model(batch)["logits"].float()).cpu().numpy().astype(np.float16)
-        summary = {"tiles": int(sum(len(u) for u in units)), "device": str(device),
-                   "seconds": time.perf_counter() - start}
+        summary = {
+            "tiles": int(sum(len(u) for u in units)),
+            "device": str(device),
+            "seconds": time.perf_counter() - start,
+        }
         if self.timed:
             summary["model_seconds"] = clock.seconds
         return summary

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -25,9 +25,8 @@ from ..train.classifier_objective import ClassifierObjective
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.joint_objective import JointObjective
+from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, save_model_file
 from .pretrain import with_pretrain
-from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, \
-    save_model_file
 from .segmentation import SegmentationValidation
 
 log = logging.getLogger(__name__)
@@ -61,11 +60,18 @@ class ClassifierValidation:
             targets.append(cls.cpu())
             size = images.shape[-2:]
             valid = torch.from_numpy(read_tiles(g["valid"], idx)).to(self.device).bool()
-            cam = minmax_normalise(F.interpolate(F.relu(out["maps"]).float(), size=size, mode="bilinear",
-                                                 align_corners=False), valid)
+            cam = minmax_normalise(
+                F.interpolate(F.relu(out["maps"]).float(), size=size, mode="bilinear", align_corners=False), valid
+            )
             w = self.cfg["cam_aux_weight"]
-            aux = minmax_normalise(F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear",
-                                                 align_corners=False), valid) if w else None
+            aux = (
+                minmax_normalise(
+                    F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear", align_corners=False),
+                    valid,
+                )
+                if w
+                else None
+            )
             cam = fuse_heads(cam, aux, w)
             truth = read_tiles(g["labels"], idx)
             label = cam_to_label(cam, cls, self.cfg["bkg_thre"], self.tiles.background)
@@ -73,8 +79,11 @@ class ClassifierValidation:
             for t, a in by_threshold.items():
                 a.update(truth, cam_to_label(cam, cls, t, self.tiles.background).cpu().numpy())
         scores = acc.scores()
-        out = {"f1": multilabel_f1(torch.cat(preds), torch.cat(targets)), "cam_miou": scores.miou(),
-               "cam_oa": scores.oa}
+        out = {
+            "f1": multilabel_f1(torch.cat(preds), torch.cat(targets)),
+            "cam_miou": scores.miou(),
+            "cam_oa": scores.oa,
+        }
         if by_threshold:  # the CAM labels at the background threshold that suits this checkpoint best
             best = max(by_threshold, key=lambda t: (by_threshold[t].scores().miou(), -t))
             out.update(cam_miou_calibrated=by_threshold[best].scores().miou(), bkg_thre_calibrated=float(best))
@@ -95,8 +104,9 @@ class JointValidation:
         return {**self.classifier(model), "seg_miou": scores["miou"], "seg_oa": scores["oa"]}
 
 
-def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_path: Path | None = None,
-                         pretrain_dir: Path | None = None) -> dict:
+def run_train_classifier(
+    cfg: Mapping, tiles_path: Path, out_dir: Path, masks_path: Path | None = None, pretrain_dir: Path | None = None
+) -> dict:
     """Train the CAM classifier; in paper mode (``classifier.joint_segmentation``) also the segmentation
     decoders, written as ``segmenter.pt`` beside the classifier's ``model.pt``. ``pretrain_dir``: the pretrain
     stage's folder (read with ``weights: pretrain`` or ``linking.features: pretrain``)."""
@@ -112,15 +122,22 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
     torch.manual_seed(c["seed"])
     classifier = build_classifier(c, tiles)
     joint = c["joint_segmentation"]
-    log.info("train_classifier%s: %s (%d blocks, dim %d, patch %d), %d train / %d val tiles, device %s",
-             " + segmentation (paper mode)" if joint else "", c["backbone"], classifier.backbone.depth,
-             classifier.backbone.embed_dim, classifier.backbone.patch_size, len(train_idx), len(val_idx), device)
+    log.info(
+        "train_classifier%s: %s (%d blocks, dim %d, patch %d), %d train / %d val tiles, device %s",
+        " + segmentation (paper mode)" if joint else "",
+        c["backbone"],
+        classifier.backbone.depth,
+        classifier.backbone.embed_dim,
+        classifier.backbone.patch_size,
+        len(train_idx),
+        len(val_idx),
+        device,
+    )
 
     validation = ClassifierValidation(tiles, val_idx, c, device)
     if joint:
         objective = JointObjective(cfg, tiles.background, tiles.bands, len(tiles.classes)).to(device)
-        model = JointModel(classifier, c["ctc"], cfg["segmentation"], len(tiles.classes),
-                           objective.segmentation.joint)
+        model = JointModel(classifier, c["ctc"], cfg["segmentation"], len(tiles.classes), objective.segmentation.joint)
         if objective.needs_masks:
             masks = open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss (paper mode)")
             inputs["masks"] = recorded_key(masks.attrs, masks_path)
@@ -132,24 +149,50 @@ def run_train_classifier(cfg: Mapping, tiles_path: Path, out_dir: Path, masks_pa
         model = ContrastiveClassifier(classifier, c["ctc"])
         masks_path = None
     made = record(config, "classifier", inputs)
-    engine = Engine(model, c, device, out_dir / "checkpoints", made["artifact_key"], c["select_metric"],
-                    "train_classifier")
+    engine = Engine(
+        model, c, device, out_dir / "checkpoints", made["artifact_key"], c["select_metric"], "train_classifier"
+    )
     result = engine.fit(TrainSamples(tiles.path, train_idx, c, "cls", masks_path=masks_path), objective, validation)
     if not is_main():
         return {}
-    save_model_file(out_dir / "model.pt", model.classifier_state(result.best_state), "classifier", c, made,
-                    classes=tiles.classes, in_chans=tiles.bands, n_targets=tiles.n_targets, best_step=result.best_step)
+    save_model_file(
+        out_dir / "model.pt",
+        model.classifier_state(result.best_state),
+        "classifier",
+        c,
+        made,
+        classes=tiles.classes,
+        in_chans=tiles.bands,
+        n_targets=tiles.n_targets,
+        best_step=result.best_step,
+    )
     if joint:
-        save_model_file(out_dir / "segmenter.pt", JointModel.segmenter_state(result.best_state), "segmentation",
-                        segmenter_config(c, cfg["segmentation"]), made, classes=tiles.classes, in_chans=tiles.bands,
-                        supervised=False, joint=True, best_step=result.best_step,
-                        imagery=imagery_record(tiles.attrs, model_normalisation(classifier)))
-    metrics = {"select_metric": c["select_metric"], "best_score": result.best_score, "best_step": result.best_step,
-               "joint_segmentation": joint, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
-               "seconds": round(result.seconds, 1),
-               "steps_per_second": round(result.steps_per_second, 3), "torch_threads": torch.get_num_threads(),
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "resumed_from": result.resumed_from,
-               "history": result.history}
+        save_model_file(
+            out_dir / "segmenter.pt",
+            JointModel.segmenter_state(result.best_state),
+            "segmentation",
+            segmenter_config(c, cfg["segmentation"]),
+            made,
+            classes=tiles.classes,
+            in_chans=tiles.bands,
+            supervised=False,
+            joint=True,
+            best_step=result.best_step,
+            imagery=imagery_record(tiles.attrs, model_normalisation(classifier)),
+        )
+    metrics = {
+        "select_metric": c["select_metric"],
+        "best_score": result.best_score,
+        "best_step": result.best_step,
+        "joint_segmentation": joint,
+        "train_tiles": int(len(train_idx)),
+        "val_tiles": int(len(val_idx)),
+        "seconds": round(result.seconds, 1),
+        "steps_per_second": round(result.steps_per_second, 3),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "resumed_from": result.resumed_from,
+        "history": result.history,
+    }
     write_json(out_dir / "metrics.json", metrics)
     return {k: v for k, v in metrics.items() if k != "history"}

@@ -10,9 +10,10 @@ import hashlib
 import io
 import pickle
 import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
@@ -21,6 +22,9 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import DataError
 from ..store import SPLITS, TileReader, open_store
+
+if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is made
+    import torch
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Tiles:
     group: zarr.Group
 
     @classmethod
-    def open(cls, path: str | Path) -> "Tiles":
+    def open(cls, path: str | Path) -> Tiles:
         return cls(Path(path), open_store(path, "tiles"))
 
     @property
@@ -71,8 +75,10 @@ class Tiles:
     def require(self, split: str, purpose: str) -> np.ndarray:
         idx = self.indices(split)
         if len(idx) == 0:
-            raise DataError(f"{self.path}: the {split} split holds no tiles, but {purpose} needs them; "
-                            "check the split section of the config")
+            raise DataError(
+                f"{self.path}: the {split} split holds no tiles, but {purpose} needs them; "
+                "check the split section of the config"
+            )
         return idx
 
 
@@ -110,16 +116,27 @@ def model_record(path: str | Path) -> dict:
         raise DataError(f"{path}: not a readable model file ({exc}); delete it and retrain") from None
     if not isinstance(data, dict) or "atsg_model" not in data:
         raise DataError(f"{path}: not an atsg model file")
-    return {k: data.get(k) for k in ("atsg_model", "atsg_version", "artifact", "artifact_key", "inputs", "classes",
-                                     "imagery")}
+    return {
+        k: data.get(k)
+        for k in ("atsg_model", "atsg_version", "artifact", "artifact_key", "inputs", "classes", "imagery")
+    }
 
 
 def save_model_file(path: Path, state: dict, kind: str, section: Mapping, record: Mapping, **meta) -> None:
     """A trained model: its weights, the section it is built from and its record (artifact key, inputs)."""
     from ..train.engine import save_atomic
 
-    save_atomic({**dict(record), "atsg_model": kind, "atsg_version": __version__, "config": dict(section),
-                 "state_dict": state, **meta}, Path(path))
+    save_atomic(
+        {
+            **dict(record),
+            "atsg_model": kind,
+            "atsg_version": __version__,
+            "config": dict(section),
+            "state_dict": state,
+            **meta,
+        },
+        Path(path),
+    )
 
 
 def load_model_file(path: str | Path, kind: str) -> dict:
@@ -139,8 +156,10 @@ def load_model_file(path: str | Path, kind: str) -> dict:
 
 def check_classes(ck: Mapping, tiles: Tiles, path) -> None:
     if list(ck.get("classes", [])) != tiles.classes:
-        raise DataError(f"{path}: trained for classes {ck.get('classes')}, but {tiles.path} holds {tiles.classes}; "
-                        "retrain it on these tiles")
+        raise DataError(
+            f"{path}: trained for classes {ck.get('classes')}, but {tiles.path} holds {tiles.classes}; "
+            "retrain it on these tiles"
+        )
 
 
 def load_trained(path: str | Path, kind: str, tiles: Tiles, build, device: torch.device):
@@ -165,15 +184,16 @@ def open_masks(path: str | Path | None, tiles: Tiles, purpose: str):
         raise DataError(f"{purpose} need(s) a masks store, but none was given (--masks)")
     masks = open_store(path, "masks")
     if masks["objects"].shape != (tiles.n, *tiles.size):
-        raise DataError(f"{path}: masks of shape {masks['objects'].shape} do not match {tiles.path}; "
-                        "rerun generate_masks")
+        raise DataError(
+            f"{path}: masks of shape {masks['objects'].shape} do not match {tiles.path}; rerun generate_masks"
+        )
     return masks
 
 
 def batches(indices: Sequence[int], size: int, desc: str) -> Iterator[np.ndarray]:
     """Consecutive index batches with a progress bar."""
     indices = np.asarray(indices)
-    return unit_progress([indices[start:start + size] for start in range(0, len(indices), size)], desc)
+    return unit_progress([indices[start : start + size] for start in range(0, len(indices), size)], desc)
 
 
 def consecutive_units(n: int, size: int) -> list[np.ndarray]:
@@ -197,7 +217,7 @@ def read_tiles(array, idx: np.ndarray) -> np.ndarray:
     if array.chunks[0] == 1:
         return TileReader(array).read(idx)
     if len(idx) and np.all(np.diff(idx) == 1):
-        return array[int(idx[0]):int(idx[-1]) + 1]
+        return array[int(idx[0]) : int(idx[-1]) + 1]
     return np.stack([array[int(i)] for i in idx]) if len(idx) else array[0:0]
 
 

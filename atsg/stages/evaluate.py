@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -21,14 +21,19 @@ from ..store import SPLITS, open_store, write_json, write_text
 from .common import Tiles, evenly_spaced, read_cams, read_tiles
 
 SOURCES = ("cam", "cam_all_classes", "pseudo_labels", "predictions", "supervised")
-TITLES = {"cam": "CAM labels", "cam_all_classes": "CAM labels, every class (no image-level labels)",
-          "pseudo_labels": "pseudo-labels", "predictions": "predictions (weak)",
-          "supervised": "predictions (supervised)"}
+TITLES = {
+    "cam": "CAM labels",
+    "cam_all_classes": "CAM labels, every class (no image-level labels)",
+    "pseudo_labels": "pseudo-labels",
+    "predictions": "predictions (weak)",
+    "supervised": "predictions (supervised)",
+}
 FIGURE_FILES = ("samples.png", "confusion.png", "legend.png")
 
 
-def cam_labels(cams, tiles: Tiles, idx: np.ndarray, r: Mapping, image_labels: bool = True,
-               cam: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cam_labels(
+    cams, tiles: Tiles, idx: np.ndarray, r: Mapping, image_labels: bool = True, cam: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """CAM-labels (single background threshold ``refine.bkg_thre``, heads mixed by ``refine.cam_aux_weight``) and
     the max CAM score, at tile size: among each tile's image-level classes, or with ``image_labels`` False among
     every class (what the CAMs say where no image-level label is known, as for the segmentation model). ``cam``:
@@ -57,29 +62,47 @@ def check_lineage(inputs: Mapping[str, tuple[Mapping, Path]], expect: Mapping[st
         found, path = keys[name], inputs[name][1]
         if found != wanted:
             made = f"artifact key {found[:12]}" if found else "no artifact key (an older atsg)"
-            raise DataError(f"{path}: made with other settings than this run's ({made}; the config makes "
-                            f"{wanted[:12]}); rerun {RULES[name]} and what follows it "
-                            f"(snakemake --forcerun {RULES[name]})")
+            raise DataError(
+                f"{path}: made with other settings than this run's ({made}; the config makes "
+                f"{wanted[:12]}); rerun {RULES[name]} and what follows it "
+                f"(snakemake --forcerun {RULES[name]})"
+            )
     return keys
 
 
-def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: Path, predictions_path: Path,
-                 supervised_path: Path | None, out_dir: Path, expect: Mapping[str, str] | None = None) -> dict:
+def run_evaluate(
+    cfg: Mapping,
+    tiles_path: Path,
+    cams_path: Path,
+    pseudo_path: Path,
+    predictions_path: Path,
+    supervised_path: Path | None,
+    out_dir: Path,
+    expect: Mapping[str, str] | None = None,
+) -> dict:
     e, r = cfg["evaluate"], cfg["refine"]
     out_dir = Path(out_dir)
     tiles = Tiles.open(tiles_path)
     cams = open_store(cams_path, "cams")
-    stores = {"pseudo_labels": open_store(pseudo_path, "pseudo_labels"),
-              "predictions": open_store(predictions_path, "predictions")}
+    stores = {
+        "pseudo_labels": open_store(pseudo_path, "pseudo_labels"),
+        "predictions": open_store(predictions_path, "predictions"),
+    }
     if supervised_path is not None:
         stores["supervised"] = open_store(supervised_path, "predictions")
-    for name, path in (("pseudo_labels", pseudo_path), ("predictions", predictions_path),
-                       ("supervised", supervised_path)):
+    for name, path in (
+        ("pseudo_labels", pseudo_path),
+        ("predictions", predictions_path),
+        ("supervised", supervised_path),
+    ):
         if name in stores:
             _check(stores[name], name, tiles, path)
-    inputs = {"tiles": (tiles.attrs, tiles.path), "cams": (cams.attrs, cams_path),
-              "pseudo_labels": (stores["pseudo_labels"].attrs, pseudo_path),
-              "predictions": (stores["predictions"].attrs, predictions_path)}
+    inputs = {
+        "tiles": (tiles.attrs, tiles.path),
+        "cams": (cams.attrs, cams_path),
+        "pseudo_labels": (stores["pseudo_labels"].attrs, pseudo_path),
+        "predictions": (stores["predictions"].attrs, predictions_path),
+    }
     if "supervised" in stores:
         inputs["supervised_predictions"] = (stores["supervised"].attrs, supervised_path)
     made = lineage(cfg, "eval", check_lineage(inputs, expect))
@@ -94,8 +117,10 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
         idx = np.arange(start, min(tiles.n, start + 16))
         truth = read_tiles(g["labels"], idx)
         cam = read_cams(cams, idx, r["cam_aux_weight"])
-        preds = {"cam": cam_labels(cams, tiles, idx, r, cam=cam)[0],
-                 "cam_all_classes": cam_labels(cams, tiles, idx, r, image_labels=False, cam=cam)[0]}
+        preds = {
+            "cam": cam_labels(cams, tiles, idx, r, cam=cam)[0],
+            "cam_all_classes": cam_labels(cams, tiles, idx, r, image_labels=False, cam=cam)[0],
+        }
         preds.update({s: read_tiles(st["labels"], idx) for s, st in stores.items()})
         for k, i in enumerate(idx):
             split = SPLITS[codes[i]]
@@ -129,8 +154,9 @@ def run_evaluate(cfg: Mapping, tiles_path: Path, cams_path: Path, pseudo_path: P
     palette = tiles.attrs.get("palette") or default_palette(len(tiles.classes))
     fig_dir = out_dir / "figures"
     _samples_figure(tiles, cams, stores, e, r, palette, fig_dir / "samples.png")
-    confusion_figure(confusion, tiles.classes, fig_dir / "confusion.png",
-                     f"predictions, {e['split']} split (rows: truth)")
+    confusion_figure(
+        confusion, tiles.classes, fig_dir / "confusion.png", f"predictions, {e['split']} split (rows: truth)"
+    )
     legend_strip(tiles.classes, palette, fig_dir / "legend.png")
     ungeoreferenced = [sc["id"] for sc in tiles.attrs.get("scenes", []) if not sc.get("crs")]
     write_text(out_dir / "report.md", report_markdown(metrics, tiles.classes, e["split"], made, ungeoreferenced))
@@ -143,10 +169,17 @@ def _majority_baseline(accs: Mapping, classes, exclude, split: str) -> dict:
     if train.sum() == 0:
         return {"class": None, "split": split, "miou": None, "splits": {}}
     majority = int(np.argmax(train))
-    by_split = {sp: {"miou": majority_scores(a.support, majority, classes).miou(exclude)}
-                for sp, a in accs.items() if a.support.sum() > 0}
-    return {"class": classes[majority], "split": split, "miou": by_split.get(split, {}).get("miou"),
-            "splits": _clean_nested(by_split)}
+    by_split = {
+        sp: {"miou": majority_scores(a.support, majority, classes).miou(exclude)}
+        for sp, a in accs.items()
+        if a.support.sum() > 0
+    }
+    return {
+        "class": classes[majority],
+        "split": split,
+        "miou": by_split.get(split, {}).get("miou"),
+        "splits": _clean_nested(by_split),
+    }
 
 
 def _clean_nested(d: dict) -> dict:
@@ -167,8 +200,11 @@ def classifier_f1(cams, tiles: Tiles, codes: np.ndarray) -> dict:
         if len(idx) == 0:
             continue
         t = targets[idx]
-        out[sp] = {"f1": multilabel_f1(scores[idx] > 0.5, t), "f1_all_classes": multilabel_f1(torch.ones_like(t), t),
-                   "tiles": int(len(idx))}
+        out[sp] = {
+            "f1": multilabel_f1(scores[idx] > 0.5, t),
+            "f1_all_classes": multilabel_f1(torch.ones_like(t), t),
+            "tiles": int(len(idx)),
+        }
     return out
 
 
@@ -190,9 +226,14 @@ def _samples_figure(tiles: Tiles, cams, stores, e, r, palette, path: Path) -> No
         image = np.moveaxis(g["images"][int(i)][:3], 0, -1)
         if image.shape[-1] < 3:
             image = np.repeat(image[..., :1], 3, -1)
-        row = [np.ascontiguousarray(image), colourise(g["labels"][int(i)], palette), heatmap(scores[k]),
-               colourise(labels[k], palette), colourise(stores["pseudo_labels"]["labels"][int(i)], palette),
-               colourise(stores["predictions"]["labels"][int(i)], palette)]
+        row = [
+            np.ascontiguousarray(image),
+            colourise(g["labels"][int(i)], palette),
+            heatmap(scores[k]),
+            colourise(labels[k], palette),
+            colourise(stores["pseudo_labels"]["labels"][int(i)], palette),
+            colourise(stores["predictions"]["labels"][int(i)], palette),
+        ]
         if "supervised" in stores:
             row.append(colourise(stores["supervised"]["labels"][int(i)], palette))
         rows.append(row)
@@ -203,22 +244,37 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None = None,
-                    ungeoreferenced: list[str] = ()) -> str:
-    lines = ["# atsg evaluation", "",
-             f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
-             "classes present in the ground truth.", ""]
+def report_markdown(
+    metrics: Mapping, classes, split: str, made: Mapping | None = None, ungeoreferenced: list[str] = ()
+) -> str:
+    lines = [
+        "# atsg evaluation",
+        "",
+        f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
+        "classes present in the ground truth.",
+        "",
+    ]
     if ungeoreferenced:
         shown = ", ".join(ungeoreferenced[:5]) + (" ..." if len(ungeoreferenced) > 5 else "")
-        lines += [f"**Warning: outputs are not georeferenced**: {len(ungeoreferenced)} scene(s) have no CRS "
-                  f"({shown}); their predictions carry pixel coordinates only.", ""]
+        lines += [
+            f"**Warning: outputs are not georeferenced**: {len(ungeoreferenced)} scene(s) have no CRS "
+            f"({shown}); their predictions carry pixel coordinates only.",
+            "",
+        ]
     if metrics.get("cam", {}).get("bkg_thre") is not None:
         lines += [f"CAM labels: background at or under {metrics['cam']['bkg_thre']:g} of the normalised CAM.", ""]
-    lines += ["CAM labels and pseudo-labels take each tile's classes from its image-level labels: known on train, "
-              "an oracle on val and test. The every-class row is what the CAMs give without them, as the "
-              "segmentation model must (new imagery has no labels).", ""]
-    lines += ["## mIoU by stage and split", "", "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
-              "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |"]
+    lines += [
+        "CAM labels and pseudo-labels take each tile's classes from its image-level labels: known on train, "
+        "an oracle on val and test. The every-class row is what the CAMs give without them, as the "
+        "segmentation model must (new imagery has no labels).",
+        "",
+    ]
+    lines += [
+        "## mIoU by stage and split",
+        "",
+        "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
+        "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |",
+    ]
     for s in SOURCES:
         if s not in metrics:
             continue
@@ -230,26 +286,50 @@ def report_markdown(metrics: Mapping, classes, split: str, made: Mapping | None 
         cells = [_fmt(base["splits"][sp]["miou"]) if sp in base["splits"] else "-" for sp in SPLITS]
         lines.append(f"| majority class ({base['class']} everywhere; baseline) | " + " | ".join(cells) + " | - | - |")
     if "supervised" in metrics and metrics["supervised"].get("weak_to_supervised") is not None:
-        lines += ["", f"Weak / fully supervised mIoU on {split}: "
-                      f"**{metrics['supervised']['weak_to_supervised']:.3f}**"]
+        lines += ["", f"Weak / fully supervised mIoU on {split}: **{metrics['supervised']['weak_to_supervised']:.3f}**"]
     cls = metrics.get("classification") or {}
     if cls:
-        lines += ["", "## Classifier (image-level labels)", "",
-                  "Mean F1 over classes of the classifier's image-level predictions (probability > 0.5), beside "
-                  "the all-classes baseline that predicts every class for every tile.", "",
-                  "| split | classifier F1 | all-classes F1 | tiles |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "## Classifier (image-level labels)",
+            "",
+            "Mean F1 over classes of the classifier's image-level predictions (probability > 0.5), beside "
+            "the all-classes baseline that predicts every class for every tile.",
+            "",
+            "| split | classifier F1 | all-classes F1 | tiles |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         lines += [f"| {sp} | {_fmt(v['f1'])} | {_fmt(v['f1_all_classes'])} | {v['tiles']} |" for sp, v in cls.items()]
-    lines += ["", f"## Per-class IoU ({split})", "",
-              "| class | " + " | ".join(TITLES[s] for s in SOURCES if s in metrics) + " |",
-              "| --- | " + " | ".join("---:" for s in SOURCES if s in metrics) + " |"]
+    lines += [
+        "",
+        f"## Per-class IoU ({split})",
+        "",
+        "| class | " + " | ".join(TITLES[s] for s in SOURCES if s in metrics) + " |",
+        "| --- | " + " | ".join("---:" for s in SOURCES if s in metrics) + " |",
+    ]
     for c in classes:
         lines.append(f"| {c} | " + " | ".join(_fmt(metrics[s]["iou"].get(c)) for s in SOURCES if s in metrics) + " |")
-    lines += ["", "## Figures", "", "![samples](figures/samples.png)", "", "![legend](figures/legend.png)", "",
-              "![confusion](figures/confusion.png)", ""]
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "![samples](figures/samples.png)",
+        "",
+        "![legend](figures/legend.png)",
+        "",
+        "![confusion](figures/confusion.png)",
+        "",
+    ]
     if made:
-        lines += ["## Made from", "", "Artifact keys (a digest of the settings that made each input and of "
-                  "everything upstream of it): every row above comes from these.", "",
-                  "| artifact | key |", "| --- | --- |"]
+        lines += [
+            "## Made from",
+            "",
+            "Artifact keys (a digest of the settings that made each input and of "
+            "everything upstream of it): every row above comes from these.",
+            "",
+            "| artifact | key |",
+            "| --- | --- |",
+        ]
         lines += [f"| {name} | `{(key or 'none')[:16]}` |" for name, key in made["inputs"].items()]
         lines += [f"| eval (this report) | `{made['artifact_key'][:16]}` |", ""]
     return "\n".join(lines)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import DataError
 from .common import save_model_file
@@ -52,34 +52,64 @@ def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: P
     c = {**cfg["classifier"], "pretrained": False, "checkpoint": None, "random_init": True, "weights": None}
     seg = cfg["segmentation"]
     model = JointModel(CAMClassifier(c, in_chans, n_targets), c["ctc"], seg, len(classes), foreground=True)
-    official = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in _read(path).items()}
+    official = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in _read(path).items()}
     names = {official_key(k): k for k in official if official_key(k) is not None}
     state, ours = from_official(official), model.state_dict()
     described = f"classifier.backbone {c['backbone']}, {len(classes)} classes, {in_chans} bands"
     for key, value in state.items():
         if key not in ours:
-            raise DataError(f"{path}: tensor {names[key]} has no place in the published network of this config "
-                            f"({described}); is it a checkpoint of model_seg_neg_fp.network?")
+            raise DataError(
+                f"{path}: tensor {names[key]} has no place in the published network of this config "
+                f"({described}); is it a checkpoint of model_seg_neg_fp.network?"
+            )
         if tuple(value.shape) != tuple(ours[key].shape):
-            raise DataError(f"{path}: tensor {names[key]} is {tuple(value.shape)}, the network of this config "
-                            f"({described}) has {tuple(ours[key].shape)}; a checkpoint of another model or class "
-                            f"count?")
+            raise DataError(
+                f"{path}: tensor {names[key]} is {tuple(value.shape)}, the network of this config "
+                f"({described}) has {tuple(ours[key].shape)}; a checkpoint of another model or class "
+                f"count?"
+            )
     missing = [k for k in ours if k not in state and not k.startswith("teacher.backbone.")]
     if missing:
-        raise DataError(f"{path}: {len(missing)} tensors of the published network are missing (e.g. {missing[0]} in "
-                        f"atsg's names); is it a checkpoint of model_seg_neg_fp.network?")
+        raise DataError(
+            f"{path}: {len(missing)} tensors of the published network are missing (e.g. {missing[0]} in "
+            f"atsg's names); is it a checkpoint of model_seg_neg_fp.network?"
+        )
     model.load_state_dict(state, strict=False)
     full = model.state_dict()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    made = {"artifact": "classifier", "artifact_key": f"imported-{digest[:16]}", "inputs": {},
-            "imported_from": str(path), "imported_sha256": digest}
-    save_model_file(out, JointModel.segmenter_state(full), "segmentation", segmenter_config(c, seg), made,
-                    classes=classes, in_chans=in_chans, supervised=False, joint=True, best_step=None,
-                    imagery=imagery_record(dataset_imagery(ds, cfg["tiling"]), model_normalisation(model.classifier)))
+    made = {
+        "artifact": "classifier",
+        "artifact_key": f"imported-{digest[:16]}",
+        "inputs": {},
+        "imported_from": str(path),
+        "imported_sha256": digest,
+    }
+    save_model_file(
+        out,
+        JointModel.segmenter_state(full),
+        "segmentation",
+        segmenter_config(c, seg),
+        made,
+        classes=classes,
+        in_chans=in_chans,
+        supervised=False,
+        joint=True,
+        best_step=None,
+        imagery=imagery_record(dataset_imagery(ds, cfg["tiling"]), model_normalisation(model.classifier)),
+    )
     written = [str(out)]
     if classifier_out is not None:
-        save_model_file(classifier_out, model.classifier_state(full), "classifier", c, made, classes=classes,
-                        in_chans=in_chans, n_targets=n_targets, best_step=None)
+        save_model_file(
+            classifier_out,
+            model.classifier_state(full),
+            "classifier",
+            c,
+            made,
+            classes=classes,
+            in_chans=in_chans,
+            n_targets=n_targets,
+            best_step=None,
+        )
         written.append(str(classifier_out))
     log.info("import_checkpoint: %d tensors of %s -> %s", len(state), path, ", ".join(written))
     return {"tensors": len(state), "written": written, "sha256": digest}

@@ -23,9 +23,9 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -75,8 +75,10 @@ def find_inputs(items: Sequence[str | Path]) -> list[Path]:
     names: dict[str, Path] = {}
     for p in found:
         if p.stem in names and names[p.stem] != p:
-            raise DataError(f"{p} and {names[p.stem]} would both be mapped to {p.stem}.tif; rename one or map them "
-                            "to different --out folders")
+            raise DataError(
+                f"{p} and {names[p.stem]} would both be mapped to {p.stem}.tif; rename one or map them "
+                "to different --out folders"
+            )
         names[p.stem] = p
     return list(names.values())
 
@@ -111,8 +113,14 @@ class MapInput:
                 from rasterio.vrt import WarpedVRT
 
                 h, w, t = self.resampled
-                with WarpedVRT(src, crs=src.crs, transform=rasterio.Affine(*t), width=w, height=h,
-                               resampling=rasterio.enums.Resampling.bilinear) as vrt:
+                with WarpedVRT(
+                    src,
+                    crs=src.crs,
+                    transform=rasterio.Affine(*t),
+                    width=w,
+                    height=h,
+                    resampling=rasterio.enums.Resampling.bilinear,
+                ) as vrt:
                     yield vrt
         finally:
             src.close()
@@ -131,8 +139,10 @@ def inspect_input(path: Path, imagery: Mapping, value_range, resample: bool) -> 
         if resample:
             train = imagery.get("gsd")
             if not (gsd and train):
-                raise DataError(f"{path}: --resample needs the ground sample distance of the input and of the "
-                                f"model's training imagery (input: {gsd}, model: {train}); both need a CRS")
+                raise DataError(
+                    f"{path}: --resample needs the ground sample distance of the input and of the "
+                    f"model's training imagery (input: {gsd}, model: {train}); both need a CRS"
+                )
             factor = gsd / train
             h, w = max(1, round(src.height * factor)), max(1, round(src.width * factor))
             t = src.transform * rasterio.Affine.scale(src.width / w, src.height / h)
@@ -149,18 +159,29 @@ def map_key(model_sha: str, settings: Mapping) -> str:
 class MapJob:
     """Mapping ``inputs`` with the segmentation model ``model_path`` into ``out`` (work stores under ``work``)."""
 
-    def __init__(self, cfg: Mapping, model_path: Path, inputs: Sequence[str | Path], out: Path,
-                 work: Path | None = None, redo: bool = False):
+    def __init__(
+        self,
+        cfg: Mapping,
+        model_path: Path,
+        inputs: Sequence[str | Path],
+        out: Path,
+        work: Path | None = None,
+        redo: bool = False,
+    ):
         self.cfg, self.p, self.redo = cfg, cfg["map"], redo
         self.model_path, self.out = Path(model_path), Path(out)
         self.work = Path(work) if work is not None else self.out / ".atsg-map"
         if not self.model_path.is_file():
-            raise DataError(f"{self.model_path}: no such model file; give a trained segmentation model "
-                            "(results/{run}/segmentation/model.pt)")
+            raise DataError(
+                f"{self.model_path}: no such model file; give a trained segmentation model "
+                "(results/{run}/segmentation/model.pt)"
+            )
         record = model_record(self.model_path)
         if record["atsg_model"] != "segmentation":
-            raise DataError(f"{self.model_path}: a {record['atsg_model']} model file; map needs a segmentation "
-                            "model (segmentation/model.pt, supervised/model.pt or paper mode's segmenter.pt)")
+            raise DataError(
+                f"{self.model_path}: a {record['atsg_model']} model file; map needs a segmentation "
+                "model (segmentation/model.pt, supervised/model.pt or paper mode's segmenter.pt)"
+            )
         self.imagery = read_imagery(record, self.model_path)
         self.classes = list(self.imagery["classes"])
         tile = int(self.imagery["tile_size"])
@@ -169,8 +190,9 @@ class MapJob:
             raise DataError(f"config key map.overlap: {self.overlap} px is not under the model's tile size {tile} px")
         settings = {k: v for k, v in artifact_settings(cfg, "map").items() if k not in ("inputs", "model")}
         self.key = map_key(file_sha256(self.model_path), {**settings, "overlap": self.overlap})
-        self.inputs = [inspect_input(p, self.imagery, self.p["value_range"], self.p["resample"])
-                       for p in find_inputs(inputs)]
+        self.inputs = [
+            inspect_input(p, self.imagery, self.p["value_range"], self.p["resample"]) for p in find_inputs(inputs)
+        ]
         for item in self.inputs:
             for note in item.warnings:
                 log.warning("%s", note)
@@ -179,8 +201,9 @@ class MapJob:
 
     def outputs(self, item: MapInput) -> list[Path]:
         """Every file of an input's map; the class map last, as it is written last."""
-        extra = ([self.out / f"{item.name}.probabilities.tif"] if self.p["probabilities"] else []) + \
-                ([self.out / f"{item.name}.gpkg"] if self.p["vector"] else [])
+        extra = ([self.out / f"{item.name}.probabilities.tif"] if self.p["probabilities"] else []) + (
+            [self.out / f"{item.name}.gpkg"] if self.p["vector"] else []
+        )
         return [*extra, self.out / f"{item.name}.tif"]
 
     def store_path(self, item: MapInput) -> Path:
@@ -215,15 +238,23 @@ class MapJob:
         write_json(self.work / "manifest.json", manifest)
         skipped = len(self.inputs) - len(todo)
         if skipped:
-            log.info("map: %d of %d input(s) already mapped with this model and settings: skipped", skipped,
-                     len(self.inputs))
+            log.info(
+                "map: %d of %d input(s) already mapped with this model and settings: skipped", skipped, len(self.inputs)
+            )
         return {"inputs": len(self.inputs), "to_map": len(todo), "skipped": skipped}
 
     def _store(self, item: MapInput) -> zarr.Group:
         path = self.store_path(item)
         grid = self.grid(item)
-        attrs = {"atsg_store": "map", "atsg_version": __version__, "key": self.key, "input": str(item.path),
-                 "shape": list(item.shape), "block": grid.block, "probabilities": bool(self.p["probabilities"])}
+        attrs = {
+            "atsg_store": "map",
+            "atsg_version": __version__,
+            "key": self.key,
+            "input": str(item.path),
+            "shape": list(item.shape),
+            "block": grid.block,
+            "probabilities": bool(self.p["probabilities"]),
+        }
         if path.exists():
             g = zarr.open_group(str(path), mode="r+")
             if {k: g.attrs.get(k) for k in attrs} == attrs:
@@ -233,8 +264,16 @@ class MapJob:
         h, w, b = *item.shape, grid.block
         create_array(g, "labels", (h, w), (b, b), "uint8", IGNORE, ("y", "x"), 3)
         if self.p["probabilities"]:
-            create_array(g, "probabilities", (len(self.classes), h, w), (len(self.classes), b, b), "uint8", 0,
-                         ("class", "y", "x"), 3)
+            create_array(
+                g,
+                "probabilities",
+                (len(self.classes), h, w),
+                (len(self.classes), b, b),
+                "uint8",
+                0,
+                ("class", "y", "x"),
+                3,
+            )
         create_array(g, "done", (len(grid.blocks()),), (1,), "uint8", 0, ("block",), 3)
         g.attrs.update(attrs)
         return g
@@ -258,8 +297,9 @@ class MapJob:
 
     def units(self, names: Sequence[str]) -> list[tuple[int, int]]:
         """(input index, block index) of every block of the inputs ``names``, in order."""
-        return [(i, b.index) for i, item in enumerate(self.inputs) if item.name in names
-                for b in self.grid(item).blocks()]
+        return [
+            (i, b.index) for i, item in enumerate(self.inputs) if item.name in names for b in self.grid(item).blocks()
+        ]
 
     def fill(self, shard: Shard, names: Sequence[str]) -> dict:
         """Compute this shard's blocks that are not done yet."""
@@ -292,23 +332,34 @@ class MapJob:
             every = grid.blocks()
             todo = [every[b] for b in blocks if not done[b]]
             if len(todo) < len(blocks):
-                log.info("%s: %d of this shard's %d blocks already done (resumed)", item.name,
-                         len(blocks) - len(todo), len(blocks))
+                log.info(
+                    "%s: %d of this shard's %d blocks already done (resumed)",
+                    item.name,
+                    len(blocks) - len(todo),
+                    len(blocks),
+                )
             computed += self._fill_input(item, g, grid, todo, predict, weights, bands)
         return {"blocks": len(mine), "computed": computed, "device": str(device)}
 
-    def _fill_input(self, item: MapInput, g: zarr.Group, grid: TileGrid, blocks: list[Block], predict, weights,
-                    bands) -> int:
+    def _fill_input(
+        self, item: MapInput, g: zarr.Group, grid: TileGrid, blocks: list[Block], predict, weights, bands
+    ) -> int:
         pixels = sum(b.rows * b.cols for b in blocks)
-        with item.open() as src, rasterio.Env(GDAL_CACHEMAX=64), \
-                tqdm(total=pixels, desc=f"map {item.name}", unit="px", unit_scale=True, mininterval=2,
-                     dynamic_ncols=True) as bar:
+        with (
+            item.open() as src,
+            rasterio.Env(GDAL_CACHEMAX=64),
+            tqdm(
+                total=pixels, desc=f"map {item.name}", unit="px", unit_scale=True, mininterval=2, dynamic_ncols=True
+            ) as bar,
+        ):
+
             def read(row, rows, col, cols):
                 return read_image_window(src, item.path, bands, item.value_range, row, rows, col, cols)
 
             for block in blocks:
-                acc, total = predict_block(grid, block, read, predict, len(self.classes),
-                                           int(self.p["batch_size"]), weights)
+                acc, total = predict_block(
+                    grid, block, read, predict, len(self.classes), int(self.p["batch_size"]), weights
+                )
                 labels, probs = finish_block(acc, total, IGNORE, self.p["probabilities"])
                 ys, xs = slice(block.row, block.row + block.rows), slice(block.col, block.col + block.cols)
                 g["labels"][ys, xs] = labels
@@ -329,18 +380,25 @@ class MapJob:
             grid = self.grid(item)
             missing = np.flatnonzero(g["done"][:] == 0)
             if len(missing):
-                raise DataError(f"{self.store_path(item)}: blocks {missing[:8].tolist()}"
-                                f"{' ...' if len(missing) > 8 else ''} of {item.path} are not mapped; run every "
-                                "shard before finalising")
+                raise DataError(
+                    f"{self.store_path(item)}: blocks {missing[:8].tolist()}"
+                    f"{' ...' if len(missing) > 8 else ''} of {item.path} are not mapped; run every "
+                    "shard before finalising"
+                )
             self._write_outputs(item, g, grid)
             shutil.rmtree(self.store_path(item))
             written.append(item.name)
         return {"mapped": written}
 
     def _tags(self, item: MapInput) -> dict:
-        return {KEY_TAG: self.key, "atsg_version": __version__, "atsg_model": self.model_path.name,
-                "atsg_classes": self.classes, "atsg_input": item.path.name,
-                **{f"CLASS_{i}": name for i, name in enumerate(self.classes)}}
+        return {
+            KEY_TAG: self.key,
+            "atsg_version": __version__,
+            "atsg_model": self.model_path.name,
+            "atsg_classes": self.classes,
+            "atsg_input": item.path.name,
+            **{f"CLASS_{i}": name for i, name in enumerate(self.classes)},
+        }
 
     def _blocks(self, g: zarr.Group, grid: TileGrid, name: str) -> Iterator[tuple[Window, np.ndarray]]:
         for b in grid.blocks():
@@ -355,13 +413,30 @@ class MapJob:
         with _on_input_grid(item, g, grid, self.work) as (store, grid_out):
             if self.p["probabilities"]:
                 masks = ((w, d[0] != IGNORE) for w, d in self._blocks(store, grid_out, "labels"))
-                write_cog(self.out / f"{item.name}.probabilities.tif", (n, item.height, item.width), "uint8",
-                          self._blocks(store, grid_out, "probabilities"), masks=masks, crs=item.crs,
-                          transform=_affine(item), descriptions=self.classes, tags=self._tags(item),
-                          resampling="average")
+                write_cog(
+                    self.out / f"{item.name}.probabilities.tif",
+                    (n, item.height, item.width),
+                    "uint8",
+                    self._blocks(store, grid_out, "probabilities"),
+                    masks=masks,
+                    crs=item.crs,
+                    transform=_affine(item),
+                    descriptions=self.classes,
+                    tags=self._tags(item),
+                    resampling="average",
+                )
             if self.p["vector"]:
-                writer = PolygonWriter(self.out / f"{item.name}.gpkg", self.classes, item.transform, item.crs,
-                                       item.height, item.width, IGNORE, self.p["simplify"], self.p["min_area"])
+                writer = PolygonWriter(
+                    self.out / f"{item.name}.gpkg",
+                    self.classes,
+                    item.transform,
+                    item.crs,
+                    item.height,
+                    item.width,
+                    IGNORE,
+                    self.p["simplify"],
+                    self.p["min_area"],
+                )
                 try:
                     for b, (_, data) in zip(grid_out.blocks(), self._blocks(store, grid_out, "labels")):
                         writer.add(b, data[0])
@@ -370,9 +445,19 @@ class MapJob:
                     writer.abort()
                     raise
                 log.info("%s: %d polygons", item.name, features)
-            write_cog(self.out / f"{item.name}.tif", (1, item.height, item.width), "uint8",
-                      self._blocks(store, grid_out, "labels"), crs=item.crs, transform=_affine(item), nodata=IGNORE,
-                      colormap=palette, descriptions=["class"], tags=self._tags(item), resampling="mode")
+            write_cog(
+                self.out / f"{item.name}.tif",
+                (1, item.height, item.width),
+                "uint8",
+                self._blocks(store, grid_out, "labels"),
+                crs=item.crs,
+                transform=_affine(item),
+                nodata=IGNORE,
+                colormap=palette,
+                descriptions=["class"],
+                tags=self._tags(item),
+                resampling="mode",
+            )
 
 
 def _affine(item: MapInput):
@@ -400,23 +485,51 @@ def _on_input_grid(item: MapInput, g: zarr.Group, grid: TileGrid, work: Path):
             count = 1 if name == "labels" else src_arr.shape[0]
             chunks = (grid.block, grid.block) if name == "labels" else (count, grid.block, grid.block)
             shape = (item.height, item.width) if name == "labels" else (count, item.height, item.width)
-            create_array(back, name, shape, chunks, "uint8", IGNORE if name == "labels" else 0,
-                         ("y", "x") if name == "labels" else ("class", "y", "x"), 3)
+            create_array(
+                back,
+                name,
+                shape,
+                chunks,
+                "uint8",
+                IGNORE if name == "labels" else 0,
+                ("y", "x") if name == "labels" else ("class", "y", "x"),
+                3,
+            )
             staging = path.parent / f".{item.name}.{name}.staging.tif"
-            profile = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": "uint8",
-                       "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "zstd", "crs": item.crs,
-                       "transform": rasterio.Affine(*t), "nodata": IGNORE if name == "labels" else None}
+            profile = {
+                "driver": "GTiff",
+                "width": w,
+                "height": h,
+                "count": count,
+                "dtype": "uint8",
+                "tiled": True,
+                "blockxsize": 512,
+                "blockysize": 512,
+                "compress": "zstd",
+                "crs": item.crs,
+                "transform": rasterio.Affine(*t),
+                "nodata": IGNORE if name == "labels" else None,
+            }
             try:
                 with rasterio.open(staging, "w", **profile) as dst:
                     for b in grid.blocks():
                         ys, xs = slice(b.row, b.row + b.rows), slice(b.col, b.col + b.cols)
                         data = src_arr[ys, xs] if name == "labels" else src_arr[:, ys, xs]
                         dst.write(data.reshape(count, b.rows, b.cols), window=Window(b.col, b.row, b.cols, b.rows))
-                resampling = rasterio.enums.Resampling.nearest if name == "labels" else \
-                    rasterio.enums.Resampling.bilinear
-                with rasterio.open(staging) as src, WarpedVRT(src, crs=src.crs, transform=_affine(item),
-                                                              width=item.width, height=item.height,
-                                                              resampling=resampling) as vrt:
+                resampling = (
+                    rasterio.enums.Resampling.nearest if name == "labels" else rasterio.enums.Resampling.bilinear
+                )
+                with (
+                    rasterio.open(staging) as src,
+                    WarpedVRT(
+                        src,
+                        crs=src.crs,
+                        transform=_affine(item),
+                        width=item.width,
+                        height=item.height,
+                        resampling=resampling,
+                    ) as vrt,
+                ):
                     for b in out_grid.blocks():
                         data = vrt.read(window=Window(b.col, b.row, b.cols, b.rows))
                         ys, xs = slice(b.row, b.row + b.rows), slice(b.col, b.col + b.cols)
@@ -431,8 +544,15 @@ def _on_input_grid(item: MapInput, g: zarr.Group, grid: TileGrid, work: Path):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_map(cfg: Mapping, model_path: Path, inputs: Sequence[str | Path], out: Path, work: Path | None = None,
-            step: Step = Step(), redo: bool = False) -> dict:
+def run_map(
+    cfg: Mapping,
+    model_path: Path,
+    inputs: Sequence[str | Path],
+    out: Path,
+    work: Path | None = None,
+    step: Step = Step(),
+    redo: bool = False,
+) -> dict:
     """Run ``step`` of mapping ``inputs``: everything (one process: inputs already mapped with this model and
     settings are skipped unless ``redo``, a killed run resumes at its first block not done), prepare, one shard
     or finalise."""

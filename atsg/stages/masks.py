@@ -7,8 +7,8 @@ with ``masks.scene_windows``, the tiles of one scene window (SAM runs once on th
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -18,9 +18,18 @@ from ..shards import ShardedStage, Step, run_sharded
 from ..store import base_attrs, create_tile_arrays
 from .common import Tiles, consecutive_units, file_sha256, read_tiles, unit_progress
 
-SAM_KEYS = ("sam_model_type", "points_per_side", "pred_iou_thresh", "stability_score_thresh",
-            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "scene_windows",
-            "encoder_precision")
+SAM_KEYS = (
+    "sam_model_type",
+    "points_per_side",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "scene_windows",
+    "encoder_precision",
+)
 
 
 class GenerateMasks(ShardedStage):
@@ -54,12 +63,23 @@ class GenerateMasks(ShardedStage):
         sam = m["generator"] == "sam"
         params = {k: m[k] for k in SAM_KEYS} if sam else dict(m[m["generator"]])
         made = record(self.cfg, "masks", {"tiles": recorded_key(self.tiles.attrs, self.tiles.path)})
-        attrs = {**base_attrs("masks", made), "generator": m["generator"], "parameters": params,
-                 "min_area": m["min_area"], "max_objects": m["max_objects"],
-                 "checkpoint_sha256": file_sha256(m["sam_checkpoint"]) if sam else None}
+        attrs = {
+            **base_attrs("masks", made),
+            "generator": m["generator"],
+            "parameters": params,
+            "min_area": m["min_area"],
+            "max_objects": m["max_objects"],
+            "checkpoint_sha256": file_sha256(m["sam_checkpoint"]) if sam else None,
+        }
         shape = (self.tiles.n, *self.tiles.size)
-        create_tile_arrays(path, "masks", {"objects": shape, "boundaries": shape}, {},
-                           {"objects": ("tile", "y", "x"), "boundaries": ("tile", "y", "x")}, attrs)
+        create_tile_arrays(
+            path,
+            "masks",
+            {"objects": shape, "boundaries": shape},
+            {},
+            {"objects": ("tile", "y", "x"), "boundaries": ("tile", "y", "x")},
+            attrs,
+        )
 
     def fill(self, group, units: list[np.ndarray], folders) -> dict:
         import torch
@@ -84,9 +104,13 @@ class GenerateMasks(ShardedStage):
                 group["objects"][int(i)] = np.where(masks[k], objects, 0)  # padding and nodata: no object
                 group["boundaries"][int(i)] = np.where(masks[k], boundaries, 0)
                 counts.append(int(objects.max()))
-        summary = {"tiles": len(counts), "generator": m["generator"], "device": str(device),
-                   "mean_objects": float(np.mean(counts)) if counts else 0.0,
-                   "seconds": time.perf_counter() - start}
+        summary = {
+            "tiles": len(counts),
+            "generator": m["generator"],
+            "device": str(device),
+            "mean_objects": float(np.mean(counts)) if counts else 0.0,
+            "seconds": time.perf_counter() - start,
+        }
         if generator.model_seconds is not None:
             summary["sam_model_seconds"] = generator.model_seconds
         return summary

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import rasterio
@@ -39,9 +39,18 @@ def blend_window(size: int, kind: str) -> np.ndarray:
 
 
 def write_scene_geotiff(path: Path, labels: np.ndarray, scene: Mapping, palette) -> None:
-    profile = {"driver": "GTiff", "width": labels.shape[1], "height": labels.shape[0], "count": 1,
-               "dtype": "uint8", "nodata": IGNORE, "compress": "deflate", "tiled": True,
-               "blockxsize": 256, "blockysize": 256}
+    profile = {
+        "driver": "GTiff",
+        "width": labels.shape[1],
+        "height": labels.shape[0],
+        "count": 1,
+        "dtype": "uint8",
+        "nodata": IGNORE,
+        "compress": "deflate",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
     if scene.get("crs"):
         profile["crs"] = scene["crs"]
     if scene.get("transform"):
@@ -78,13 +87,23 @@ class Predict(ShardedStage):
         tiles = self.tiles
         arrays = self._arrays()
         model = self.model
-        made = record(self.cfg, prediction_artifact(model),
-                      {"tiles": recorded_key(tiles.attrs, tiles.path),
-                       model.get("artifact") or "segmentation": recorded_key(model, self.model_path)})
-        attrs = {**base_attrs("predictions", made), "classes": tiles.classes,
-                 "model_sha256": file_sha256(self.model_path), "palette": tiles.attrs.get("palette")}
-        create_tile_arrays(path, "predictions", arrays, {"labels": IGNORE}, {k: ("tile", "y", "x") for k in arrays},
-                           attrs)
+        made = record(
+            self.cfg,
+            prediction_artifact(model),
+            {
+                "tiles": recorded_key(tiles.attrs, tiles.path),
+                model.get("artifact") or "segmentation": recorded_key(model, self.model_path),
+            },
+        )
+        attrs = {
+            **base_attrs("predictions", made),
+            "classes": tiles.classes,
+            "model_sha256": file_sha256(self.model_path),
+            "palette": tiles.attrs.get("palette"),
+        }
+        create_tile_arrays(
+            path, "predictions", arrays, {"labels": IGNORE}, {k: ("tile", "y", "x") for k in arrays}, attrs
+        )
 
     def fill(self, group, units: list[dict], folders: list[Path]) -> dict:
         import torch
@@ -120,17 +139,22 @@ class Predict(ShardedStage):
                         row, col, th, tw = windows[int(i)]
                         h, w = min(th, scene["height"] - row), min(tw, scene["width"] - col)
                         weights = window[:h, :w] * mask[k, :h, :w]
-                        acc[:, row:row + h, col:col + w] += probs[k, :, :h, :w] * weights
-                        weight[row:row + h, col:col + w] += weights
+                        acc[:, row : row + h, col : col + w] += probs[k, :, :h, :w] * weights
+                        weight[row : row + h, col : col + w] += weights
             if acc is not None:
                 labels = acc.argmax(0).astype(np.uint8)
                 labels[weight == 0] = IGNORE
                 write_scene_geotiff(folders[0] / f"{scene['id']}.tif", labels, scene, tiles.attrs.get("palette"))
                 written.append(scene["id"])
-        return {"scenes": len(units), "tiles": int(sum(s["n_tiles"] for s in units)), "geotiffs": len(written),
-                "device": str(device)}
+        return {
+            "scenes": len(units),
+            "tiles": int(sum(s["n_tiles"] for s in units)),
+            "geotiffs": len(written),
+            "device": str(device),
+        }
 
 
-def run_predict(cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None,
-                step: Step = Step()) -> dict:
+def run_predict(
+    cfg: Mapping, tiles_path: Path, model_path: Path, out: Path, geotiff_dir: Path | None, step: Step = Step()
+) -> dict:
     return run_sharded(Predict(cfg, tiles_path, model_path, out, geotiff_dir), step)

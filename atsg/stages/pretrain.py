@@ -9,8 +9,8 @@ the segmenter starts from backbone.pt, ``linking.features: pretrain`` links toke
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -42,8 +42,10 @@ class PretrainValidation:
     def __init__(self, tiles: Tiles, indices: np.ndarray, cfg: Mapping, device: torch.device):
         self.cfg, self.device = cfg, device
         images = read_tiles(tiles.group["images"], indices)
-        views = [multicrop(torch.from_numpy(img).float(), np.random.default_rng([cfg["seed"], 7, int(t)]), cfg)
-                 for img, t in zip(images, indices)]
+        views = [
+            multicrop(torch.from_numpy(img).float(), np.random.default_rng([cfg["seed"], 7, int(t)]), cfg)
+            for img, t in zip(images, indices)
+        ]
         self.globals = torch.stack([g for g, _ in views])
         self.locals = torch.stack([loc for _, loc in views])
 
@@ -51,8 +53,8 @@ class PretrainValidation:
         temp = self.cfg["teacher_temp"]
         losses, entropies, embeddings = [], [], []
         for start in range(0, len(self.globals), self.cfg["batch_size"]):
-            g = self.globals[start:start + self.cfg["batch_size"]].to(self.device)
-            loc = self.locals[start:start + self.cfg["batch_size"]].to(self.device)
+            g = self.globals[start : start + self.cfg["batch_size"]].to(self.device)
+            loc = self.locals[start : start + self.cfg["batch_size"]].to(self.device)
             globals_, locals_ = view_major(g), view_major(loc)
             t_cls, _ = model.teach(globals_)
             targets = teacher_probs(t_cls, model.center, temp)
@@ -63,16 +65,21 @@ class PretrainValidation:
             embeddings.append(model.teacher.backbone.forward_with_class_token(x, [-1])[1].float().cpu())
         n = len(self.globals)
         emb = torch.nn.functional.normalize(torch.cat(embeddings), dim=-1)
-        return {"val_loss": sum(losses) / n, "teacher_entropy": sum(entropies) / n,
-                "embedding_std": float(emb.std(0).mean())}
+        return {
+            "val_loss": sum(losses) / n,
+            "teacher_entropy": sum(entropies) / n,
+            "embedding_std": float(emb.std(0).mean()),
+        }
 
 
 def pretrain_indices(tiles: Tiles, cfg: Mapping) -> np.ndarray:
     splits = tiles.group["split"][:]
     idx = np.flatnonzero(np.isin(splits, [SPLIT_CODES[s] for s in cfg["splits"]]))
     if not len(idx):
-        raise DataError(f"{tiles.path}: no tiles in split(s) {', '.join(cfg['splits'])} for pretraining "
-                        f"(config key pretrain.splits)")
+        raise DataError(
+            f"{tiles.path}: no tiles in split(s) {', '.join(cfg['splits'])} for pretraining "
+            f"(config key pretrain.splits)"
+        )
     return idx
 
 
@@ -86,25 +93,53 @@ def run_pretrain(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
     device = select_device(c, "pretrain")
     torch.manual_seed(c["seed"])
     model = SelfDistillation(c, tiles.bands)
-    log.info("pretrain (%s): %s (%d blocks, dim %d, patch %d) on %d tiles of %s, %d global + %d local views, "
-             "device %s", c["method"], c["backbone"], model.backbone.depth, model.backbone.embed_dim,
-             model.backbone.patch_size, len(train_idx), "+".join(c["splits"]), 2, c["views"]["local_crops"], device)
+    log.info(
+        "pretrain (%s): %s (%d blocks, dim %d, patch %d) on %d tiles of %s, %d global + %d local views, device %s",
+        c["method"],
+        c["backbone"],
+        model.backbone.depth,
+        model.backbone.embed_dim,
+        model.backbone.patch_size,
+        len(train_idx),
+        "+".join(c["splits"]),
+        2,
+        c["views"]["local_crops"],
+        device,
+    )
     made = record(cfg, "pretrain", {"tiles": recorded_key(tiles.attrs, tiles.path)})
-    engine = Engine(model, c, device, out_dir / "checkpoints", made["artifact_key"], None, "pretrain",
-                    section="pretrain")
-    result = engine.fit(PretrainSamples(tiles.path, train_idx, c), PretrainObjective(c),
-                        PretrainValidation(tiles, val_idx, c, device))
+    engine = Engine(
+        model, c, device, out_dir / "checkpoints", made["artifact_key"], None, "pretrain", section="pretrain"
+    )
+    result = engine.fit(
+        PretrainSamples(tiles.path, train_idx, c), PretrainObjective(c), PretrainValidation(tiles, val_idx, c, device)
+    )
     if not is_main():
         return {}
     model.load_state_dict(result.best_state)  # the last step's weights (no selection)
     arch = {k: c.get(k) for k in ("backbone", *ARCH_KEYS, "model_kwargs")}
     for which, name in FILES.items():
-        save_model_file(out_dir / name, model.backbone_state(teacher=which == "teacher"), "pretrained_backbone",
-                        c, made, arch=arch, which=which, in_chans=tiles.bands, band_names=tiles.attrs.get("band_names"))
-    metrics = {"method": c["method"], "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
-               "seconds": round(result.seconds, 1), "steps_per_second": round(result.steps_per_second, 3),
-               "torch_threads": torch.get_num_threads(), "resumed_from": result.resumed_from,
-               "final_teacher_temp": teacher_temperature(c["iterations"], c), "history": result.history}
+        save_model_file(
+            out_dir / name,
+            model.backbone_state(teacher=which == "teacher"),
+            "pretrained_backbone",
+            c,
+            made,
+            arch=arch,
+            which=which,
+            in_chans=tiles.bands,
+            band_names=tiles.attrs.get("band_names"),
+        )
+    metrics = {
+        "method": c["method"],
+        "train_tiles": int(len(train_idx)),
+        "val_tiles": int(len(val_idx)),
+        "seconds": round(result.seconds, 1),
+        "steps_per_second": round(result.steps_per_second, 3),
+        "torch_threads": torch.get_num_threads(),
+        "resumed_from": result.resumed_from,
+        "final_teacher_temp": teacher_temperature(c["iterations"], c),
+        "history": result.history,
+    }
     write_json(out_dir / "metrics.json", metrics)
     return {k: v for k, v in metrics.items() if k != "history"}
 
@@ -113,8 +148,10 @@ def pretrained_file(pretrain_dir: Path | None, which: str, in_chans: int, key: s
     """(path, contents) of the pretrain stage's ``which`` file (student or teacher) for tiles of ``in_chans``
     bands; ``key`` names the setting that needs it."""
     if pretrain_dir is None:
-        raise ConfigError(f"config key {key}: pretrain needs the pretrain stage's output; give its folder with "
-                          f"--pretrain DIR (the workflow does)")
+        raise ConfigError(
+            f"config key {key}: pretrain needs the pretrain stage's output; give its folder with "
+            f"--pretrain DIR (the workflow does)"
+        )
     path = Path(pretrain_dir) / FILES[which]
     ck = load_model_file(path, "pretrained_backbone")
     if ck.get("in_chans") not in (None, in_chans):
@@ -130,13 +167,14 @@ def pretrained_weights(cfg: Mapping, section: str, path: Path, ck: Mapping) -> d
     differ = [k for k in wanted if k in arch and arch[k] != wanted[k]]
     if differ:
         k = differ[0]
-        raise ConfigError(f"config key {section}.{k}: {wanted[k]!r}, but {path} was pretrained with pretrain.{k} "
-                          f"{arch[k]!r}; the architectures must match (set pretrain.{k} like {section}.{k})")
+        raise ConfigError(
+            f"config key {section}.{k}: {wanted[k]!r}, but {path} was pretrained with pretrain.{k} "
+            f"{arch[k]!r}; the architectures must match (set pretrain.{k} like {section}.{k})"
+        )
     return {**cfg, "weights": "checkpoint", "checkpoint": str(path), "pretrained": False, "random_init": False}
 
 
-def with_pretrain(cfg: Mapping, section: str, pretrain_dir: Path | None, in_chans: int,
-                  inputs: dict) -> dict:
+def with_pretrain(cfg: Mapping, section: str, pretrain_dir: Path | None, in_chans: int, inputs: dict) -> dict:
     """Section ``section`` of ``cfg`` with its pretrain references resolved to files of ``pretrain_dir``:
     ``weights: pretrain`` to the student's backbone (a checkpoint), ``linking.features: pretrain`` to the frozen
     teacher's ViT; the pretrain artifact's key goes into ``inputs``. Unchanged when it reads no pretraining."""
@@ -148,10 +186,19 @@ def with_pretrain(cfg: Mapping, section: str, pretrain_dir: Path | None, in_chan
     inputs["pretrain"] = recorded_key(student, path)
     if c.get("weights") == "pretrain":
         c = pretrained_weights(c, section, path, student)
-    if section == "classifier" and c["ptc"]["enabled"] and c["linking"]["enabled"] \
-            and c["linking"]["features"] == "pretrain":
+    if (
+        section == "classifier"
+        and c["ptc"]["enabled"]
+        and c["linking"]["enabled"]
+        and c["linking"]["features"] == "pretrain"
+    ):
         # the teacher's file says how its ViT is built (the pretrain section is not this stage's setting)
         path, ck = pretrained_file(pretrain_dir, "teacher", in_chans, "classifier.linking.features")
-        c["linking"] = {**c["linking"], **ck["arch"], "pos_embed_resize": ck["config"]["pos_embed_resize"],
-                        "checkpoint": str(path), "pretrained": False}
+        c["linking"] = {
+            **c["linking"],
+            **ck["arch"],
+            "pos_embed_resize": ck["config"]["pos_embed_resize"],
+            "checkpoint": str(path),
+            "pretrained": False,
+        }
     return c

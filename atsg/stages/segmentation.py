@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -22,16 +22,16 @@ from ..store import open_store, write_json
 from ..train.data import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
+from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, save_model_file
 from .pretrain import with_pretrain
-from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, \
-    save_model_file
 
 log = logging.getLogger(__name__)
 
 
 def load_segmenter(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[Segmenter, dict]:
-    return load_trained(path, "segmentation", tiles, lambda cfg: Segmenter(cfg, tiles.bands, len(tiles.classes)),
-                        device)
+    return load_trained(
+        path, "segmentation", tiles, lambda cfg: Segmenter(cfg, tiles.bands, len(tiles.classes)), device
+    )
 
 
 class SegmentationValidation:
@@ -49,9 +49,15 @@ class SegmentationValidation:
         return {"miou": s.miou(), "oa": s.oa}
 
 
-def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | None, out_dir: Path,
-                           supervised: bool | None = None, masks_path: Path | None = None,
-                           pretrain_dir: Path | None = None) -> dict:
+def run_train_segmentation(
+    cfg: Mapping,
+    tiles_path: Path,
+    labels_path: Path | None,
+    out_dir: Path,
+    supervised: bool | None = None,
+    masks_path: Path | None = None,
+    pretrain_dir: Path | None = None,
+) -> dict:
     supervised = cfg["segmentation"]["supervised"] if supervised is None else supervised
     out_dir = Path(out_dir)
     tiles = Tiles.open(tiles_path)
@@ -64,8 +70,9 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
             raise DataError("train_segmentation needs a pseudo-label store (--labels) unless it is supervised")
         store = open_store(labels_path, "pseudo_labels")
         if store["labels"].shape[0] != tiles.n:
-            raise DataError(f"{labels_path}: {store['labels'].shape[0]} tiles, {tiles.path} holds {tiles.n}; "
-                            "rerun refine_labels")
+            raise DataError(
+                f"{labels_path}: {store['labels'].shape[0]} tiles, {tiles.path} holds {tiles.n}; rerun refine_labels"
+            )
         inputs["pseudo_labels"] = recorded_key(store.attrs, labels_path)
     objective = SegmentationObjective(c, tiles.background, supervised)
     if objective.needs_masks:
@@ -77,27 +84,51 @@ def run_train_segmentation(cfg: Mapping, tiles_path: Path, labels_path: Path | N
     torch.manual_seed(c["seed"])
     model = Segmenter(c, tiles.bands, len(tiles.classes), foreground=objective.joint)
     name = "train_segmentation" + (" (supervised)" if supervised else "")
-    log.info("%s: %s + %s decoder, %d train / %d val tiles, device %s", name, c["backbone"], c["decoder"],
-             len(train_idx), len(val_idx), device)
+    log.info(
+        "%s: %s + %s decoder, %d train / %d val tiles, device %s",
+        name,
+        c["backbone"],
+        c["decoder"],
+        len(train_idx),
+        len(val_idx),
+        device,
+    )
 
     made = record(cfg, "supervised" if supervised else "segmentation", inputs)
     engine = Engine(model, c, device, out_dir / "checkpoints", made["artifact_key"], "miou", name, "segmentation")
-    samples = TrainSamples(tiles.path, train_idx, c, "truth" if supervised else "pseudo",
-                           None if supervised else labels_path, masks_path)
+    samples = TrainSamples(
+        tiles.path, train_idx, c, "truth" if supervised else "pseudo", None if supervised else labels_path, masks_path
+    )
     result = engine.fit(samples, objective, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
     if not is_main():
         return {}
     # the foreground decoder only trains (joint loss): the model file holds what inference uses
     state = {k: v for k, v in result.best_state.items() if not k.startswith("foreground.")}
-    save_model_file(out_dir / "model.pt", state, "segmentation", c, made, classes=tiles.classes,
-                    in_chans=tiles.bands, supervised=supervised, best_step=result.best_step,
-                    imagery=imagery_record(tiles.attrs, model_normalisation(model)))
-    metrics = {"supervised": supervised, "select_metric": "miou", "best_score": result.best_score,
-               "best_step": result.best_step, "train_tiles": int(len(train_idx)), "val_tiles": int(len(val_idx)),
-               "seconds": round(result.seconds, 1),
-               "steps_per_second": round(result.steps_per_second, 3), "torch_threads": torch.get_num_threads(),
-               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "resumed_from": result.resumed_from,
-               "history": result.history}
+    save_model_file(
+        out_dir / "model.pt",
+        state,
+        "segmentation",
+        c,
+        made,
+        classes=tiles.classes,
+        in_chans=tiles.bands,
+        supervised=supervised,
+        best_step=result.best_step,
+        imagery=imagery_record(tiles.attrs, model_normalisation(model)),
+    )
+    metrics = {
+        "supervised": supervised,
+        "select_metric": "miou",
+        "best_score": result.best_score,
+        "best_step": result.best_step,
+        "train_tiles": int(len(train_idx)),
+        "val_tiles": int(len(val_idx)),
+        "seconds": round(result.seconds, 1),
+        "steps_per_second": round(result.steps_per_second, 3),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "resumed_from": result.resumed_from,
+        "history": result.history,
+    }
     write_json(out_dir / "metrics.json", metrics)
     return {k: v for k, v in metrics.items() if k != "history"}

@@ -4,7 +4,7 @@ adaptive token linking (PTC) and class-token contrast (CTC) when switched on (co
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,9 @@ from ..store import IGNORE
 from .crops import roi_crops, roi_map, uncertain_crops
 
 
-def aux_band_labels(maps_aux: torch.Tensor, cls: torch.Tensor, valid: torch.Tensor, high: float, low: float,
-                    background: bool) -> torch.Tensor:
+def aux_band_labels(
+    maps_aux: torch.Tensor, cls: torch.Tensor, valid: torch.Tensor, high: float, low: float, background: bool
+) -> torch.Tensor:
     """Token-resolution labels (B, h, w) of the detached single-scale auxiliary CAM with the uncertain band
     (IGNORE between ``low`` and ``high``); tokens without a valid pixel (padding, nodata) are IGNORE too."""
     content = F.adaptive_max_pool2d(valid[:, None].float(), maps_aux.shape[-2:])[:, 0] > 0
@@ -28,8 +29,9 @@ def aux_band_labels(maps_aux: torch.Tensor, cls: torch.Tensor, valid: torch.Tens
     return label.masked_fill(~content, IGNORE)
 
 
-def band_labels_of(cam_aux: torch.Tensor, grid, cls: torch.Tensor, valid: torch.Tensor, high: float, low: float,
-                   background: bool) -> torch.Tensor:
+def band_labels_of(
+    cam_aux: torch.Tensor, grid, cls: torch.Tensor, valid: torch.Tensor, high: float, low: float, background: bool
+) -> torch.Tensor:
     """Token-resolution labels (B, *grid) of a multi-scale auxiliary CAM at the image size (values in [0, 1]),
     resized to the token grid (bilinear) as the published step does; tokens without a valid pixel: IGNORE."""
     content = F.adaptive_max_pool2d(valid[:, None].float(), tuple(grid))[:, 0] > 0
@@ -53,7 +55,7 @@ class ClassifierObjective:
         """Whether each step needs the multi-scale CAM for PTC / CTC."""
         return self.cfg["band_cam"] == "multiscale" and (self.ptc["enabled"] or self.ctc["enabled"])
 
-    def to(self, device) -> "ClassifierObjective":
+    def to(self, device) -> ClassifierObjective:
         if self.linker is not None:
             self.linker.to(device)
         return self
@@ -66,11 +68,24 @@ class ClassifierObjective:
         """The step's detached multi-scale CAMs (final, auxiliary) at the image size, as the published step makes
         them (scales ``cam_scales`` with flips, ReLU after the flip max, one adaptive choice per pass)."""
         images = batch["image"]
-        return multiscale_cams(model.classifier, images, self.cfg["cam_scales"], True, tuple(images.shape[-2:]),
-                               valid=batch["valid"], relu="after_merge", aux_groups="batch")
+        return multiscale_cams(
+            model.classifier,
+            images,
+            self.cfg["cam_scales"],
+            True,
+            tuple(images.shape[-2:]),
+            valid=batch["valid"],
+            relu="after_merge",
+            aux_groups="batch",
+        )
 
-    def compute(self, model: ContrastiveClassifier, batch: dict, step: int,
-                cams: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict, dict]:
+    def compute(
+        self,
+        model: ContrastiveClassifier,
+        batch: dict,
+        step: int,
+        cams: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict, dict]:
         """(loss, parts, the classifier's outputs): paper mode decodes the same final tokens and passes the
         step's multi-scale ``cams`` when it has made them."""
         c = self.cfg
@@ -89,8 +104,7 @@ class ClassifierObjective:
             cam_aux = (cams if cams is not None else self.step_cams(model, batch))[1]
             band = band_labels_of(cam_aux, grid, cls, batch["valid"], c["high_thre"], c["low_thre"], self.background)
         else:
-            band = aux_band_labels(out["maps_aux"], cls, batch["valid"], c["high_thre"], c["low_thre"],
-                                   self.background)
+            band = aux_band_labels(out["maps_aux"], cls, batch["valid"], c["high_thre"], c["low_thre"], self.background)
         if self.ptc["enabled"]:
             linked = None
             if self.link["enabled"]:
@@ -103,8 +117,12 @@ class ClassifierObjective:
         if ctc_on:
             if self.ctc["form"] == "published":
                 if cam_aux is None:  # band_cam single: the step's own auxiliary CAM at the image size
-                    cam_aux = F.interpolate(minmax_normalise(F.relu(out["maps_aux"].detach().float())),
-                                            size=images.shape[-2:], mode="bilinear", align_corners=False)
+                    cam_aux = F.interpolate(
+                        minmax_normalise(F.relu(out["maps_aux"].detach().float())),
+                        size=images.shape[-2:],
+                        mode="bilinear",
+                        align_corners=False,
+                    )
                 loss = self._ctc_published(model, batch, out["class_token"], cam_aux)
             else:
                 loss = self._ctc(model, images, out["class_token"], band)
@@ -112,8 +130,9 @@ class ClassifierObjective:
             parts["ctc"] = loss.item()
         return total, parts, out
 
-    def _ctc_published(self, model: ContrastiveClassifier, batch: dict, class_token: torch.Tensor,
-                       cam_aux: torch.Tensor) -> torch.Tensor:
+    def _ctc_published(
+        self, model: ContrastiveClassifier, batch: dict, class_token: torch.Tensor, cam_aux: torch.Tensor
+    ) -> torch.Tensor:
         """The published class-token contrast: the teacher head projects the student's detached class tokens of
         the two global views (the training crop and the second view); the student head projects those and the
         class tokens of local crops placed by the auxiliary CAM's region map on the local view."""
@@ -128,17 +147,18 @@ class ClassifierObjective:
         flags = torch.cat([torch.ones(b, 2, dtype=torch.bool, device=crops.device), local_flags], 1)
         return ctc_loss_published(teacher, student, flags, k["temperature"])
 
-    def _ctc(self, model: ContrastiveClassifier, images: torch.Tensor, class_token: torch.Tensor,
-             band: torch.Tensor) -> torch.Tensor:
+    def _ctc(
+        self, model: ContrastiveClassifier, images: torch.Tensor, class_token: torch.Tensor, band: torch.Tensor
+    ) -> torch.Tensor:
         k = self.ctc
         uncertain = F.interpolate(band[:, None].float(), size=images.shape[-2:], mode="nearest")[:, 0] == IGNORE
-        crops, local_flags = uncertain_crops(images, uncertain, k["local_crops"], k["local_size"],
-                                             k["min_uncertain"])
+        crops, local_flags = uncertain_crops(images, uncertain, k["local_crops"], k["local_size"], k["min_uncertain"])
         flipped = images.flip(-1)
         teacher = torch.stack([model.teacher(images), model.teacher(flipped)])
         b = images.shape[0]
-        student_tokens = torch.cat([class_token, model.classifier.class_token(flipped),
-                                    model.classifier.class_token(crops.flatten(0, 1))])
+        student_tokens = torch.cat(
+            [class_token, model.classifier.class_token(flipped), model.classifier.class_token(crops.flatten(0, 1))]
+        )
         student = model.projection(student_tokens).view(-1, b, teacher.shape[-1])
         flags = torch.cat([torch.ones(b, 2, dtype=torch.bool, device=images.device), local_flags], 1)
         return ctc_loss(teacher, student, flags, k["temperature"])

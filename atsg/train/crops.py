@@ -15,8 +15,9 @@ def _at_least(size: int, images: torch.Tensor, region: torch.Tensor) -> tuple[to
     return images, region
 
 
-def uncertain_crops(images: torch.Tensor, uncertain: torch.Tensor, n: int, size: int,
-                    min_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def uncertain_crops(
+    images: torch.Tensor, uncertain: torch.Tensor, n: int, size: int, min_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` crops of ``size`` px per image, centred on uncertain pixels (anywhere if there are none).
 
     images (B, C, H, W), uncertain (B, H, W) bool -> crops (n, B, C, size, size) (images smaller
@@ -34,13 +35,14 @@ def uncertain_crops(images: torch.Tensor, uncertain: torch.Tensor, n: int, size:
         ys = (centres // w - size // 2).clamp(0, h - size).tolist()
         xs = (centres % w - size // 2).clamp(0, w - size).tolist()
         for j, (y, x) in enumerate(zip(ys, xs)):
-            crops[j, i] = images[i, :, y:y + size, x:x + size]
-            flags[i, j] = uncertain[i, y:y + size, x:x + size].float().mean() >= min_fraction
+            crops[j, i] = images[i, :, y : y + size, x : x + size]
+            flags[i, j] = uncertain[i, y : y + size, x : x + size].float().mean() >= min_fraction
     return crops, flags
 
 
-def roi_map(cam_aux: torch.Tensor, cls: torch.Tensor, low: float, high: float,
-            valid: torch.Tensor | None = None) -> torch.Tensor:
+def roi_map(
+    cam_aux: torch.Tensor, cls: torch.Tensor, low: float, high: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """The published ``cam_to_roi_mask2``: per pixel the image classes' max CAM value -> 0 at or under ``low``,
     2 at or over ``high``, 1 between (B, H, W) int; invalid pixels (padding, nodata) 0."""
     value = (cam_aux * cls[:, :, None, None].to(cam_aux.dtype)).amax(1)
@@ -52,8 +54,9 @@ def roi_map(cam_aux: torch.Tensor, cls: torch.Tensor, low: float, high: float,
     return roi
 
 
-def roi_crops(images: torch.Tensor, roi: torch.Tensor, n: int, size: int,
-              max_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def roi_crops(
+    images: torch.Tensor, roi: torch.Tensor, n: int, size: int, max_fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The published ``crop_from_roi_neg``: ``n`` crops of ``size`` px per image, centred on pixels at least
     ``size // 2`` from the border whose roi is at most 1 (any such pixel when fewer than ``n``), drawn by one
     ``torch.randperm`` per image; a crop whose mean roi value is at most ``max_fraction`` is a negative.
@@ -67,7 +70,7 @@ def roi_crops(images: torch.Tensor, roi: torch.Tensor, n: int, size: int,
     crops = images.new_zeros(n, b, c, size, size)
     flags = torch.ones(b, n, dtype=torch.bool, device=images.device)
     for i in range(b):
-        inner = roi[i, margin:h - margin, margin:w - margin]
+        inner = roi[i, margin : h - margin, margin : w - margin]
         where = (inner <= 1).nonzero()
         if where.shape[0] < n:
             where = (inner >= 0).nonzero()
@@ -77,6 +80,6 @@ def roi_crops(images: torch.Tensor, roi: torch.Tensor, n: int, size: int,
         if len(picks) < n:  # a tile barely larger than a crop: repeat the few positions there are
             picks = picks[torch.arange(n, device=picks.device) % max(len(picks), 1)]
         for j, (y, x) in enumerate(picks.tolist()):
-            crops[j, i] = images[i, :, y:y + size, x:x + size]
-            flags[i, j] = roi[i, y:y + size, x:x + size].sum().item() / (size * size) > max_fraction
+            crops[j, i] = images[i, :, y : y + size, x : x + size]
+            flags[i, j] = roi[i, y : y + size, x : x + size].sum().item() / (size * size) > max_fraction
     return crops, flags

@@ -7,8 +7,8 @@ exactly the batches an uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -20,9 +20,15 @@ from ..store import IGNORE, TileReader
 from .views import augment_main, local_view, second_global_view
 
 
-def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.random.Generator,
-                      crop: int, scale_range, flip: bool,
-                      extra: dict[str, tuple[torch.Tensor, int]] | None = None):
+def rescale_crop_flip(
+    image: torch.Tensor,
+    label: torch.Tensor | None,
+    rng: np.random.Generator,
+    crop: int,
+    scale_range,
+    flip: bool,
+    extra: dict[str, tuple[torch.Tensor, int]] | None = None,
+):
     """image (C, H, W) float, label (H, W) long or None -> a crop x crop sample (image padded 0, label IGNORE).
 
     As the published transforms: the side scaled to int(scale * side); an image smaller than the crop is
@@ -37,8 +43,10 @@ def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.r
     maps = dict(extra or {})
     if label is not None:
         maps["__label"] = (label, IGNORE)
-    maps = {k: (F.interpolate(m[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long(), pad)
-            for k, (m, pad) in maps.items()}
+    maps = {
+        k: (F.interpolate(m[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long(), pad)
+        for k, (m, pad) in maps.items()
+    }
     ph, pw = max(crop - nh, 0), max(crop - nw, 0)
     if ph or pw:
         top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
@@ -47,8 +55,8 @@ def rescale_crop_flip(image: torch.Tensor, label: torch.Tensor | None, rng: np.r
         maps = {k: (F.pad(m, sides, value=pad), pad) for k, (m, pad) in maps.items()}
     y = int(rng.integers(0, image.shape[-2] - crop + 1))
     x = int(rng.integers(0, image.shape[-1] - crop + 1))
-    image = image[:, y:y + crop, x:x + crop]
-    maps = {k: m[y:y + crop, x:x + crop] for k, (m, _) in maps.items()}
+    image = image[:, y : y + crop, x : x + crop]
+    maps = {k: m[y : y + crop, x : x + crop] for k, (m, _) in maps.items()}
     if flip and rng.random() < 0.5:
         image = image.flip(-1)
         maps = {k: m.flip(-1) for k, m in maps.items()}
@@ -73,8 +81,15 @@ class TrainSamples(Dataset):
     store) or "truth" (the tiles' ground truth, for the supervised upper bound).
     """
 
-    def __init__(self, tiles_path: Path, indices: np.ndarray, cfg: Mapping, targets: str,
-                 labels_path: Path | None = None, masks_path: Path | None = None):
+    def __init__(
+        self,
+        tiles_path: Path,
+        indices: np.ndarray,
+        cfg: Mapping,
+        targets: str,
+        labels_path: Path | None = None,
+        masks_path: Path | None = None,
+    ):
         self.tiles_path, self.labels_path = str(tiles_path), (str(labels_path) if labels_path else None)
         self.masks_path = str(masks_path) if masks_path else None
         self.indices = np.asarray(indices)
@@ -85,7 +100,7 @@ class TrainSamples(Dataset):
         self._tiles = self._labels = self._masks = None
 
     def __len__(self) -> int:  # samples are addressed by a global counter; the sampler bounds it
-        return 2 ** 62
+        return 2**62
 
     def _open(self):
         """Open the stores once per process (DataLoader workers each open their own) and keep one
@@ -93,8 +108,12 @@ class TrainSamples(Dataset):
         again at every sample)."""
         if self._tiles is None:
             tiles = zarr.open_group(self.tiles_path, mode="r")
-            self._tiles = {"images": TileReader(tiles["images"]), "labels": TileReader(tiles["labels"]),
-                           "valid": TileReader(tiles["valid"]), "cls_labels": tiles["cls_labels"][:]}
+            self._tiles = {
+                "images": TileReader(tiles["images"]),
+                "labels": TileReader(tiles["labels"]),
+                "valid": TileReader(tiles["valid"]),
+                "cls_labels": tiles["cls_labels"][:],
+            }
             if self.labels_path:
                 self._labels = {"labels": TileReader(zarr.open_group(self.labels_path, mode="r")["labels"])}
             if self.masks_path:
@@ -115,11 +134,16 @@ class TrainSamples(Dataset):
         # valid pixels (not padding, not nodata) follow the augmentation; the crop's own padding is invalid too
         extra = {"valid": (torch.from_numpy(self._tiles["valid"][tile].astype(np.int64)), 0)}
         if self._masks is not None:  # SAM objects (0 = none) and boundaries (0 = none); padding is neither
-            extra.update({"objects": (torch.from_numpy(self._masks["objects"][tile].astype(np.int64)), 0),
-                          "boundaries": (torch.from_numpy(self._masks["boundaries"][tile].astype(np.int64)), 0)})
+            extra.update(
+                {
+                    "objects": (torch.from_numpy(self._masks["objects"][tile].astype(np.int64)), 0),
+                    "boundaries": (torch.from_numpy(self._masks["boundaries"][tile].astype(np.int64)), 0),
+                }
+            )
         tile_image = image
-        image, label, maps = rescale_crop_flip(image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"],
-                                               self.cfg["flip"], extra)
+        image, label, maps = rescale_crop_flip(
+            image, label, rng, self.cfg["crop_size"], self.cfg["scale_range"], self.cfg["flip"], extra
+        )
         views = {}
         if self.ctc_views:  # drawn before the main view's own augmentation, from the crop and the whole tile
             aug, ctc = self.cfg["augment"], self.cfg["ctc"]

@@ -16,9 +16,9 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -81,8 +81,17 @@ class FitResult:
 
 
 class Engine:
-    def __init__(self, model: nn.Module, cfg: Mapping, device: torch.device, workdir: Path, fingerprint: str,
-                 select: str, name: str, section: str = "classifier"):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Mapping,
+        device: torch.device,
+        workdir: Path,
+        fingerprint: str,
+        select: str,
+        name: str,
+        section: str = "classifier",
+    ):
         self.model, self.cfg, self.device, self.section = model.to(device), cfg, device, section
         self.workdir, self.fingerprint, self.select, self.name = Path(workdir), fingerprint, select, name
         head_ids = {id(p) for p in model.head_parameters()}
@@ -91,7 +100,10 @@ class Engine:
         self.mults = [1.0, cfg["head_lr_mult"]]
         self.opt = torch.optim.AdamW(
             [{"params": backbone, "lr": cfg["lr"]}, {"params": heads, "lr": cfg["lr"] * cfg["head_lr_mult"]}],
-            lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=tuple(cfg["betas"]))
+            lr=cfg["lr"],
+            weight_decay=cfg["weight_decay"],
+            betas=tuple(cfg["betas"]),
+        )
         self.amp = bool(cfg["amp"]) and device.type == "cuda"
         fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
@@ -101,9 +113,18 @@ class Engine:
         return self.workdir / "last.pt"
 
     def _save(self, step: int, best: dict, history: list) -> None:
-        save_atomic({"fingerprint": self.fingerprint, "step": step, "model": self.model.state_dict(),
-                     "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "best": best,
-                     "history": history}, self.last_path)
+        save_atomic(
+            {
+                "fingerprint": self.fingerprint,
+                "step": step,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "best": best,
+                "history": history,
+            },
+            self.last_path,
+        )
 
     def _resume(self) -> tuple[int, dict, list]:
         fresh = (0, {"score": -math.inf, "step": 0, "state": None}, [])
@@ -115,8 +136,7 @@ class Engine:
             log.warning("%s: unreadable checkpoint %s (%s); starting over", self.name, self.last_path, exc)
             return fresh
         if ck.get("fingerprint") != self.fingerprint:
-            log.info("%s: checkpoint %s was made with other settings or data; starting over", self.name,
-                     self.last_path)
+            log.info("%s: checkpoint %s was made with other settings or data; starting over", self.name, self.last_path)
             return fresh
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["opt"])
@@ -137,11 +157,18 @@ class Engine:
         self.model.train()
         score = float(metrics[self.select]) if self.select else float(step)  # no metric: the latest weights
         history.append({"step": step, **metrics})
-        log.info("%s: step %d validation %s", self.name, step,
-                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        log.info(
+            "%s: step %d validation %s",
+            self.name,
+            step,
+            ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
+        )
         if score > best["score"] or best["state"] is None:
-            best = {"score": score, "step": step,
-                    "state": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}}
+            best = {
+                "score": score,
+                "step": step,
+                "state": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            }
         return best
 
     def _wrap(self, loss_fn: LossFn) -> nn.Module:
@@ -159,22 +186,30 @@ class Engine:
         share = distributed.check_batch(batch, self.section, world)
         start, best, history = self._resume()
         resumed_from = start
-        loader = DataLoader(samples, batch_size=share, sampler=RangeSampler(start, iters, batch, rank, world),
-                            num_workers=cfg["workers"], drop_last=True, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
+        loader = DataLoader(
+            samples,
+            batch_size=share,
+            sampler=RangeSampler(start, iters, batch, rank, world),
+            num_workers=cfg["workers"],
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
         forward = self._wrap(loss_fn)
         self.model.train()
         t0 = time.perf_counter()
         running: dict[str, float] = {}
         side = 0.0  # seconds of validation and checkpointing
-        bar = tqdm(total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True,
-                   disable=not main)
+        bar = tqdm(
+            total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True, disable=not main
+        )
         step = start
         for batch_data in loader:
             lr = self._set_lr(step)
             torch.manual_seed(cfg["seed"] * 1_000_003 + step)  # dropout and any other randomness of this step
-            batch_data = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                          for k, v in batch_data.items()}
+            batch_data = {
+                k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch_data.items()
+            }
             with autocast(self.device, self.amp):
                 loss, parts = forward(batch_data, step)
             if not torch.isfinite(loss):
@@ -194,8 +229,14 @@ class Engine:
                 n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
                 means = {k: v / n for k, v in running.items()}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
-                log.info("%s: step %d/%d lr %.2e %s", self.name, step, iters, lr,
-                         " ".join(f"{k}={v:.4f}" for k, v in means.items()))
+                log.info(
+                    "%s: step %d/%d lr %.2e %s",
+                    self.name,
+                    step,
+                    iters,
+                    lr,
+                    " ".join(f"{k}={v:.4f}" for k, v in means.items()),
+                )
                 running = {}
             if main and (step % cfg["val_every"] == 0 or step == iters):
                 t_side = time.perf_counter()
@@ -213,8 +254,18 @@ class Engine:
         seconds = time.perf_counter() - t0
         rate = (step - start) / max(seconds - side, 1e-9)
         if main and step > start:
-            log.info("%s: %.2f training steps per second (%d steps; validation and checkpoints excluded)",
-                     self.name, rate, step - start)
-        return FitResult(best_state=best["state"], best_score=best["score"], best_step=best["step"],
-                         history=copy.deepcopy(history), seconds=seconds, resumed_from=resumed_from,
-                         steps_per_second=rate)
+            log.info(
+                "%s: %.2f training steps per second (%d steps; validation and checkpoints excluded)",
+                self.name,
+                rate,
+                step - start,
+            )
+        return FitResult(
+            best_state=best["state"],
+            best_score=best["score"],
+            best_step=best["step"],
+            history=copy.deepcopy(history),
+            seconds=seconds,
+            resumed_from=resumed_from,
+            steps_per_second=rate,
+        )

@@ -8,7 +8,7 @@ current weights (``classifier.cam_scales``, with flips), refined by PAR with the
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -32,14 +32,15 @@ class JointObjective:
     def needs_masks(self) -> bool:
         return self.segmentation.needs_masks
 
-    def to(self, device) -> "JointObjective":
+    def to(self, device) -> JointObjective:
         self.classification.to(device)
         self.refiner.to(device)
         return self
 
     @torch.no_grad()
-    def pseudo_labels(self, cam: torch.Tensor, images: torch.Tensor, cls: torch.Tensor,
-                      valid: torch.Tensor) -> torch.Tensor:
+    def pseudo_labels(
+        self, cam: torch.Tensor, images: torch.Tensor, cls: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         """Labels (B, H, W) of a training batch from the step's multi-scale CAM of the current classifier."""
         label = self.refiner.cam_labels(images, cam, cls)
         label[~valid] = IGNORE  # crop padding and nodata

@@ -7,8 +7,8 @@ sometimes solarized) and ``local_crops`` small views. No label is ever read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -34,8 +34,9 @@ def multicrop(tile: torch.Tensor, rng: np.random.Generator, cfg: Mapping) -> tup
 
     blur, solarize = v["global_blur"], v["global_solarize"]
     globals_ = torch.stack([view(v["global_size"], v["global_scale"], blur[i], solarize[i]) for i in range(2)])
-    locals_ = torch.stack([view(v["local_size"], v["local_scale"], v["local_blur"], 0.0)
-                           for _ in range(v["local_crops"])])
+    locals_ = torch.stack(
+        [view(v["local_size"], v["local_scale"], v["local_blur"], 0.0) for _ in range(v["local_crops"])]
+    )
     return globals_, locals_
 
 
@@ -47,7 +48,7 @@ class PretrainSamples(Dataset):
         self._images = None
 
     def __len__(self) -> int:
-        return 2 ** 62
+        return 2**62
 
     def __getitem__(self, i: int) -> dict:
         if self._images is None:

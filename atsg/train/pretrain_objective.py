@@ -9,7 +9,7 @@ outputs by EMA. All draws come from the step's seeded torch generator, so a resu
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

@@ -9,13 +9,22 @@ upper bound): the cross-entropy on the ground truth alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
-from typing import Mapping
 
 import torch
 
-from ..losses.segmentation import balanced_cross_entropy, boundary_loss, boundary_loss_published, energy_loss, \
-    energy_loss_published, joint_loss, joint_loss_published, object_loss, object_loss_published
+from ..losses.segmentation import (
+    balanced_cross_entropy,
+    boundary_loss,
+    boundary_loss_published,
+    energy_loss,
+    energy_loss_published,
+    joint_loss,
+    joint_loss_published,
+    object_loss,
+    object_loss_published,
+)
 
 
 def warmed_up(step: int, warmup: int) -> bool:
@@ -28,8 +37,10 @@ class SegmentationObjective:
         self.cfg, self.background, self.weak = cfg, background, not supervised
         # balanced: background and foreground pixels weigh half each; plain: the background class is one of many
         self.balanced = background and cfg["cross_entropy"] == "balanced"
-        on = {key: self.weak and cfg[key]["enabled"] for key in ("object_loss", "boundary_loss", "energy_loss",
-                                                                   "joint_loss")}
+        on = {
+            key: self.weak and cfg[key]["enabled"]
+            for key in ("object_loss", "boundary_loss", "energy_loss", "joint_loss")
+        }
         self.objects, self.boundaries, self.energy = on["object_loss"], on["boundary_loss"], on["energy_loss"]
         self.joint = on["joint_loss"] and background  # the foreground decoder splits background from the rest
 
@@ -58,29 +69,56 @@ class SegmentationObjective:
         terms = []
         if self.objects:
             o = c["object_loss"]
-            fn = (partial(object_loss_published, logits, batch["objects"] * valid, o["max_id"])
-                  if o["form"] == "published" else partial(object_loss, logits, batch["objects"] * valid))
+            fn = (
+                partial(object_loss_published, logits, batch["objects"] * valid, o["max_id"])
+                if o["form"] == "published"
+                else partial(object_loss, logits, batch["objects"] * valid)
+            )
             terms.append(("object", "object_loss", o["after_warmup"], fn))
         if self.boundaries:
             b = c["boundary_loss"]
-            fn = (partial(boundary_loss_published, logits, batch["boundaries"], b["kernel"], b["tolerance"])
-                  if b["form"] == "published"
-                  else partial(boundary_loss, logits, batch["boundaries"], b["kernel"], b["tolerance"], valid))
+            fn = (
+                partial(boundary_loss_published, logits, batch["boundaries"], b["kernel"], b["tolerance"])
+                if b["form"] == "published"
+                else partial(boundary_loss, logits, batch["boundaries"], b["kernel"], b["tolerance"], valid)
+            )
             terms.append(("boundary", "boundary_loss", b["after_warmup"], fn))
         if self.energy:
             e = c["energy_loss"]
-            fn = (partial(energy_loss_published, logits, images, labels, e["sigma_rgb"], e["sigma_xy"], e["scale"],
-                          e["kernel_weight"], valid) if e["form"] == "published"
-                  else partial(energy_loss, logits, images, e["sigma_rgb"], e["sigma_xy"], e["scale"], valid))
+            fn = (
+                partial(
+                    energy_loss_published,
+                    logits,
+                    images,
+                    labels,
+                    e["sigma_rgb"],
+                    e["sigma_xy"],
+                    e["scale"],
+                    e["kernel_weight"],
+                    valid,
+                )
+                if e["form"] == "published"
+                else partial(energy_loss, logits, images, e["sigma_rgb"], e["sigma_xy"], e["scale"], valid)
+            )
             terms.append(("energy", "energy_loss", True, fn))
         if self.joint:
-            fn = (partial(joint_loss_published, logits, fg, labels) if c["joint_loss"]["form"] == "published"
-                  else partial(joint_loss, logits, fg, labels))
+            fn = (
+                partial(joint_loss_published, logits, fg, labels)
+                if c["joint_loss"]["form"] == "published"
+                else partial(joint_loss, logits, fg, labels)
+            )
             terms.append(("joint", "joint_loss", True, fn))
         return terms
 
-    def loss(self, logits: torch.Tensor, fg: torch.Tensor | None, batch: dict, labels: torch.Tensor | None,
-             step: int, gate_seg: bool = False) -> tuple[torch.Tensor, dict]:
+    def loss(
+        self,
+        logits: torch.Tensor,
+        fg: torch.Tensor | None,
+        batch: dict,
+        labels: torch.Tensor | None,
+        step: int,
+        gate_seg: bool = False,
+    ) -> tuple[torch.Tensor, dict]:
         """The loss of given logits (and foreground decoder logits) against ``labels`` (B, H, W).
 
         ``gate_seg``: the cross-entropy waits for the warm-up too (paper mode, as published); ``labels`` may be

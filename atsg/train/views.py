@@ -14,7 +14,7 @@ and greyscale need three bands; other band counts get brightness, contrast (agai
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -29,10 +29,16 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 def color_jitter(x: torch.Tensor, rng: np.random.Generator, aug: Mapping) -> torch.Tensor:
     """ColorJitter of an image in [0, 1]: each factor drawn uniformly around 1, the four applied in random order."""
-    factors = {"brightness": aug["brightness"], "contrast": aug["contrast"], "saturation": aug["saturation"],
-               "hue": aug["hue"]}
-    draws = {k: (float(rng.uniform(max(0.0, 1 - v), 1 + v)) if k != "hue" else float(rng.uniform(-v, v)))
-             for k, v in factors.items()}
+    factors = {
+        "brightness": aug["brightness"],
+        "contrast": aug["contrast"],
+        "saturation": aug["saturation"],
+        "hue": aug["hue"],
+    }
+    draws = {
+        k: (float(rng.uniform(max(0.0, 1 - v), 1 + v)) if k != "hue" else float(rng.uniform(-v, v)))
+        for k, v in factors.items()
+    }
     rgb = x.shape[0] == 3
     for k in np.asarray(list(factors))[rng.permutation(4)]:
         f = draws[k]
@@ -54,8 +60,9 @@ def gaussian_blur(x: torch.Tensor, rng: np.random.Generator, sigma_range) -> tor
     return TF.gaussian_blur(x, [k, k], [sigma, sigma]) if k >= 3 else x
 
 
-def photometric(image: torch.Tensor, rng: np.random.Generator, aug: Mapping, blur: float,
-                solarize: float = 0.0) -> torch.Tensor:
+def photometric(
+    image: torch.Tensor, rng: np.random.Generator, aug: Mapping, blur: float, solarize: float = 0.0
+) -> torch.Tensor:
     """Jitter (probability ``aug['color_jitter']``), greyscale (``aug['grayscale']``), blur (``blur``), solarize
     (``solarize``) of an image (C, H, W) with 0-255 values; every draw from ``rng`` in a fixed order."""
     x = image / 255.0
@@ -77,8 +84,9 @@ def augment_main(image: torch.Tensor, rng: np.random.Generator, aug: Mapping) ->
     return photometric(image, rng, aug, aug["blur"])
 
 
-def random_resized_crop(image: torch.Tensor, rng: np.random.Generator, size: int, scale, ratio=(3 / 4, 4 / 3)
-                        ) -> torch.Tensor:
+def random_resized_crop(
+    image: torch.Tensor, rng: np.random.Generator, size: int, scale, ratio=(3 / 4, 4 / 3)
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop (10 tries, then the central crop), bicubic, to ``size`` x ``size``."""
     h, w = image.shape[-2:]
     area = h * w
@@ -99,13 +107,15 @@ def random_resized_crop(image: torch.Tensor, rng: np.random.Generator, size: int
             cw = int(round(h * ratio[1]))
         box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
     top, left, ch, cw = box
-    out = TF.resized_crop(image, top, left, ch, cw, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
-                          antialias=True)
+    out = TF.resized_crop(
+        image, top, left, ch, cw, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True
+    )
     return out.clamp(0, 255)
 
 
-def second_global_view(tile: torch.Tensor, rng: np.random.Generator, crop: int, aug: Mapping,
-                       ctc: Mapping) -> torch.Tensor:
+def second_global_view(
+    tile: torch.Tensor, rng: np.random.Generator, crop: int, aug: Mapping, ctc: Mapping
+) -> torch.Tensor:
     """The CTC's second global view of a whole tile (C, H, W), 0-255 values."""
     view = random_resized_crop(tile, rng, crop, ctc["global_scale"])
     if rng.random() < 0.5:

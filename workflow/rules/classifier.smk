@@ -1,51 +1,22 @@
 # CAM classifier: tiles.zarr (train split, image-level labels) -> classifier/
 # Paper mode (classifier.joint_segmentation): the same stage also trains the segmentation decoders
-# -> classifier/segmenter.pt, which predict then uses; its roots go to rule train_classifier_joint.
-
-
-def classifier_inputs(wildcards):
-    inputs = {"tiles": artifact(wildcards, "tiles", "tiles.zarr")}
-    cfg = cfg_of(wildcards)
-    if joint(cfg) and needs_masks(cfg):
-        inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
-    inputs.update(pretrain_input("classifier")(wildcards))
-    return inputs
-
-
-def classifier_params(wildcards):
-    """Section classifier; in paper mode also segmentation (decoders and losses trained in this stage),
-    cams and refine (the on-the-fly pseudo-labels)."""
-    cfg = cfg_of(wildcards)
-    if joint(cfg):
-        return section_json(cfg, "classifier", "segmentation", "cams", "refine")
-    return section_json(cfg, "classifier")
-
-
-def roots_where(paper_mode):
-    """A regex of the roots whose config is (or is not) in paper mode; one that never matches if none."""
-    roots = [re.escape(root) for root, cfg in CONFIGS.items() if joint(cfg) == paper_mode]
-    return "|".join(roots) if roots else "(?!)"
-
-
-CLASSIFIER_SHELL = (
-    "atsg train_classifier --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} {params.masks} {params.pretrain} "
-    "--out {params.out:q} --log {log:q}"
-)
+# -> classifier/segmenter.pt, which predict then uses; its roots go to train_classifier_joint.
 
 
 rule train_classifier:
+    """Train the CAM classifier on image-level labels (ATSG: adaptive token linking, PTC, CTC)."""
     input:
-        unpack(classifier_inputs),
+        unpack(stage_inputs("classifier")),
     output:
         model="{root}/classifier/model.pt",
         metrics="{root}/classifier/metrics.json",
     wildcard_constraints:
         root=roots_where(False),
     params:
-        cfg=classifier_params,
+        cfg=stage_params("classifier"),
+        reads=stage_args("classifier"),
         out=out_dir("classifier"),
-        pretrain=pretrain_arg,
-        masks="",
+        threads=TRAIN_THREADS,
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -56,31 +27,14 @@ rule train_classifier:
     conda:
         GPU_ENV
     shell:
-        CLASSIFIER_SHELL
+        'atsg train_classifier --params {params.cfg:q} --params "$ATSG_RUNTIME" --threads {params.threads} '
+        "{params.reads} --out {params.out:q} --log {log:q}"
 
 
-rule train_classifier_joint:
-    input:
-        unpack(classifier_inputs),
+use rule train_classifier as train_classifier_joint with:
     output:
         model="{root}/classifier/model.pt",
         segmenter="{root}/classifier/segmenter.pt",
         metrics="{root}/classifier/metrics.json",
     wildcard_constraints:
         root=roots_where(True),
-    params:
-        cfg=classifier_params,
-        out=out_dir("classifier"),
-        pretrain=pretrain_arg,
-        masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
-    threads: TRAIN_THREADS
-    resources:
-        gpu=TRAIN_GPUS,
-    log:
-        "{root}/logs/train_classifier.log",
-    benchmark:
-        "{root}/benchmarks/train_classifier.tsv"
-    conda:
-        GPU_ENV
-    shell:
-        CLASSIFIER_SHELL

@@ -1,22 +1,16 @@
 # Evaluation: CAM labels, pseudo-labels, predictions (and the supervised bound) -> eval/
 # Ablation: every variant's evaluation -> eval/ablation.md + eval/ablation.json
 
-
-def evaluate_inputs(wildcards):
-    inputs = {
-        "tiles": artifact(wildcards, "tiles", "tiles.zarr"),
-        "cams": artifact(wildcards, "cams", "cams.zarr"),
-        "pseudo": artifact(wildcards, "pseudo_labels", "pseudo_labels.zarr"),
-        "predictions": artifact(wildcards, "predictions", "predictions.zarr"),
-    }
-    if cfg_of(wildcards)["evaluate"]["supervised_baseline"]:
-        inputs["supervised"] = artifact(wildcards, "supervised_predictions", "supervised_predictions.zarr")
-    return inputs
+ABLATION_METRICS = {
+    "full": RUN / "eval" / "metrics.json",
+    **{name: ROOTS[name]["eval"] / "eval" / "metrics.json" for name in VARIANTS},
+}
 
 
 rule evaluate:
+    """Score CAMs, pseudo-labels and predictions on the test split; write metrics, report and figures."""
     input:
-        unpack(evaluate_inputs),
+        unpack(stage_inputs("eval")),
     output:
         metrics="{root}/eval/metrics.json",
         confusion="{root}/eval/confusion.csv",
@@ -35,9 +29,9 @@ rule evaluate:
         ),
         legend="{root}/eval/figures/legend.png",
     params:
-        cfg=stage_params("evaluate", "refine"),
+        cfg=stage_params("eval"),
+        reads=stage_args("eval"),
         out=out_dir("eval"),
-        supervised=lambda wildcards, input: f"--supervised '{input.supervised}'" if "supervised" in input.keys() else "",
         expect=expected_keys("eval"),
     log:
         "{root}/logs/evaluate.log",
@@ -46,18 +40,12 @@ rule evaluate:
     conda:
         CPU_ENV
     shell:
-        "atsg evaluate --params {params.cfg:q} --tiles {input.tiles:q} --cams {input.cams:q} "
-        "--pseudo-labels {input.pseudo:q} --predictions {input.predictions:q} {params.supervised} "
-        "--expect {params.expect:q} --out {params.out:q} --log {log:q}"
-
-
-ABLATION_METRICS = {
-    "full": RUN / "eval" / "metrics.json",
-    **{name: ROOTS[name]["eval"] / "eval" / "metrics.json" for name in VARIANTS},
-}
+        "atsg evaluate --params {params.cfg:q} {params.reads} --expect {params.expect:q} --out {params.out:q} "
+        "--log {log:q}"
 
 
 rule ablation:
+    """Tabulate every ablation variant's evaluation beside the full run's."""
     input:
         list(dict.fromkeys(ABLATION_METRICS.values())),
         list(dict.fromkeys(f for name in [None, *VARIANTS] for f in every_output(name))),
@@ -66,10 +54,11 @@ rule ablation:
         json=RUN / "eval" / "ablation.json",
     params:
         cfg=lambda wildcards: section_json(config, "run", "ablation"),
-        metrics=" ".join(f"--metrics '{name}={path}'" for name, path in ABLATION_METRICS.items()),
+        metrics=" ".join(f"--metrics {shlex.quote(f'{name}={path}')}" for name, path in ABLATION_METRICS.items()),
+        out=lambda wildcards: str(RUN / "eval"),
     log:
         LOGS / "ablation.log",
     conda:
         CPU_ENV
     shell:
-        "atsg ablation_table --params {params.cfg:q} {params.metrics} --out {RUN}/eval --log {log:q}"
+        "atsg ablation_table --params {params.cfg:q} {params.metrics} --out {params.out:q} --log {log:q}"

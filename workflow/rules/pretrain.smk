@@ -2,32 +2,19 @@
 # Made only when a model reads it (classifier/segmentation weights: pretrain, classifier.linking.features: pretrain).
 
 
-def pretrain_input(section):
-    """The pretrain stage's backbone file, when `section` reads it (an input function)."""
-
-    def inputs(wildcards):
-        if uses_pretrain(cfg_of(wildcards), section):
-            return {"pretrain": artifact(wildcards, "pretrain", "pretrain", "backbone.pt")}
-        return {}
-
-    return inputs
-
-
-def pretrain_arg(wildcards, input):
-    """`--pretrain DIR` of a training rule that reads the pretrain stage, else nothing."""
-    return f"--pretrain '{Path(input.pretrain).parent}'" if "pretrain" in input.keys() else ""
-
-
 rule pretrain:
+    """Self-supervised pretraining of the backbone on the tiles' images -> backbone.pt, teacher.pt."""
     input:
-        tiles=lambda wildcards: artifact(wildcards, "tiles", "tiles.zarr"),
+        unpack(stage_inputs("pretrain")),
     output:
         backbone="{root}/pretrain/backbone.pt",
         teacher="{root}/pretrain/teacher.pt",
         metrics="{root}/pretrain/metrics.json",
     params:
         cfg=stage_params("pretrain"),
+        reads=stage_args("pretrain"),
         out=out_dir("pretrain"),
+        threads=TRAIN_THREADS,
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -38,5 +25,5 @@ rule pretrain:
     conda:
         GPU_ENV
     shell:
-        "atsg pretrain --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} "
+        'atsg pretrain --params {params.cfg:q} --params "$ATSG_RUNTIME" --threads {params.threads} {params.reads} '
         "--out {params.out:q} --log {log:q}"

@@ -1,28 +1,19 @@
 # Segmentation: tiles + pseudo-labels -> segmentation/; the fully supervised upper bound -> supervised/
 
 
-def segmentation_inputs(wildcards):
-    inputs = {
-        "tiles": artifact(wildcards, "tiles", "tiles.zarr"),
-        "labels": artifact(wildcards, "pseudo_labels", "pseudo_labels.zarr"),
-    }
-    if needs_masks(cfg_of(wildcards)):
-        inputs["masks"] = artifact(wildcards, "masks", "masks.zarr")
-    inputs.update(pretrain_input("segmentation")(wildcards))
-    return inputs
-
-
 rule train_segmentation:
+    """Train the segmentation model on the pseudo-labels (and SAM object/boundary losses)."""
     input:
-        unpack(segmentation_inputs),
+        unpack(stage_inputs("segmentation")),
     output:
         model="{root}/segmentation/model.pt",
         metrics="{root}/segmentation/metrics.json",
     params:
         cfg=stage_params("segmentation"),
+        reads=stage_args("segmentation"),
         out=out_dir("segmentation"),
-        pretrain=pretrain_arg,
-        masks=lambda wildcards, input: f"--masks '{input.masks}'" if "masks" in input.keys() else "",
+        threads=TRAIN_THREADS,
+        supervised="",
     threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
@@ -33,30 +24,29 @@ rule train_segmentation:
     conda:
         GPU_ENV
     shell:
-        "atsg train_segmentation --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} --tiles {input.tiles:q} "
-        "--labels {input.labels:q} {params.masks} {params.pretrain} --out {params.out:q} --log {log:q}"
+        'atsg train_segmentation {params.supervised} --params {params.cfg:q} --params "$ATSG_RUNTIME" '
+        "--threads {params.threads} {params.reads} --out {params.out:q} --log {log:q}"
 
 
-rule train_supervised:
+# The fully supervised upper bound: the same model trained on the ground truth.
+use rule train_segmentation as train_supervised with:
     input:
-        unpack(lambda wildcards: {"tiles": artifact(wildcards, "tiles", "tiles.zarr"),
-                                  **pretrain_input("segmentation")(wildcards)}),
+        unpack(stage_inputs("supervised")),
     output:
         model="{root}/supervised/model.pt",
         metrics="{root}/supervised/metrics.json",
     params:
-        cfg=supervised_params,
+        cfg=stage_params("supervised"),
+        reads=stage_args("supervised"),
         out=out_dir("supervised"),
-        pretrain=pretrain_arg,
-    threads: TRAIN_THREADS
-    resources:
-        gpu=TRAIN_GPUS,
+        threads=TRAIN_THREADS,
+        supervised="--supervised",
     log:
         "{root}/logs/train_supervised.log",
     benchmark:
         "{root}/benchmarks/train_supervised.tsv"
-    conda:
-        GPU_ENV
-    shell:
-        "atsg train_segmentation --supervised --params {params.cfg:q} --params {RUNTIME:q} --threads {TRAIN_THREADS} "
-        "--tiles {input.tiles:q} {params.pretrain} --out {params.out:q} --log {log:q}"
+
+
+workflow.get_rule("train_supervised").docstring = (
+    "Train the same segmentation model on the ground truth: the fully supervised upper bound."
+)

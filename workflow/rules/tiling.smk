@@ -2,10 +2,11 @@
 
 
 rule synth:
+    """Draw the synthetic demo's scenes (GeoTIFFs with a CRS, and their label rasters)."""
     output:
         directory(RUN / "scenes"),
     params:
-        cfg=stage_params("synthetic", "dataset"),
+        cfg=stage_params("scenes"),
     log:
         LOGS / "synth.log",
     benchmark:
@@ -14,17 +15,18 @@ rule synth:
     conda:
         CPU_ENV
     shell:
-        "atsg synth --params {params.cfg:q} --out {output:q} --threads {threads} --log {log:q}"
+        'atsg synth --params {params.cfg:q} --out {output:q} --threads {threads} --log {log:q}'
 
 
 rule tile:
+    """Cut the dataset's scenes into tiles.zarr: images, labels, image-level labels, split, georeference."""
     input:
-        scenes_input,
+        unpack(stage_inputs("tiles")),
     output:
         directory(RUN / "tiles.zarr"),
     params:
-        cfg=stage_params("dataset", "split", "tiling"),
-        root=str(dataset_root(config)),
+        cfg=stage_params("tiles"),
+        reads=stage_args("tiles"),
     log:
         LOGS / "tile.log",
     benchmark:
@@ -32,4 +34,4 @@ rule tile:
     conda:
         CPU_ENV
     shell:
-        "atsg tile --params {params.cfg:q} --params {RUNTIME:q} --root {params.root:q} --out {output:q} --log {log:q}"
+        'atsg tile --params {params.cfg:q} --params "$ATSG_RUNTIME" {params.reads} --out {output:q} --log {log:q}'

@@ -42,9 +42,11 @@ def road_positions(rng: np.random.Generator, extent: int, spacing: tuple[float, 
 
 def blocks_between(roads_x: list[Road], roads_y: list[Road], extent: int):
     """Block rectangles (y0, y1, x0, x1) left between the streets."""
+
     def gaps(roads):
         edges = [-60.0] + [e for r in roads for e in r.outer] + [extent + 60.0]
         return [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2) if edges[i + 1] - edges[i] > 20]
+
     return [(y0, y1, x0, x1) for y0, y1 in gaps(roads_y) for x0, x1 in gaps(roads_x)]
 
 
@@ -60,7 +62,7 @@ def draw_vertical_roads(region: Region, roads: list[Road], crossings: list[Road]
         for y in np.arange(rng.uniform(0, 30), region.h, 32.0):
             if not any(a - 16 < y < b for a, b in blocked):
                 region.rect(IMPERVIOUS, MARKING, y, y + 16, c - 1, c + 1)
-        for a, b in blocked:
+        for a, _ in blocked:
             if rng.random() < 0.35:  # zebra crossing before the junction
                 for x in np.arange(c - half + 3, c + half - 3, 6.0):
                     region.rect(IMPERVIOUS, MARKING, a - 14, a - 3, x, x + 3)
@@ -73,8 +75,14 @@ def draw_vertical_roads(region: Region, roads: list[Road], crossings: list[Road]
             y = rng.uniform(0, 60)
             while y < region.h:
                 if not any(a - CAR_LENGTH < y < b + CAR_LENGTH for a, b in blocked) and rng.random() < density * 30:
-                    obj.car(region, y, x + rng.normal(0, 0.8), CAR_LENGTH * rng.uniform(0.9, 1.15),
-                            CAR_WIDTH * rng.uniform(0.92, 1.08), along_x=False)
+                    obj.car(
+                        region,
+                        y,
+                        x + rng.normal(0, 0.8),
+                        CAR_LENGTH * rng.uniform(0.9, 1.15),
+                        CAR_WIDTH * rng.uniform(0.92, 1.08),
+                        along_x=False,
+                    )
                 y += CAR_LENGTH + rng.exponential(1.0 / density)
 
 
@@ -108,8 +116,16 @@ def residential(region: Region) -> None:
 
 
 def _flip_y(region: Region) -> Region:
-    return Region(region.lab[::-1], region.img[::-1], region.height[::-1], region.fine[::-1], region.mid[::-1],
-                  region.coarse[::-1], (-region.sun[0], region.sun[1]), region.rng)
+    return Region(
+        region.lab[::-1],
+        region.img[::-1],
+        region.height[::-1],
+        region.fine[::-1],
+        region.mid[::-1],
+        region.coarse[::-1],
+        (-region.sun[0], region.sun[1]),
+        region.rng,
+    )
 
 
 def _house_lot(lot: Region) -> None:
@@ -127,8 +143,14 @@ def _house_lot(lot: Region) -> None:
         if rng.random() < 0.5:
             obj.car(lot, setback + hd / 2, dx + 7, CAR_LENGTH, CAR_WIDTH, along_x=False)
     if rng.random() < 0.45:  # terrace behind the house
-        lot.rect(IMPERVIOUS, obj.PAVING.jitter(rng, 0.1), setback + hd, setback + hd + rng.uniform(8, 16),
-                 hx + 3, hx + hw * rng.uniform(0.4, 0.9))
+        lot.rect(
+            IMPERVIOUS,
+            obj.PAVING.jitter(rng, 0.1),
+            setback + hd,
+            setback + hd + rng.uniform(8, 16),
+            hx + 3,
+            hx + hw * rng.uniform(0.4, 0.9),
+        )
     roof_kind = rng.choice(list(obj.ROOFS))
     if rng.random() < 0.78:
         obj.gable_roof(lot, setback, setback + hd, hx, hx + hw, obj.ROOFS[roof_kind].jitter(rng), rng.uniform(9, 15))
@@ -138,8 +160,9 @@ def _house_lot(lot: Region) -> None:
     back = setback + hd + 10
     if back < lot.h - 8:
         if rng.random() < 0.12:  # garden shed or garage
-            obj.flat_roof(lot, lot.h - 22, lot.h - 4, lot.w - 24, lot.w - 4,
-                          obj.FLAT_ROOFS["grey"].jitter(rng), rng.uniform(4, 6))
+            obj.flat_roof(
+                lot, lot.h - 22, lot.h - 4, lot.w - 24, lot.w - 4, obj.FLAT_ROOFS["grey"].jitter(rng), rng.uniform(4, 6)
+            )
         if rng.random() < 0.08:  # swimming pool / garden water (clutter)
             lot.rect(CLUTTER, obj.POOL, back, min(lot.h - 4, back + 14), 6, min(lot.w - 6, 32))
         if rng.random() < 0.25:  # garden clutter: compost, storage, bare beds
@@ -188,14 +211,26 @@ def park(region: Region) -> None:
             x = rng.uniform(10, region.w - 10)
             region.rect(IMPERVIOUS, SAND.jitter(rng, 0.05), 0, region.h, x, x + rng.uniform(5, 8))
     if rng.random() < 0.55:
-        obj.pond(region, rng.uniform(0.3, 0.7) * region.h, rng.uniform(0.3, 0.7) * region.w,
-                 rng.uniform(0.12, 0.25) * region.h, rng.uniform(0.12, 0.25) * region.w)
+        obj.pond(
+            region,
+            rng.uniform(0.3, 0.7) * region.h,
+            rng.uniform(0.3, 0.7) * region.w,
+            rng.uniform(0.12, 0.25) * region.h,
+            rng.uniform(0.12, 0.25) * region.w,
+        )
     if rng.random() < 0.25 and min(region.h, region.w) > 60:  # playground sand (clutter)
         y, x = rng.uniform(0, region.h - 40), rng.uniform(0, region.w - 40)
         region.rect(CLUTTER, SAND.jitter(rng, 0.1), y, y + rng.uniform(20, 40), x, x + rng.uniform(20, 40))
     for _ in range(rng.integers(3, 8)):
-        obj.tree_group(region, rng.uniform(0, region.h), rng.uniform(0, region.w), rng.uniform(12, 40),
-                       int(rng.integers(5, 20)), r_range=(9, 22), h_range=(9, 20))
+        obj.tree_group(
+            region,
+            rng.uniform(0, region.h),
+            rng.uniform(0, region.w),
+            rng.uniform(12, 40),
+            int(rng.integers(5, 20)),
+            r_range=(9, 22),
+            h_range=(9, 20),
+        )
 
 
 def industrial(region: Region) -> None:
@@ -219,12 +254,19 @@ def apartments(region: Region) -> None:
     region.paint(LOW_VEG, GRASS.jitter(rng, 0.06))
     depth = rng.uniform(35, 55)
     gable = rng.random() < 0.6
-    roof = (obj.ROOFS[rng.choice(list(obj.ROOFS))] if gable else
-            obj.FLAT_ROOFS[rng.choice(["light", "grey", "dark", "gravel"])]).jitter(rng)
+    roof = (
+        obj.ROOFS[rng.choice(list(obj.ROOFS))]
+        if gable
+        else obj.FLAT_ROOFS[rng.choice(["light", "grey", "dark", "gravel"])]
+    ).jitter(rng)
     draw = obj.gable_roof if gable else obj.flat_roof
     h = rng.uniform(14, 24)
-    sides = [(0, depth, 0, region.w), (region.h - depth, region.h, 0, region.w),
-             (depth, region.h - depth, 0, depth), (depth, region.h - depth, region.w - depth, region.w)]
+    sides = [
+        (0, depth, 0, region.w),
+        (region.h - depth, region.h, 0, region.w),
+        (depth, region.h - depth, 0, depth),
+        (depth, region.h - depth, region.w - depth, region.w),
+    ]
     for y0, y1, x0, x1 in sides:
         if rng.random() < 0.85:  # a gap now and then: a passage into the courtyard
             along_x = (x1 - x0) >= (y1 - y0)
@@ -241,8 +283,15 @@ def apartments(region: Region) -> None:
         if rng.random() < 0.4:
             obj.parking_lot(inner, CAR_LENGTH, CAR_WIDTH, rng.uniform(0.2, 0.6))
         for _ in range(rng.integers(1, 5)):
-            obj.tree_group(inner, rng.uniform(0, inner.h), rng.uniform(0, inner.w), 14,
-                           int(rng.integers(2, 8)), r_range=(9, 20))
+            obj.tree_group(
+                inner, rng.uniform(0, inner.h), rng.uniform(0, inner.w), 14, int(rng.integers(2, 8)), r_range=(9, 20)
+            )
 
 
-BLOCK_TYPES = {"apartments": apartments, "residential": residential, "commercial": commercial, "park": park, "industrial": industrial}
+BLOCK_TYPES = {
+    "apartments": apartments,
+    "residential": residential,
+    "commercial": commercial,
+    "park": park,
+    "industrial": industrial,
+}

@@ -25,7 +25,7 @@ class Material:
     mid: float = 0.04
     coarse: float = 0.04
 
-    def jitter(self, rng: np.random.Generator, amount: float = 0.08) -> "Material":
+    def jitter(self, rng: np.random.Generator, amount: float = 0.08) -> Material:
         """The same material with its colour varied per object."""
         scale = 1.0 + amount * rng.standard_normal()
         tint = 1.0 + 0.3 * amount * rng.standard_normal(3)
@@ -35,10 +35,10 @@ class Material:
 
 @dataclass
 class Region:
-    lab: np.ndarray        # (h, w) uint8 semantic ids
-    img: np.ndarray        # (h, w, 3) float32 colours
-    height: np.ndarray     # (h, w) float32 heights in shadow-pixel units
-    fine: np.ndarray       # (h, w) texture noise fields (unit std)
+    lab: np.ndarray  # (h, w) uint8 semantic ids
+    img: np.ndarray  # (h, w, 3) float32 colours
+    height: np.ndarray  # (h, w) float32 heights in shadow-pixel units
+    fine: np.ndarray  # (h, w) texture noise fields (unit std)
     mid: np.ndarray
     coarse: np.ndarray
     sun: tuple[float, float]  # unit (dy, dx) towards the sun, in this region's coordinates
@@ -53,29 +53,45 @@ class Region:
         return self.lab.shape[1]
 
     @property
-    def T(self) -> "Region":
-        return Region(self.lab.T, self.img.transpose(1, 0, 2), self.height.T, self.fine.T, self.mid.T,
-                      self.coarse.T, (self.sun[1], self.sun[0]), self.rng)
+    def T(self) -> Region:
+        return Region(
+            self.lab.T,
+            self.img.transpose(1, 0, 2),
+            self.height.T,
+            self.fine.T,
+            self.mid.T,
+            self.coarse.T,
+            (self.sun[1], self.sun[0]),
+            self.rng,
+        )
 
-    def sub(self, y0: float, y1: float, x0: float, x1: float) -> "Region | None":
+    def sub(self, y0: float, y1: float, x0: float, x1: float) -> Region | None:
         """The part [y0, y1) x [x0, x1) clipped to this region, or None if empty."""
         ya, yb = max(0, int(round(y0))), min(self.h, int(round(y1)))
         xa, xb = max(0, int(round(x0))), min(self.w, int(round(x1)))
         if yb <= ya or xb <= xa:
             return None
         s = (slice(ya, yb), slice(xa, xb))
-        return Region(self.lab[s], self.img[s], self.height[s], self.fine[s], self.mid[s], self.coarse[s],
-                      self.sun, self.rng)
+        return Region(
+            self.lab[s], self.img[s], self.height[s], self.fine[s], self.mid[s], self.coarse[s], self.sun, self.rng
+        )
 
     def texture(self, material: Material) -> np.ndarray:
         mod = material.fine * self.fine + material.mid * self.mid + material.coarse * self.coarse
         return np.asarray(material.rgb, np.float32)[None, None, :] * (1.0 + mod[..., None])
 
-    def paint(self, cls: int, material: Material, mask: np.ndarray | None = None,
-              height: float | np.ndarray | None = None, shade: np.ndarray | float = 1.0) -> None:
+    def paint(
+        self,
+        cls: int,
+        material: Material,
+        mask: np.ndarray | None = None,
+        height: float | np.ndarray | None = None,
+        shade: np.ndarray | float = 1.0,
+    ) -> None:
         """Set class, textured colour (times ``shade``) and height where ``mask`` (everywhere if None)."""
-        colour = self.texture(material) * (np.asarray(shade, np.float32)[..., None]
-                                           if np.ndim(shade) else np.float32(shade))
+        colour = self.texture(material) * (
+            np.asarray(shade, np.float32)[..., None] if np.ndim(shade) else np.float32(shade)
+        )
         if mask is None:
             self.lab[...] = cls
             self.img[...] = colour
@@ -87,8 +103,9 @@ class Region:
         if height is not None:
             self.height[mask] = height[mask] if np.ndim(height) else height
 
-    def rect(self, cls: int, material: Material, y0: float, y1: float, x0: float, x1: float,
-             height: float | None = None) -> "Region | None":
+    def rect(
+        self, cls: int, material: Material, y0: float, y1: float, x0: float, x1: float, height: float | None = None
+    ) -> Region | None:
         """Paint an axis-aligned rectangle; return its sub-region (None if outside)."""
         part = self.sub(y0, y1, x0, x1)
         if part is not None:
@@ -101,7 +118,7 @@ class Region:
         if part is None:
             return None
         y0, x0 = max(0, int(round(cy - r - 2))), max(0, int(round(cx - r - 2)))
-        yy, xx = np.mgrid[0:part.h, 0:part.w].astype(np.float32)
+        yy, xx = np.mgrid[0 : part.h, 0 : part.w].astype(np.float32)
         dy, dx = (yy + y0 - cy) / r, (xx + x0 - cx) / r
         mask = dy * dy + dx * dx + roughness * part.mid < 1.0
         return part, mask, dy, dx

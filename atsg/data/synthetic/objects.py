@@ -19,15 +19,20 @@ FLAT_ROOFS = {
     "gravel": Material((0.55, 0.52, 0.47), fine=0.14, mid=0.05, coarse=0.03),
     "metal": Material((0.58, 0.62, 0.66), fine=0.03, mid=0.03, coarse=0.02),
 }
-CAR_PAINT = [((0.85, 0.86, 0.87), 0.25), ((0.62, 0.63, 0.65), 0.2), ((0.10, 0.10, 0.11), 0.2),
-             ((0.16, 0.22, 0.40), 0.1), ((0.55, 0.10, 0.09), 0.1), ((0.35, 0.36, 0.37), 0.1),
-             ((0.75, 0.70, 0.55), 0.05)]
+CAR_PAINT = [
+    ((0.85, 0.86, 0.87), 0.25),
+    ((0.62, 0.63, 0.65), 0.2),
+    ((0.10, 0.10, 0.11), 0.2),
+    ((0.16, 0.22, 0.40), 0.1),
+    ((0.55, 0.10, 0.09), 0.1),
+    ((0.35, 0.36, 0.37), 0.1),
+    ((0.75, 0.70, 0.55), 0.05),
+]
 CANOPY = Material((0.17, 0.27, 0.12), fine=0.22, mid=0.10, coarse=0.06)
 PAVING = Material((0.40, 0.40, 0.40), fine=0.05, mid=0.04, coarse=0.05)
 WATER = Material((0.11, 0.17, 0.19), fine=0.02, mid=0.03, coarse=0.03)
 POOL = Material((0.35, 0.66, 0.78), fine=0.02, mid=0.02, coarse=0.0)
-CONTAINER_PAINT = [(0.62, 0.16, 0.12), (0.15, 0.30, 0.55), (0.20, 0.45, 0.25), (0.75, 0.50, 0.12),
-                   (0.55, 0.55, 0.57)]
+CONTAINER_PAINT = [(0.62, 0.16, 0.12), (0.15, 0.30, 0.55), (0.20, 0.45, 0.25), (0.75, 0.50, 0.12), (0.55, 0.55, 0.57)]
 
 
 def gable_roof(region: Region, y0, y1, x0, x1, material: Material, height: float) -> None:
@@ -40,7 +45,7 @@ def gable_roof(region: Region, y0, y1, x0, x1, material: Material, height: float
     depth = p.h
     yy = np.arange(depth, dtype=np.float32)[:, None] + 0.5
     mid = depth / 2.0
-    facing = np.where(yy < mid, -1.0, 1.0)                # roof normal: -1 up (dy<0), +1 down
+    facing = np.where(yy < mid, -1.0, 1.0)  # roof normal: -1 up (dy<0), +1 down
     shade = 1.0 + 0.32 * facing * p.sun[0]
     stripes = 1.0 + 0.05 * np.sin(np.arange(p.w, dtype=np.float32) * (2 * np.pi / 4.5))[None, :]
     shade = shade * stripes
@@ -51,8 +56,12 @@ def gable_roof(region: Region, y0, y1, x0, x1, material: Material, height: float
     edge[:, [0, -1]] = True
     shade = np.where(edge, shade * 0.8, shade)
     roof_height = height + 0.45 * depth * (1.0 - np.abs(yy - mid) / mid)
-    p.paint(BUILDING, material, height=np.broadcast_to(roof_height, (p.h, p.w)).copy(),
-            shade=np.broadcast_to(shade, (p.h, p.w)))
+    p.paint(
+        BUILDING,
+        material,
+        height=np.broadcast_to(roof_height, (p.h, p.w)).copy(),
+        shade=np.broadcast_to(shade, (p.h, p.w)),
+    )
 
 
 def flat_roof(region: Region, y0, y1, x0, x1, material: Material, height: float) -> None:
@@ -85,7 +94,7 @@ def car(region: Region, cy: float, cx: float, length: float, width: float, along
     if part is None:
         return
     p = part if along_x else part.T
-    t = (np.arange(p.w, dtype=np.float32) + 0.5) / p.w   # position along the car
+    t = (np.arange(p.w, dtype=np.float32) + 0.5) / p.w  # position along the car
     if rng.random() < 0.5:
         t = t[::-1]
     shade = np.ones((p.h, p.w), np.float32)
@@ -112,12 +121,14 @@ def tree(region: Region, cy: float, cx: float, r: float, height: float) -> None:
     part.paint(TREE, crown, mask=mask, height=height * (0.55 + 0.45 * dome), shade=shade)
 
 
-def tree_group(region: Region, cy: float, cx: float, spread: float, count: int, r_range=(7, 16),
-               h_range=(8, 18)) -> None:
+def tree_group(
+    region: Region, cy: float, cx: float, spread: float, count: int, r_range=(7, 16), h_range=(8, 18)
+) -> None:
     rng = region.rng
     for _ in range(count):
-        tree(region, cy + rng.normal(0, spread), cx + rng.normal(0, spread), rng.uniform(*r_range),
-             rng.uniform(*h_range))
+        tree(
+            region, cy + rng.normal(0, spread), cx + rng.normal(0, spread), rng.uniform(*r_range), rng.uniform(*h_range)
+        )
 
 
 def parking_lot(region: Region, car_length: float, car_width: float, occupancy: float) -> None:
@@ -146,7 +157,7 @@ def pond(region: Region, cy: float, cx: float, ry: float, rx: float) -> None:
     if part is None:
         return
     y0, x0 = max(0, int(round(cy - ry - 2))), max(0, int(round(cx - rx - 2)))
-    yy, xx = np.mgrid[0:part.h, 0:part.w].astype(np.float32)
+    yy, xx = np.mgrid[0 : part.h, 0 : part.w].astype(np.float32)
     d = ((yy + y0 - cy) / ry) ** 2 + ((xx + x0 - cx) / rx) ** 2 + 0.35 * part.coarse
     part.paint(CLUTTER, WATER.jitter(part.rng, 0.1), mask=d < 1.0, shade=1.0 - 0.15 * (d < 0.5))
 
@@ -160,7 +171,14 @@ def containers(region: Region, y0, y1, x0, x1, length: float, width: float) -> N
         while x + length <= x1:
             if rng.random() < 0.75:
                 rgb = CONTAINER_PAINT[rng.integers(len(CONTAINER_PAINT))]
-                region.rect(CLUTTER, Material(rgb, 0.03, 0.03, 0.0).jitter(rng, 0.06), y, y + width - 1,
-                            x, x + length - 1, height=rng.uniform(3, 6))
+                region.rect(
+                    CLUTTER,
+                    Material(rgb, 0.03, 0.03, 0.0).jitter(rng, 0.06),
+                    y,
+                    y + width - 1,
+                    x,
+                    x + length - 1,
+                    height=rng.uniform(3, 6),
+                )
             x += length + rng.uniform(1, 4)
         y += width + rng.uniform(2, 10)

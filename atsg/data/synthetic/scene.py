@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import ndimage
@@ -27,8 +27,16 @@ def generate_scene(size: int, rng: np.random.Generator, block_weights: Mapping[s
     height = np.zeros(shape, np.float32)
     azimuth = rng.uniform(0, 2 * np.pi)
     sun = (float(np.sin(azimuth)), float(np.cos(azimuth)))
-    region = Region(lab, img, height, smooth_noise(rng, shape, 1.2), smooth_noise(rng, shape, 5.0),
-                    fractal_noise(rng, shape, scales=(25, 80, 200)), sun, rng)
+    region = Region(
+        lab,
+        img,
+        height,
+        smooth_noise(rng, shape, 1.2),
+        smooth_noise(rng, shape, 5.0),
+        fractal_noise(rng, shape, scales=(25, 80, 200)),
+        sun,
+        rng,
+    )
 
     spacing = (rng.uniform(250, 340), rng.uniform(420, 600))
     roads_x = blocks.road_positions(rng, canvas, spacing)
@@ -57,7 +65,7 @@ def generate_scene(size: int, rng: np.random.Generator, block_weights: Mapping[s
     img = ndimage.rotate(img, angle, axes=(1, 0), reshape=False, order=1, mode="reflect")
     lab = ndimage.rotate(lab, angle, axes=(1, 0), reshape=False, order=0, mode="nearest")
     off = (canvas - native) // 2
-    img, lab = img[off:off + native, off:off + native], lab[off:off + native, off:off + native]
+    img, lab = img[off : off + native, off : off + native], lab[off : off + native, off : off + native]
     if native != size:
         f = size / native
         img = ndimage.zoom(img, (f, f, 1), order=1, grid_mode=True, mode="nearest")[:size, :size]

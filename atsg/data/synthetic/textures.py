@@ -22,8 +22,9 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float)
     return field / std if std > 0 else field
 
 
-def fractal_noise(rng: np.random.Generator, shape: tuple[int, int], scales=(2, 6, 20, 60),
-                  persistence: float = 0.6) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator, shape: tuple[int, int], scales=(2, 6, 20, 60), persistence: float = 0.6
+) -> np.ndarray:
     """Sum of octaves of smooth noise, unit std; fine scales weigh less by ``persistence``."""
     total = np.zeros(shape, np.float32)
     weight = 1.0

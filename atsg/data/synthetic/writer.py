@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import rasterio
@@ -28,9 +28,20 @@ _GAP_M = 100.0  # metres between neighbouring scenes on the map
 
 
 def _profile(size: int, count: int, crs: CRS, transform) -> dict:
-    return dict(driver="GTiff", width=size, height=size, count=count, dtype="uint8", crs=crs,
-                transform=transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
-                photometric="RGB" if count == 3 else "MINISBLACK")
+    return dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=count,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        photometric="RGB" if count == 3 else "MINISBLACK",
+    )
 
 
 def scene_transform(k: int, synthetic: Mapping):
@@ -48,8 +59,9 @@ def _draw(synthetic: Mapping, classes: list[str], k: int) -> tuple[np.ndarray, n
     return image, to_class_indices(semantic, classes)
 
 
-def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path, workers: int = 1,
-              record: Mapping | None = None) -> dict:
+def run_synth(
+    synthetic: Mapping, dataset: Mapping, out_dir: Path, workers: int = 1, record: Mapping | None = None
+) -> dict:
     """Write ``synthetic.scenes`` scenes into ``out_dir`` (atomically: a temp folder renamed when complete);
     ``record`` (the artifact key of the scenes, :func:`atsg.artifacts.record`) goes into the manifest.
 
@@ -70,15 +82,25 @@ def run_synth(synthetic: Mapping, dataset: Mapping, out_dir: Path, workers: int 
                 counts += np.bincount(labels.ravel(), minlength=len(classes))
                 transform = scene_transform(k, synthetic)
                 sid = f"{k:03d}"
-                with rasterio.open(tmp / SCENE_PATTERN.format(id=sid, kind="RGB"), "w",
-                                   **_profile(synthetic["size"], 3, crs, transform)) as dst:
+                with rasterio.open(
+                    tmp / SCENE_PATTERN.format(id=sid, kind="RGB"),
+                    "w",
+                    **_profile(synthetic["size"], 3, crs, transform),
+                ) as dst:
                     dst.write(image.transpose(2, 0, 1))
-                with rasterio.open(tmp / SCENE_PATTERN.format(id=sid, kind="label"), "w",
-                                   **_profile(synthetic["size"], 3, crs, transform)) as dst:
+                with rasterio.open(
+                    tmp / SCENE_PATTERN.format(id=sid, kind="label"),
+                    "w",
+                    **_profile(synthetic["size"], 3, crs, transform),
+                ) as dst:
                     dst.write(palette[labels].transpose(2, 0, 1))
             fractions = {c: round(float(n) / float(counts.sum()), 4) for c, n in zip(classes, counts)}
-            manifest = {**dict(record or {}), "atsg_version": __version__, "synthetic": dict(synthetic),
-                        "class_fractions": fractions}
+            manifest = {
+                **dict(record or {}),
+                "atsg_version": __version__,
+                "synthetic": dict(synthetic),
+                "class_fractions": fractions,
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     finally:
         if pool:
