@@ -438,7 +438,7 @@ def _config(args, section: str | None = None) -> dict:
 
 def cmd_synth(args) -> None:
     from .artifacts import record
-    from .data.synthetic import run_synth
+    from .stages.synth import run_synth
 
     cfg = _config(args)
     out = args.out or run_dir(cfg) / "scenes"
@@ -446,7 +446,7 @@ def cmd_synth(args) -> None:
 
 
 def cmd_tile(args) -> None:
-    from .data.tiling import run_tile
+    from .stages.tile import run_tile
 
     cfg = _config(args)
     root = args.root or dataset_root(cfg)
@@ -517,7 +517,7 @@ def cmd_train_classifier(args) -> None:
     io = _paths(args, cfg)
     with _training(cfg, "classifier", "train_classifier") as here:
         if here:
-            from .stages.classifier import run_train_classifier
+            from .stages.train_classifier import run_train_classifier
 
             _report(
                 run_train_classifier(
@@ -531,7 +531,7 @@ def cmd_extract_cams(args) -> None:
     io = _paths(args, cfg)
     step = _step(args)
     with _on_devices(cfg, step, "cams", "extract_cams"):
-        from .stages.cams import run_extract_cams  # after the claim: CUDA starts with the claimed devices
+        from .stages.extract_cams import run_extract_cams  # after the claim: CUDA starts with the claimed devices
 
         _report(run_extract_cams(cfg, io["tiles"], io["classifier"], args.out or io["cams"], step))
 
@@ -541,7 +541,7 @@ def cmd_generate_masks(args) -> None:
     io = _paths(args, cfg)
     step = _step(args)
     with _on_devices(cfg, step, "masks", "generate_masks", 1 if cfg["masks"]["generator"] == "sam" else 0):
-        from .stages.masks import run_generate_masks  # after the claim: CUDA starts with the claimed devices
+        from .stages.generate_masks import run_generate_masks  # after the claim: CUDA starts with the claimed devices
 
         _report(run_generate_masks(cfg, io["tiles"], args.out or io["masks"], step))
 
@@ -551,7 +551,7 @@ def cmd_refine_labels(args) -> None:
     io = _paths(args, cfg)
     r = cfg["refine"]
     with _on_devices(cfg, None, "refine", "refine_labels"):
-        from .stages.refine import run_refine_labels  # after the claim: CUDA starts with the claimed devices
+        from .stages.refine_labels import run_refine_labels  # after the claim: CUDA starts with the claimed devices
 
         _report(
             run_refine_labels(
@@ -572,7 +572,7 @@ def cmd_train_segmentation(args) -> None:
     default_out = run_dir(cfg) / ("supervised" if args.supervised else "segmentation")
     with _training(cfg, "segmentation", "train_segmentation") as here:
         if here:
-            from .stages.segmentation import run_train_segmentation
+            from .stages.train_segmentation import run_train_segmentation
 
             _report(
                 run_train_segmentation(

@@ -43,8 +43,8 @@ from atsg.config import validate_config  # noqa: E402
 from atsg.integrity import seal  # noqa: E402
 from atsg.models.classifier import CAMClassifier  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
-from atsg.stages.cams import ExtractCams  # noqa: E402
 from atsg.stages.common import save_model_file  # noqa: E402
+from atsg.stages.extract_cams import ExtractCams  # noqa: E402
 from atsg.store import base_attrs, create_tile_store  # noqa: E402
 
 CLASSES = ["clutter", "impervious", "building", "low_vegetation", "tree", "car"]

@@ -3,7 +3,7 @@
 The published dataset opens one PNG image and one PNG label per sample and
 decodes them; atsg's `TrainSamples` reads the tile's chunks from tiles.zarr
 (images in the lossless wavelet codec). Both then apply the same seeded random
-rescale, crop and flip (`atsg.train.data.rescale_crop_flip`), so sample i of
+rescale, crop and flip (`atsg.train.datasets.rescale_crop_flip`), so sample i of
 both loaders is the same tile with the same augmentation, and the benchmark
 checks that the samples are equal. It reports samples per second of the whole
 loader, tiles per second of the reads alone (decode only, no augmentation), and
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiling import dataset_config, disk_bytes, make_scene, published  # noqa: E402
 
-from atsg.data.tiling import run_tile  # noqa: E402
-from atsg.train.data import TrainSamples  # noqa: E402
+from atsg.stages.tile import run_tile  # noqa: E402
+from atsg.train.datasets import TrainSamples  # noqa: E402
 
 
 class PngSamples(TrainSamples):

@@ -53,7 +53,7 @@ from atsg.masks.generate import _rgb  # noqa: E402
 from atsg.masks.maps import object_and_boundary_maps  # noqa: E402
 from atsg.models.sam import ARCHITECTURES, build_sam_model  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
-from atsg.stages.masks import GenerateMasks  # noqa: E402
+from atsg.stages.generate_masks import GenerateMasks  # noqa: E402
 from atsg.store import base_attrs, create_tile_store, open_store  # noqa: E402
 from atsg.timing import ModelClock  # noqa: E402
 from tests.oracles import per_mask_maps  # noqa: E402

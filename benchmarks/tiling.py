@@ -130,7 +130,7 @@ def measure(way: str, root: Path, out: Path, tile: int) -> dict:
     if way == "atsg":
         import rasterio  # noqa: F401  (imports counted in the baseline, as for the published way)
 
-        from atsg.data.tiling import run_tile
+        from atsg.stages.tile import run_tile
     else:
         import rasterio  # noqa: F401
         from PIL import Image  # noqa: F401

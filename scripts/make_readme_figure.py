@@ -1,6 +1,6 @@
 """Render docs/demo_scene.png (a demo scene beside its labels) from the scenes the workflow wrote.
 
-    python scripts/make_readme_figure.py results/demo/scenes docs/demo_scene.png
+python scripts/make_readme_figure.py results/demo/scenes docs/demo_scene.png
 """
 
 import sys

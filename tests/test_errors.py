@@ -183,8 +183,8 @@ def test_an_image_without_crs_is_tiled_with_one_warning(tmp_path, caplog):
     from conftest import preset_config
     from fixtures import make_folder
 
-    from atsg.data.tiling import run_tile
     from atsg.stages.evaluate import report_markdown
+    from atsg.stages.tile import run_tile
 
     make_folder(tmp_path / "f", ["a", "b"], size=(64, 64))
     cfg = preset_config("folder", tmp_path / "f", tiling={"size": 64, "stride": 64}, split={"ratios": [1, 0, 0]})

@@ -14,7 +14,7 @@ from conftest import REPO, tiny_config
 from atsg.errors import DataError
 from atsg.integrity import seal, verify
 from atsg.shards import Shard, Step, partial_path, write_marker
-from atsg.stages.masks import run_generate_masks
+from atsg.stages.generate_masks import run_generate_masks
 from atsg.store import SCHEMAS, TileReader, write_json
 
 
@@ -253,7 +253,7 @@ def test_a_failed_whole_run_of_a_sharded_stage_leaves_no_partial_store(chain, tm
     def boom(self, group, units, folders):
         raise RuntimeError("half way")
 
-    monkeypatch.setattr("atsg.stages.masks.GenerateMasks.fill", boom)
+    monkeypatch.setattr("atsg.stages.generate_masks.GenerateMasks.fill", boom)
     with pytest.raises(RuntimeError, match="half way"):
         run_generate_masks(cfg, run / "tiles.zarr", out)
     assert not out.exists() and not partial_path(out).exists() and _leftovers(tmp_path) == []

@@ -4,7 +4,7 @@ import numpy as np
 from conftest import preset_config
 from fixtures import make_deepglobe, make_folder, make_isaid, make_vaihingen
 
-from atsg.data.tiling import run_tile
+from atsg.stages.tile import run_tile
 from atsg.store import IGNORE, open_store
 
 

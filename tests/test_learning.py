@@ -97,7 +97,7 @@ def _constant_cam_miou(run, split: str) -> float:
     import numpy as np
     import zarr
 
-    from atsg.evaluate.metrics import ConfusionAccumulator
+    from atsg.scoring.metrics import ConfusionAccumulator
     from atsg.store import SPLITS
 
     t = zarr.open_group(str(run / "tiles.zarr"), mode="r")

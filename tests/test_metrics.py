@@ -6,7 +6,7 @@ import pytest
 import zarr
 from oracles import iou_by_class
 
-from atsg.evaluate.metrics import ConfusionAccumulator, confusion_matrix
+from atsg.scoring.metrics import ConfusionAccumulator, confusion_matrix
 from atsg.store import IGNORE
 
 CLASSES = ["bg", "a", "b"]

@@ -10,12 +10,12 @@ from conftest import tiny_config
 
 from atsg.cam import minmax_normalise
 from atsg.integrity import seal
-from atsg.stages.cams import run_extract_cams
-from atsg.stages.masks import run_generate_masks
+from atsg.stages.extract_cams import run_extract_cams
+from atsg.stages.generate_masks import run_generate_masks
 from atsg.stages.predict import run_predict
-from atsg.stages.refine import run_refine_labels
+from atsg.stages.refine_labels import run_refine_labels
 from atsg.store import IGNORE, open_store
-from atsg.train.data import TrainSamples
+from atsg.train.datasets import TrainSamples
 from atsg.train.segmentation_objective import SegmentationObjective
 
 

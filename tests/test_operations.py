@@ -20,8 +20,8 @@ from conftest import REPO, job_counts, run_snakemake, tiny_config
 from atsg.errors import ConfigError, DataError
 from atsg.gpus import claim_devices
 from atsg.shards import Shard, Step, partial_path
-from atsg.stages.cams import run_extract_cams
-from atsg.stages.masks import run_generate_masks
+from atsg.stages.extract_cams import run_extract_cams
+from atsg.stages.generate_masks import run_generate_masks
 from atsg.stages.predict import run_predict
 from atsg.store import open_store
 
@@ -395,7 +395,7 @@ def test_claim_devices_leaves_a_given_assignment_and_cpu_stages_alone(tmp_path, 
 
 
 def test_range_sampler_shares_every_step_between_processes():
-    from atsg.train.data import RangeSampler
+    from atsg.train.datasets import RangeSampler
 
     one = list(RangeSampler(2, 5, 4))
     shares = [list(RangeSampler(2, 5, 4, rank, 2)) for rank in (0, 1)]
@@ -506,7 +506,7 @@ def test_results_do_not_depend_on_snakemake_cores_or_other_load(chain, tmp_path)
 @pytest.mark.parametrize("stage", ["refine", "predict"])
 def test_refinement_and_prediction_do_not_depend_on_the_thread_count(chain, tmp_path, stage):
     from atsg.device import set_torch_threads
-    from atsg.stages.refine import run_refine_labels
+    from atsg.stages.refine_labels import run_refine_labels
 
     _, _, run = chain
     outs = []

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 from conftest import REPO, loaded_workflow, rule_io
@@ -148,3 +149,42 @@ def test_how_stages_run_reaches_every_stage_and_no_params(tmp_path):
         for rule in wf.rules:
             if rule.name not in ("all", "synth", "ablation", "evaluate"):  # these read no run key
                 assert '--params "$ATSG_RUNTIME"' in rule.shellcmd, rule.name
+
+
+# rules that run another stage's subcommand: variants of a stage, the steps of a sharded stage, the ablation table
+RUNS_OTHER = {"train_supervised": "train_segmentation", "predict_supervised": "predict", "ablation": "ablation_table"}
+
+
+def test_rule_subcommand_and_stage_module_share_a_name(tmp_path):
+    from atsg.cli import build_parser
+
+    subcommands = set(build_parser()._subparsers._group_actions[0].choices)
+    with loaded_workflow(tmp_path) as wf:
+        for rule in wf.rules:
+            if rule.name == "all":
+                continue
+            command = rule.shellcmd.split()[1]
+            if command == "{params.stage}":
+                command = rule.params["stage"]
+            assert command in subcommands, rule.name
+            stage = rule.name.removesuffix("_prepare").removesuffix("_shard").removesuffix("_joint")
+            assert RUNS_OTHER.get(stage, stage) == command, rule.name
+            if stage not in RUNS_OTHER:
+                assert (REPO / "atsg" / "stages" / f"{stage}.py").is_file(), rule.name
+    packages = {p.parent.name for p in (REPO / "atsg").rglob("__init__.py")}
+    modules = {p.stem for p in (REPO / "atsg").rglob("*.py") if p.name != "__init__.py"}
+    assert packages & modules == set()
+
+
+def test_the_architecture_page_is_true():
+    """docs/architecture.md: its stage graph is what the declaration makes, and every path it names exists."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "update_architecture.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    page = (REPO / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`((?:atsg|workflow|tests|scripts|config|docs)/[^`\s<]*)`", page))
+    assert len(paths) > 20
+    assert [p for p in paths if not (REPO / p).exists()] == []
+    with_rules = set(re.findall(r"\| `\w+` \| `(\w+)` \|", page))
+    assert with_rules >= {"tile", "train_classifier", "extract_cams", "evaluate"}

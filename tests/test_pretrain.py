@@ -11,12 +11,12 @@ from fixtures import make_potsdam
 
 from atsg.artifacts import artifact_key, needed, upstream
 from atsg.config import load_config
-from atsg.data.tiling import run_tile
 from atsg.errors import ConfigError, DataError
 from atsg.losses.selfsup import dino_loss, masked_patch_loss, teacher_probs, update_center
 from atsg.models.classifier import CAMClassifier
 from atsg.stages.common import Tiles
 from atsg.stages.pretrain import run_pretrain, with_pretrain
+from atsg.stages.tile import run_tile
 from atsg.train.pretrain_data import multicrop
 from atsg.train.pretrain_objective import random_patch_mask, teacher_momentum, teacher_temperature
 

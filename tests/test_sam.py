@@ -10,7 +10,7 @@ from atsg.errors import ConfigError
 from atsg.integrity import seal
 from atsg.masks.generate import SamGenerator
 from atsg.models.sam import build_sam_model, load_sam
-from atsg.stages.masks import run_generate_masks
+from atsg.stages.generate_masks import run_generate_masks
 from atsg.store import base_attrs, create_tile_store, open_store
 
 
@@ -159,7 +159,7 @@ def test_checkpoint_of_another_model_type_is_a_clear_error(tiny_sam):
 def test_scene_windows_run_sam_once_per_window_at_native_resolution(tmp_path, tiny_sam):
     from atsg.masks.generate import _rgb
     from atsg.masks.windows import cut, paste
-    from atsg.stages.masks import GenerateMasks
+    from atsg.stages.generate_masks import GenerateMasks
 
     path = _tiles(tmp_path / "tiles.zarr", n=25, size=64)  # one scene of 5 x 5 tiles; vit_tiny's input is 256 px
     g = zarr.open_group(str(path), mode="r+")

@@ -15,7 +15,7 @@ from atsg.losses.segmentation import (
 )
 from atsg.models.segmenter import Segmenter
 from atsg.store import IGNORE
-from atsg.train.data import rescale_crop_flip
+from atsg.train.datasets import rescale_crop_flip
 from atsg.train.segmentation_objective import SegmentationObjective
 
 TINY_VIT = {

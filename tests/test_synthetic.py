@@ -4,8 +4,8 @@ import numpy as np
 import rasterio
 from conftest import preset_config
 
-from atsg.data.synthetic import run_synth
 from atsg.data.synthetic.scene import generate_scene
+from atsg.stages.synth import run_synth
 
 WEIGHTS = preset_config("config")["synthetic"]["block_weights"]
 

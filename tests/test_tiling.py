@@ -9,7 +9,7 @@ from conftest import preset_config
 from fixtures import make_potsdam, write_raster
 from oracles import tile_georef
 
-from atsg.data.tiling import grid_positions, run_tile
+from atsg.stages.tile import grid_positions, run_tile
 from atsg.store import IGNORE, open_store
 
 TRAIN, TEST = ["2_10", "2_11", "3_10"], ["2_13"]
@@ -109,7 +109,7 @@ def test_min_pixels_drops_slivers(tmp_path):
 
 PEAK_SCRIPT = """
 import json, sys
-from atsg.data.tiling import run_tile
+from atsg.stages.tile import run_tile
 from conftest import preset_config
 
 def rss(key):

@@ -73,7 +73,7 @@ def test_random_resized_crop_draws_area_and_aspect_as_torchvision():
 def test_classifier_samples_carry_the_ctc_views_only_in_the_published_form(chain):
     from conftest import tiny_config
 
-    from atsg.train.data import TrainSamples
+    from atsg.train.datasets import TrainSamples
 
     _, _, run = chain
     c = tiny_config()["classifier"]

@@ -202,3 +202,11 @@ def tile_transform(scene_transform: tuple | None, row: int, col: int) -> tuple |
     if scene_transform is None:
         return None
     return tuple(rasterio.Affine(*scene_transform) @ rasterio.Affine.translation(col, row))[:6]
+
+
+def grid_positions(length: int, size: int, stride: int) -> list[int]:
+    """Tile starts along one axis: 0, stride, ... until the scene is covered (the last tile may overhang)."""
+    if length <= size:
+        return [0]
+    n = -(-(length - size) // stride) + 1
+    return [i * stride for i in range(n)]

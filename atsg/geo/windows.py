@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.tiling import grid_positions
+from ..data.raster import grid_positions
 
 
 @dataclass(frozen=True)

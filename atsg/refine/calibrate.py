@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..cam import labels_at_size
-from ..evaluate.metrics import ConfusionAccumulator
+from ..scoring.metrics import ConfusionAccumulator
 from .pseudo import Refiner
 
 

@@ -14,9 +14,9 @@ import torch
 from ..artifacts import RULES, lineage
 from ..cam import labels_at_size
 from ..errors import DataError
-from ..evaluate.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
-from ..evaluate.metrics import ConfusionAccumulator, majority_scores
 from ..losses.classification import multilabel_f1
+from ..scoring.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
+from ..scoring.metrics import ConfusionAccumulator, majority_scores
 from ..store import SPLITS, open_store, write_json, write_text
 from .common import Tiles, evenly_spaced, read_cams, read_tiles
 

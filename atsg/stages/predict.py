@@ -110,7 +110,7 @@ class Predict(ShardedStage):
 
         from ..device import select_device
         from ..inference import predict_probs
-        from .segmentation import load_segmenter
+        from .train_segmentation import load_segmenter
 
         p, tiles = self.p, self.tiles
         device = select_device(p, "predict")

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..device import autocast
 from ..store import atomic_file
-from .data import RangeSampler
+from .datasets import RangeSampler
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import zarr
 from torch.utils.data import Dataset
 
 from ..store import TileReader
-from .data import float_image
+from .datasets import float_image
 from .views import photometric, random_resized_crop
 
 

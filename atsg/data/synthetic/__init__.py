@@ -1,5 +1,1 @@
-"""Procedural aerial scenes in the Potsdam style: the demo dataset (`atsg synth`)."""
-
-from .writer import SCENE_PATTERN, run_synth
-
-__all__ = ["SCENE_PATTERN", "run_synth"]
+"""Procedural aerial scenes in the Potsdam style: the demo dataset (drawn by `atsg synth`, atsg/stages/synth.py)."""

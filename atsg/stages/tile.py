@@ -15,24 +15,16 @@ import rasterio
 from tqdm.auto import tqdm
 
 from ..artifacts import record, recorded_key, synthetic
+from ..data.labels import LabelDecoder, image_level_labels
+from ..data.layout import Scene, discover_scenes
+from ..data.raster import RasterInfo, SceneReader, check_scene, grid_positions, inspect_raster, tile_transform
+from ..data.splits import assign_splits
 from ..errors import DataError
 from ..integrity import seal
 from ..store import IGNORE, SPLITS, atomic_store, base_attrs, create_tile_store, image_serializer, split_code
-from .labels import LabelDecoder, image_level_labels
-from .layout import Scene, discover_scenes
-from .raster import RasterInfo, SceneReader, check_scene, inspect_raster, tile_transform
-from .splits import assign_splits
-from .synthetic.writer import MANIFEST
+from .synth import MANIFEST
 
 log = logging.getLogger(__name__)
-
-
-def grid_positions(length: int, size: int, stride: int) -> list[int]:
-    """Tile starts along one axis: 0, stride, ... until the scene is covered (the last tile may overhang)."""
-    if length <= size:
-        return [0]
-    n = -(-(length - size) // stride) + 1
-    return [i * stride for i in range(n)]
 
 
 @dataclass

@@ -70,7 +70,7 @@ class ExtractCams(ShardedStage):
 
         from ..cam import multiscale_cams
         from ..device import select_device
-        from .classifier import load_classifier
+        from .train_classifier import load_classifier
 
         device = select_device(self.c, "cams")
         model, _ = load_classifier(self.classifier_path, self.tiles, device)

@@ -14,20 +14,20 @@ from ..artifacts import record, recorded_key
 from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..distributed import is_main
-from ..evaluate.metrics import ConfusionAccumulator
 from ..geo.imagery import imagery_record, model_normalisation
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.contrast import ContrastiveClassifier
 from ..models.joint import JointModel, segmenter_config
+from ..scoring.metrics import ConfusionAccumulator
 from ..store import write_json
 from ..train.classifier_objective import ClassifierObjective
-from ..train.data import TrainSamples
+from ..train.datasets import TrainSamples
 from ..train.engine import Engine
 from ..train.joint_objective import JointObjective
 from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, save_model_file
 from .pretrain import with_pretrain
-from .segmentation import SegmentationValidation
+from .train_segmentation import SegmentationValidation
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from ..integrity import seal
 from ..refine.calibrate import choose_thresholds
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
-from .classifier import load_classifier
 from .common import Tiles, batches, evenly_spaced, file_sha256, read_cams, read_tiles
+from .train_classifier import load_classifier
 
 
 def run_refine_labels(

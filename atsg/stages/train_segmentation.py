@@ -14,12 +14,12 @@ from ..artifacts import record, recorded_key
 from ..device import select_device
 from ..distributed import is_main
 from ..errors import DataError
-from ..evaluate.metrics import ConfusionAccumulator
 from ..geo.imagery import imagery_record, model_normalisation
 from ..inference import predict_probs
 from ..models.segmenter import Segmenter
+from ..scoring.metrics import ConfusionAccumulator
 from ..store import open_store, write_json
-from ..train.data import TrainSamples
+from ..train.datasets import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
 from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, save_model_file

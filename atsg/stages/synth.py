@@ -15,9 +15,9 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from tqdm.auto import tqdm
 
-from ... import __version__
-from ...store import atomic_store
-from .scene import generate_scene, to_class_indices
+from .. import __version__
+from ..data.synthetic.scene import generate_scene, to_class_indices
+from ..store import atomic_store
 
 log = logging.getLogger(__name__)
 
