@@ -1,8 +1,9 @@
 """A real single-node SLURM cluster for the tests (Debian's slurmctld + slurmd + munge on loopback).
 
 Installed with apt when missing, configured in /etc/slurm (job steps started inside a job only find the
-configuration there; a configuration found there before is put back afterwards), with its state in a private
-folder, started by hand (there is no systemd) and stopped by the PIDs the daemons write.
+configuration there; a configuration found there before is put back afterwards, unless a killed run of this
+fixture left it), with its state in a private folder, started by hand (there is no systemd) and stopped by
+the PIDs the daemons write.
 The node offers one fake GPU (gres File=/dev/null): a job that asks for it runs with CUDA_VISIBLE_DEVICES=0.
 See ../shared/SLURM.md for the facts this rests on.
 """
@@ -88,8 +89,11 @@ class Cluster:
             (self.state / sub).mkdir(parents=True, exist_ok=True)
         memory = int(psutil.virtual_memory().total / 2**20 * 0.8)
         gres = self.conf.with_name("gres.conf")
+        # A configuration of this test cluster left by a killed run is not put back: it names a controller that
+        # no longer runs, and every SLURM query (Snakemake's SLURM plugin makes some at import) then waits ~9 s.
+        leftover = self.conf.exists() and self.conf.read_text().startswith(CONF.split("\n", 1)[0])
         for path in (self.conf, gres):
-            if path.exists():
+            if path.exists() and not leftover:
                 self.saved[path] = path.read_bytes()
         self.conf.parent.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
