@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -233,20 +233,59 @@ def create_tile_arrays(
     return g
 
 
+def chunk_decoder(codecs: Sequence[Mapping], shape: tuple[int, ...], dtype: np.dtype):
+    """A function from the bytes of one chunk to its array, for the zarr v3 codec chain ``codecs`` (as the
+    array's metadata lists them: one array-to-bytes codec, then bytes-to-bytes codecs), or None when the chain
+    holds a codec it does not know.
+
+    It decodes what zarr's specification defines each codec to be (``bytes``: the elements in the given byte
+    order; ``zstd``: one zstd frame) with numpy and numcodecs, and ``atsg.wavelet53`` with
+    :func:`atsg.imagecodec.decode_array`: no zarr internals.
+    """
+    if not codecs:
+        return None
+    serializer, compressors = codecs[0], list(codecs[1:])
+    config = serializer.get("configuration") or {}
+    if serializer["name"] == "bytes":
+        order = {"little": "<", "big": ">"}[config.get("endian", "little")]
+        element = np.dtype(dtype).newbyteorder(order) if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+
+        def deserialize(data):
+            return np.frombuffer(data, element).reshape(shape).astype(dtype, copy=False)
+
+    elif serializer["name"] == "atsg.wavelet53":
+        from .imagecodec import decode_array
+
+        def deserialize(data):
+            return decode_array(data, shape, config.get("levels", 4), config.get("reference_band"))
+
+    else:
+        return None
+    if any(c["name"] != "zstd" for c in compressors):
+        return None
+    from numcodecs import Zstd
+
+    steps = [Zstd().decode for _ in compressors]
+
+    def decode(data: bytes) -> np.ndarray:
+        for step in reversed(steps):
+            data = step(data)
+        return deserialize(data)
+
+    return decode
+
+
 class TileReader:
     """Whole-tile reads of an array with one tile per chunk, checked against the store's seal.
 
     ``reader[i]`` equals ``array[i]``. On a local store it reads the chunk file, checks it against the seal of a
     finished store (:mod:`atsg.integrity`: a missing, truncated or corrupt chunk is a DataError naming the store,
-    array, tile and rule to rerun) and runs the array's own codec chain in the calling thread: zarr's general
+    array, tile and rule to rerun) and decodes it in the calling thread (:func:`chunk_decoder`): zarr's general
     read path hands every chunk read through its event loop and thread pool, which costs more than decoding a
-    small tile. Other stores (and codecs without a synchronous decoder) take zarr's path, unchecked.
+    small tile. Other stores (and codec chains :func:`chunk_decoder` does not know) take zarr's path, unchecked.
     """
 
     def __init__(self, array: zarr.Array):
-        from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
-        from zarr.core.array_spec import ArrayConfig
-        from zarr.core.buffer import default_buffer_prototype
         from zarr.storage import LocalStore
 
         from .integrity import seal_of
@@ -254,23 +293,18 @@ class TileReader:
         self.array = array
         md = array.metadata
         whole_tiles = array.chunks[0] == 1 and tuple(array.chunks[1:]) == tuple(array.shape[1:])
-        codecs = list(getattr(md, "codecs", ()))  # serializer, then compressors; zarr v3 only
-        self.fast = (
-            isinstance(array.store, LocalStore)
-            and whole_tiles
-            and len(codecs) >= 1
-            and isinstance(codecs[0], ArrayBytesCodec)
-            and all(isinstance(c, BytesBytesCodec) for c in codecs[1:])
-            and all(hasattr(c, "_decode_sync") for c in codecs)
+        codecs = md.to_dict().get("codecs") if md.zarr_format == 3 else None
+        self.decode = (
+            chunk_decoder(codecs, (1, *array.shape[1:]), array.dtype)
+            if isinstance(array.store, LocalStore) and whole_tiles and codecs
+            else None
         )
+        self.fast = self.decode is not None
         if self.fast:
             self.root = Path(array.store.root)
             self.folder = self.root / array.path
             self.name = array.path
             self.seal = seal_of(self.root)
-            self.serializer, self.compressors = codecs[0], codecs[1:]
-            self.prototype = default_buffer_prototype()
-            self.spec = md.get_chunk_spec((0,) * array.ndim, ArrayConfig.from_dict({}), self.prototype)
 
     def __len__(self) -> int:
         return self.array.shape[0]
@@ -291,10 +325,7 @@ class TileReader:
         if data is None:  # an unsealed store being written: the fill value, as zarr returns it
             return np.full(self.array.shape[1:], self.array.fill_value, self.array.dtype)
         try:
-            buffer = self.prototype.buffer.from_bytes(data)
-            for codec in reversed(self.compressors):
-                buffer = codec._decode_sync(buffer, self.spec)
-            tile = self.serializer._decode_sync(buffer, self.spec).as_numpy_array()[0]
+            tile = self.decode(data)[0]
         except Exception as exc:  # noqa: BLE001 - codecs raise anything on bad bytes
             rule = self.seal.rule if self.seal is not None else "the stage that wrote it"
             raise DataError(

@@ -2,7 +2,7 @@
 
 The published dataset opens one PNG image and one PNG label per sample and
 decodes them; atsg's `TrainSamples` reads the tile's chunks from tiles.zarr
-(images in the lossless wavelet codec). Both then apply the same seeded random
+(images in plain zstd, or ``--codec wavelet``: the lossless wavelet codec). Both then apply the same seeded random
 rescale, crop and flip (`atsg.train.datasets.rescale_crop_flip`), so sample i of
 both loaders is the same tile with the same augmentation, and the benchmark
 checks that the samples are equal. It reports samples per second of the whole
@@ -128,6 +128,9 @@ def main(argv=None) -> dict:
     p.add_argument("--samples", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a 512 px scene in 128 px tiles, 32 samples")
+    p.add_argument(
+        "--codec", choices=["zstd", "wavelet"], default="zstd", help="tiling.image_codec of tiles.zarr (default zstd)"
+    )
     p.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = p.parse_args(argv)
     if args.quick:
@@ -136,6 +139,7 @@ def main(argv=None) -> dict:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="atsg-bench-loader-"))
     try:
         cfg = dataset_config(args.tile)
+        cfg["tiling"]["image_codec"] = args.codec
         make_scene(workdir / "scene", args.side, cfg)
         published(workdir / "scene", workdir / "png", cfg)
         run_tile(cfg, workdir / "tiles.zarr", workdir / "scene")
@@ -145,7 +149,14 @@ def main(argv=None) -> dict:
             torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) and a["tile"] == b["tile"]
             for a, b in ((png[i], zarr_samples[i]) for i in range(min(args.samples, 64)))
         )
-        result = {"stage": "loader", "tiles": n_tiles, "tile": args.tile, "samples": args.samples, "equal": equal}
+        result = {
+            "stage": "loader",
+            "codec": args.codec,
+            "tiles": n_tiles,
+            "tile": args.tile,
+            "samples": args.samples,
+            "equal": equal,
+        }
         for name, dataset in (("png", png), ("zarr", zarr_samples)):
             result[name] = {
                 "read_s_per_tile": time_reads(dataset, n_tiles, args.repeats),
@@ -162,7 +173,7 @@ def main(argv=None) -> dict:
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"Loader, {n_tiles} tiles of {args.tile} px, {args.samples} samples, 1 thread")
+    print(f"Loader, {n_tiles} tiles of {args.tile} px, {args.samples} samples, 1 thread, images in {args.codec}")
     for name in ("png", "zarr"):
         r = result[name]
         print(f"  {name:<5} read {r['read_s_per_tile'] * 1e3:6.2f} ms/tile   sample {r['s_per_sample'] * 1e3:6.2f} ms")

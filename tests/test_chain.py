@@ -1,5 +1,6 @@
 """The whole chain through Snakemake on a tiny config: every store, model, GeoTIFF, metric and figure."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from oracles import iou_by_class
 from atsg.artifacts import artifact_key, upstream
 from atsg.config import load_config, run_keys
 from atsg.stages.common import file_sha256
-from atsg.store import open_store
+from atsg.store import TileReader, open_store
 
 # A sharded stage is three rules: the empty store, one job per shard, the finalising step.
 MASKS = {"generate_masks_prepare", "generate_masks_shard", "generate_masks"}
@@ -45,6 +46,38 @@ def test_stores_have_the_schema_shapes(chain):
     for name in ("predictions.zarr", "supervised_predictions.zarr"):
         pred = open_store(run / name, "predictions")
         assert pred["labels"].shape == (n, 128, 128) and int(pred["labels"][:].max()) < 6
+
+
+_PLAIN_ZARR = """
+import hashlib, importlib.abc, json, sys
+class NoAtsg(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "atsg" or name.startswith("atsg."):
+            raise ImportError(f"{name}: atsg is not installed here")
+sys.meta_path.insert(0, NoAtsg())
+import zarr
+g = zarr.open_group(sys.argv[1], mode="r")
+print(json.dumps({k: [list(a.shape), hashlib.sha256(a[:].tobytes()).hexdigest()] for k, a in g.arrays()}))
+assert "atsg" not in sys.modules
+"""
+
+
+def test_every_store_opens_with_plain_zarr_without_atsg(chain):
+    """Default stores use only codecs of the zarr v3 specification: a reader with zarr and no atsg gets the same
+    arrays atsg's reader does (a store in the atsg.wavelet53 codec, say, fails here)."""
+    _, _, run = chain
+    for name, kind in (("tiles.zarr", "tiles"), ("cams.zarr", "cams"), ("pseudo_labels.zarr", "pseudo_labels")):
+        out = subprocess.run(
+            [sys.executable, "-c", _PLAIN_ZARR, str(run / name)], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        plain = json.loads(out.stdout)
+        store = open_store(run / name, kind)
+        assert set(plain) == {k for k, _ in store.arrays()}
+        for key, (shape, digest) in plain.items():
+            array = store[key]
+            ours = TileReader(array).read(range(array.shape[0])) if array.chunks[0] == 1 else array[:]
+            assert list(ours.shape) == shape and hashlib.sha256(ours.tobytes()).hexdigest() == digest, (name, key)
 
 
 def test_models_and_training_metrics(chain):

@@ -139,3 +139,30 @@ def test_tile_reader_equals_zarr_indexing(tmp_path, codec):
     memory.create_array("a", data=tiles, chunks=(1, 3, 128, 128))
     slow = TileReader(memory["a"])  # not a local store: zarr's own path
     assert not slow.fast and np.array_equal(slow[2], tiles[2])
+
+
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_tile_reader_decodes_multibyte_arrays_of_either_byte_order(tmp_path, endian):
+    """Tile reads decode zarr's bytes codec themselves: the element size and byte order come from the metadata."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(4, 2, 8, 8)).astype(np.float16)
+    g = zarr.open_group(str(tmp_path / "m.zarr"), mode="w")
+    for dtype in ("float16", "uint16", "float32"):
+        a = g.create_array(
+            dtype,
+            shape=data.shape,
+            chunks=(1, 2, 8, 8),
+            dtype=dtype,
+            serializer=zarr.codecs.BytesCodec(endian=endian),
+            compressors=zarr.codecs.ZstdCodec(level=3, checksum=True),
+        )
+        a[:] = (data * 100).astype(dtype)
+        reader = TileReader(zarr.open_group(str(tmp_path / "m.zarr"), mode="r")[dtype])
+        assert reader.fast
+        assert np.array_equal(reader.read([0, 1, 2, 3]), a[:]) and reader[1].dtype == np.dtype(dtype)
+    gz = g.create_array(
+        "gz", shape=data.shape, chunks=(1, 2, 8, 8), dtype="float16", compressors=zarr.codecs.GzipCodec()
+    )
+    gz[:] = data
+    reader = TileReader(gz)  # a codec the reader does not decode itself: zarr's own path
+    assert not reader.fast and np.array_equal(reader[2], data[2])
