@@ -28,15 +28,21 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# snakemake --report opens on the run's page (rule report): what ran, the mIoU table, then the figures.
+report: report_page()
+
+
 # Cheap bookkeeping jobs (every sharded stage's prepare and finalise too) run in the Snakemake process itself
 # (on a cluster: never queued).
 localrules:
     all,
+    report,
 
 
 rule all:
     """Everything up to the evaluation (and the maps, when map.inputs is set)."""
     input:
         every_output(),
+        REPORT_FILES,
         [MAPS] if MAP_RASTERS else [],
     default_target: True

@@ -188,6 +188,23 @@ def reads(cfg: Mapping, artifact: str) -> dict[str, Read]:
     return out
 
 
+TRAININGS = ("pretrain", "classifier", "segmentation", "supervised")
+"""The artifacts that are trainings (their folder holds a metrics.json with the training curves)."""
+
+REPORT_SECTIONS = ("run", "dataset", "tiling", "pretrain", "classifier", "masks", "refine", "segmentation", "evaluate")
+"""The config sections the report's page describes. The report is a view of the run, not an artifact: it reads
+the evaluation, the tiles and the metrics.json of every training the evaluation is made from
+(:func:`report_reads`), and has no key."""
+
+
+def report_reads(cfg: Mapping) -> dict[str, str]:
+    """The files the report reads, relative to the folders that hold their artifacts: {name: file}, names
+    ``tiles``, ``eval`` (its metrics.json; the figures come with it) and each training of :func:`needed`."""
+    out = {"tiles": READS["tiles"].file, "eval": "eval/metrics.json"}
+    out.update({a: f"{a}/metrics.json" for a in needed(cfg, "eval") if a in TRAININGS})
+    return out
+
+
 def recorded_key(source: Mapping, where) -> str | None:
     """The artifact key a store's attrs, a model file or a manifest recorded (None, with a warning, for files
     made by an atsg that recorded none: whatever is made from them gets a key no config has)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
+from .artifacts import REPORT_SECTIONS
 from .config import dataset_root, demo_configfile, load_config, run_dir
 from .errors import AtsgError
 from .gpus import claim_devices
@@ -300,6 +301,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="output folder (default: results/{run}/eval)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "report",
+        help="the page snakemake --report opens on: the run, its mIoU table and figures",
+        description="Write report/run.rst (the description of the run, then the mIoU and per-class IoU of "
+        "CAM labels, pseudo-labels, weak and supervised predictions, the weak / supervised ratio, the "
+        "classifier's F1, IoU bars, training curves, legend, sample tiles and confusion matrix, figures "
+        "embedded), report/iou.png and report/training.png from an evaluation and the run's trainings "
+        "(config sections " + ", ".join(REPORT_SECTIONS) + ").",
+    )
+    _config_args(p)
+    _stage_io(p, tiles=True)
+    p.add_argument("--eval", type=Path, help="the evaluation's folder (default: results/{run}/eval)")
+    p.add_argument(
+        "--training",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="metrics.json of a training to draw (NAME: pretrain, classifier, segmentation or supervised); "
+        "default: those under results/{run}/",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: results/{run}/report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "ablate",
@@ -667,6 +691,35 @@ def cmd_evaluate(args) -> None:
     )
 
 
+def _named_paths(items, option: str, example: str) -> dict[str, Path]:
+    """``NAME=PATH`` arguments as {name: path}."""
+    paths = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise AtsgError(f"{option} {item!r}: write NAME=PATH, e.g. {option} {example}")
+        paths[name] = Path(path)
+    return paths
+
+
+def cmd_report(args) -> None:
+    from .artifacts import TRAININGS
+    from .stages.report import run_report
+
+    cfg = _config(args)
+    run = run_dir(cfg)
+    trainings = _named_paths(args.training, "--training", "classifier=results/demo/classifier/metrics.json")
+    unknown = sorted(set(trainings) - set(TRAININGS))
+    if unknown:
+        raise AtsgError(f"--training {unknown[0]}=...: not a training; one of {', '.join(TRAININGS)}")
+    if not args.training:
+        found = {name: run / name / "metrics.json" for name in TRAININGS}
+        trainings = {name: path for name, path in found.items() if path.is_file()}
+    _report(
+        run_report(cfg, _paths(args, cfg)["tiles"], args.eval or run / "eval", trainings, args.out or run / "report")
+    )
+
+
 def _snakefile(given: Path | None) -> Path:
     candidates = [given] if given else [Path("Snakefile"), Path(__file__).resolve().parents[1] / "Snakefile"]
     for path in candidates:
@@ -698,12 +751,9 @@ def cmd_ablation_table(args) -> None:
     from .ablation import write_ablation
 
     cfg = _config(args)
-    paths = {}
-    for item in args.metrics:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise AtsgError(f"--metrics {item!r}: write NAME=PATH, e.g. --metrics full=results/demo/eval/metrics.json")
-        paths[name] = path
+    paths = {
+        k: str(v) for k, v in _named_paths(args.metrics, "--metrics", "full=results/demo/eval/metrics.json").items()
+    }
     if "full" not in paths:
         raise AtsgError("--metrics full=PATH (the full configuration's eval/metrics.json) is missing")
     rows = write_ablation(paths, cfg, args.out or run_dir(cfg) / "eval")

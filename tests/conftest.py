@@ -171,9 +171,10 @@ def rule_io(workflow, name: str, **wildcards) -> tuple[dict, dict]:
     rule = workflow.get_rule(name)
     wc = Wildcards(fromdict=wildcards)
     inputs = rule.expand_input(wc)[0]
+    files = {"input": inputs, "output": rule.expand_output(wc)[0]}
     params = {}
     for key, value in rule.params.items():
-        if callable(value):
-            value = value(wc) if len(inspect.signature(value).parameters) == 1 else value(wc, inputs)
+        if callable(value):  # Snakemake passes wildcards, then input, output, ... by their parameter names
+            value = value(wc, *(files[name] for name in list(inspect.signature(value).parameters)[1:]))
         params[key] = value
     return dict(inputs.items()), params

@@ -11,12 +11,12 @@ See ../shared/SLURM.md for the facts this rests on.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import debian
 import psutil
 
 PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client"]
@@ -54,19 +54,14 @@ def unavailable() -> str | None:
     """Why this machine cannot run the cluster (None when it can)."""
     if os.geteuid() != 0:
         return "starting SLURM's daemons needs root"
-    if not all(Path(b).exists() for b in BINARIES) and shutil.which("apt-get") is None:
-        return "SLURM is not installed and there is no apt-get to install it"
+    if not all(Path(b).exists() for b in BINARIES) and debian.can_install():
+        return f"SLURM is not installed and {debian.can_install()}"
     return None
 
 
 def install() -> None:
-    if all(Path(b).exists() for b in BINARIES):
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:  # stale package lists
-        subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True, timeout=600)
-        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    if not all(Path(b).exists() for b in BINARIES):
+        debian.install(*PACKAGES)
 
 
 class Cluster:

@@ -207,7 +207,7 @@ def test_a_missing_output_is_rebuilt_with_everything_after_it(chain, missing, ru
     work, env, run = chain
     with _moved_away(run / missing):
         result = run_snakemake(work, env, "-n")
-    assert scheduled_jobs(result) == rules | {"all"}
+    assert scheduled_jobs(result) == rules | {"report", "all"}
 
 
 def test_a_killed_training_after_a_config_change_is_redone_before_the_report(chain):
@@ -223,6 +223,7 @@ def test_a_killed_training_after_a_config_change_is_redone_before_the_report(cha
         *PREDICT,
         "predict_supervised",
         "evaluate",
+        "report",
         "all",
     }
 
@@ -368,19 +369,35 @@ def test_a_resumed_training_keeps_its_checkpoint_when_only_run_keys_change(chain
 def test_refine_change_reruns_refine_and_what_follows_only(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n", "--config", "refine={par_iterations: 3, batch_size: 4}")
-    assert scheduled_jobs(result) == {"refine_labels", "train_segmentation", *PREDICT, "evaluate", "all"}
+    assert scheduled_jobs(result) == {"refine_labels", "train_segmentation", *PREDICT, "evaluate", "report", "all"}
 
 
 def test_masks_change_does_not_rerun_classifier_or_cams(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n", "--config", "masks={generator: slic}")
-    assert scheduled_jobs(result) == {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate", "all"}
+    assert scheduled_jobs(result) == {
+        *MASKS,
+        "refine_labels",
+        "train_segmentation",
+        *PREDICT,
+        "evaluate",
+        "report",
+        "all",
+    }
 
 
 def test_forcerun_generate_masks_reruns_masks_and_what_follows_only(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n", "--forcerun", "generate_masks")
-    assert scheduled_jobs(result) == {*MASKS, "refine_labels", "train_segmentation", *PREDICT, "evaluate", "all"}
+    assert scheduled_jobs(result) == {
+        *MASKS,
+        "refine_labels",
+        "train_segmentation",
+        *PREDICT,
+        "evaluate",
+        "report",
+        "all",
+    }
 
 
 def test_weak_loss_change_retrains_the_weak_model_not_the_supervised_bound(chain):
@@ -388,7 +405,7 @@ def test_weak_loss_change_retrains_the_weak_model_not_the_supervised_bound(chain
     seg = {**TINY["segmentation"], "object_loss": {"weight": 0.5}}
     flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
     result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
-    assert scheduled_jobs(result) == {"train_segmentation", *PREDICT, "evaluate", "all"}
+    assert scheduled_jobs(result) == {"train_segmentation", *PREDICT, "evaluate", "report", "all"}
 
 
 def test_snakemake_report_builds(chain):
@@ -516,7 +533,15 @@ def test_paper_mode_retrains_on_a_segmentation_change_the_staged_mode_ignores(pa
     seg = {**TINY["segmentation"], "loss_warmup_iterations": 2, "seg_weight": 0.2}
     flow = yaml.safe_dump(seg, default_flow_style=True, width=10_000).strip()
     result = run_snakemake(work, env, "-n", "--config", f"segmentation={flow}")
-    assert scheduled_jobs(result) == {"train_classifier_joint", *CAMS, "refine_labels", *PREDICT, "evaluate", "all"}
+    assert scheduled_jobs(result) == {
+        "train_classifier_joint",
+        *CAMS,
+        "refine_labels",
+        *PREDICT,
+        "evaluate",
+        "report",
+        "all",
+    }
 
 
 def test_atsg_ablate_runs_the_ablation_target(chain):

@@ -108,6 +108,12 @@ def test_training_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_
     for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
     assert [h["step"] for h in resumed.history] == [4, 8, 12]
+    # the training curve: the mean loss of the steps since the previous entry, kept across the resume
+    assert [e["step"] for e in full.losses] == [e["step"] for e in resumed.losses] == [3, 6, 9, 12]
+    for a, b in zip(full.losses, resumed.losses):
+        if a["step"] != 6:  # step 6 averages steps 4-6 in one run, step 6 alone after the resume at 5
+            assert a["mse"] == pytest.approx(b["mse"], rel=1e-5) and a["loss"] == pytest.approx(a["mse"])
+    assert full.losses[0]["mse"] > full.losses[-1]["mse"] and full.losses[0]["lr"] > 0
     assert resumed.best_step == full.best_step and resumed.best_score == pytest.approx(full.best_score)
     # the rate counts the steps this run made (12, and 7 after the resume), over their time only
     assert full.steps_per_second > 12 / full.seconds and resumed.steps_per_second > 7 / resumed.seconds

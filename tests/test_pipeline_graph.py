@@ -114,7 +114,7 @@ def test_every_rule_runs_in_the_environment_of_its_kind_and_says_what_it_does(tm
     """`--sdm conda`: GPU rules use envs/gpu.yaml, the others envs/cpu.yaml; `--list-rules` describes each."""
     with loaded_workflow(tmp_path) as wf:
         rules = [r for r in wf.rules if r.name != "all"]
-        assert len(rules) == 23
+        assert len(rules) == 24
         for rule in rules:
             kind = "gpu" if "gpu" in rule.resources else "cpu"
             assert rule.conda_env == f"../../envs/{kind}.yaml", rule.name
@@ -147,7 +147,7 @@ def test_how_stages_run_reaches_every_stage_and_no_params(tmp_path):
             assert {k: v for k, v in now.items() if k != "shard"} == {k: v for k, v in params.items() if k != "shard"}
         assert rule_io(wf, "extract_cams_shard", root="results/demo", shard="0")[1]["shard"] == "0/3"
         for rule in wf.rules:
-            if rule.name not in ("all", "synth", "ablation", "evaluate"):  # these read no run key
+            if rule.name not in ("all", "synth", "ablation", "evaluate", "report"):  # these read no run key
                 assert '--params "$ATSG_RUNTIME"' in rule.shellcmd, rule.name
 
 
@@ -188,3 +188,36 @@ def test_the_architecture_page_is_true():
     assert [p for p in paths if not (REPO / p).exists()] == []
     with_rules = set(re.findall(r"\| `\w+` \| `(\w+)` \|", page))
     assert with_rules >= {"tile", "train_classifier", "extract_cams", "evaluate"}
+
+
+@pytest.mark.parametrize(
+    "over, trainings",
+    [
+        ({}, ["pretrain", "classifier", "segmentation", "supervised"]),
+        (
+            {
+                "classifier": {"weights": "random_init", "linking": {"enabled": False}},
+                "segmentation": {"weights": "random_init"},
+                "evaluate": {"supervised_baseline": False},
+            },
+            ["classifier", "segmentation"],
+        ),
+    ],
+    ids=["demo", "no-pretrain-no-bound"],
+)
+def test_the_report_reads_what_the_declaration_says(tmp_path, over, trainings):
+    """Rule report reads the tiles, every evaluation file and the metrics.json of each training the evaluation
+    is made from (artifacts.report_reads), and hands them to `atsg report` as --tiles, --eval, --training."""
+    cfg = load_config([REPO / "config" / "config.yaml"], [over])
+    assert list(artifacts.report_reads(cfg)) == ["tiles", "eval", *trainings]
+    with loaded_workflow(tmp_path, over) as wf:
+        inputs, params = rule_io(wf, "report")
+    run = "results/demo"
+    expected = {"tiles": f"{run}/tiles.zarr", "eval": f"{run}/eval/metrics.json"}
+    expected.update({t: f"{run}/{t}/metrics.json" for t in trainings})
+    assert {k: v for k, v in inputs.items() if k != "eval_files"} == expected
+    assert set(inputs["eval_files"]) == {f"{run}/{f}" for f in artifacts.artifact_files(cfg, "eval")}
+    toks = shlex.split(params["reads"])
+    assert toks[:4] == ["--tiles", f"{run}/tiles.zarr", "--eval", f"{run}/eval"]
+    assert toks[4::2] == ["--training"] * len(trainings) and toks[5::2] == [f"{t}={expected[t]}" for t in trainings]
+    assert set(json.loads(params["cfg"])) == set(artifacts.REPORT_SECTIONS)

@@ -1,9 +1,10 @@
-"""Report figures drawn with Pillow: sample tiles (image | truth | CAM | pseudo-label | prediction) and the
-confusion matrix."""
+"""Report figures: sample tiles (image | truth | CAM | CAM label | pseudo-label | prediction) with their tile ids
+and a colour bar, the confusion matrix, per-class IoU bars and training curves (matplotlib), and the class
+legend (Pillow)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,6 @@ def colourise(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarra
     return lut[labels]
 
 
-def heatmap(values: np.ndarray) -> np.ndarray:
-    """(H, W) in [0, 1] -> (H, W, 3) uint8, dark blue to yellow."""
-    v = np.clip(values, 0, 1)[..., None]
-    low, mid, high = np.array([20, 20, 90.0]), np.array([200, 40, 80.0]), np.array([250, 230, 60.0])
-    rgb = np.where(v < 0.5, low + (mid - low) * (v * 2), mid + (high - mid) * (v * 2 - 1))
-    return rgb.astype(np.uint8)
-
-
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -40,26 +33,9 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def sample_grid(rows: list[list[np.ndarray]], titles: Sequence[str], path: Path, cell: int = 192) -> None:
-    """One row per tile of (H, W, 3) panels, titles on top."""
-    pad, head = 4, 22
-    n_cols = len(titles)
-    canvas = Image.new("RGB", (n_cols * (cell + pad) + pad, head + len(rows) * (cell + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = _font(14)
-    for j, title in enumerate(titles):
-        draw.text((pad + j * (cell + pad), 3), title, fill="black", font=font)
-    for i, row in enumerate(rows):
-        for j, panel in enumerate(row):
-            im = Image.fromarray(panel).resize((cell, cell), Image.NEAREST)
-            canvas.paste(im, (pad + j * (cell + pad), head + pad + i * (cell + pad)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-
-
 def legend_strip(classes: Sequence[str], palette: Sequence[Sequence[int]], path: Path) -> None:
     font = _font(13)
-    width = 14 + max(len(c) for c in classes) * 8 + 30
+    width = 26 + int(max(font.getlength(c) for c in classes)) + 12
     canvas = Image.new("RGB", (width, 20 * len(classes) + 8), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (name, colour) in enumerate(zip(classes, palette)):
@@ -68,30 +44,135 @@ def legend_strip(classes: Sequence[str], palette: Sequence[Sequence[int]], path:
     canvas.save(path)
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, whatever the user's matplotlibrc says
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: no label is clipped at the edge
+    _pyplot().close(fig)
+
+
+def sample_figure(
+    rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], tile_ids: Sequence[str], cam_col: int, path: Path
+) -> None:
+    """One row per tile of (H, W, 3) panels (column ``cam_col``: an (H, W) CAM score in [0, 1]), the tile's id
+    left of its row, column titles on top and a colour bar for the CAM."""
+    plt = _pyplot()
+    n_rows, n_cols = len(rows), len(titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols + 0.8, 1.9 * n_rows + 0.5), squeeze=False)
+    image = None
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            ax = axes[i][j]
+            if j == cam_col:
+                image = ax.imshow(panel, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=10)
+        axes[i][0].set_ylabel(tile_ids[i], fontsize=8)
+    if image is not None:  # under the CAM column, leaving the panels their size
+        fig.subplots_adjust(bottom=0.1 if n_rows > 2 else 0.2)
+        pos = axes[-1][cam_col].get_position()
+        cax = fig.add_axes((pos.x0, pos.y0 - 0.35 / fig.get_figheight(), pos.width, 0.12 / fig.get_figheight()))
+        bar = fig.colorbar(image, cax=cax, orientation="horizontal")
+        bar.set_label("CAM score (max over the tile's classes)", fontsize=8)
+    _save(fig, path)
+
+
 def confusion_figure(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
-    """Row-normalised confusion matrix (truth rows, prediction columns) with percentages."""
+    """Row-normalised confusion matrix (truth rows, prediction columns) in %, every class name in full; a class
+    with no pixel in the ground truth has its row greyed and is marked absent."""
+    plt = _pyplot()
     n = len(classes)
     rows = confusion.sum(1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, float), where=rows > 0)
-    cell, left, top = 56, 150, 150
-    canvas = Image.new("RGB", (left + n * cell + 10, top + n * cell + 30), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = _font(12)
-    draw.text((10, 8), title, fill="black", font=_font(15))
-    draw.text((left, top - 20), "prediction ->", fill="black", font=font)
-    for j, name in enumerate(classes):
-        label = Image.new("RGBA", (top - 30, 16), (255, 255, 255, 0))
-        ImageDraw.Draw(label).text((0, 0), name[:18], fill="black", font=font)
-        canvas.paste(
-            label.rotate(90, expand=True), (left + j * cell + cell // 2 - 8, 30), label.rotate(90, expand=True)
-        )
-    for i, name in enumerate(classes):
-        draw.text((8, top + i * cell + cell // 2 - 7), name[:18], fill="black", font=font)
+    absent = rows[:, 0] == 0
+    shown = np.ma.masked_array(norm * 100, np.repeat(absent[:, None], n, 1))
+    side = 1.2 + 0.75 * n
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    cmap = plt.get_cmap("Blues").copy()
+    cmap.set_bad("#dddddd")
+    image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=100)
+    for i in range(n):
         for j in range(n):
-            v = norm[i, j]
-            shade = int(255 - 200 * v)
-            x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline="grey")
-            draw.text((x0 + 10, y0 + cell // 2 - 7), f"{100 * v:.0f}%", fill="white" if v > 0.6 else "black", font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+            if absent[i]:
+                continue
+            v = 100 * norm[i, j]
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=9, color="white" if v > 60 else "black")
+        if absent[i]:
+            ax.text((n - 1) / 2, i, "absent from the ground truth", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(n), classes, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), [f"{c} (absent)" if a else c for c, a in zip(classes, absent)])
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title, fontsize=11)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label("% of the true class's pixels")
+    _save(fig, path)
+
+
+def iou_bars(metrics: Mapping, sources: Mapping[str, str], classes: Sequence[str], path: Path, split: str) -> None:
+    """Per-class IoU (%) of each source (name -> title) as grouped bars; mIoU as the last group."""
+    plt = _pyplot()
+    shown = [s for s in sources if s in metrics]
+    groups = [*classes, "mIoU"]
+    width = 0.8 / max(len(shown), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 2), 3.8))
+    x = np.arange(len(groups))
+    for k, s in enumerate(shown):
+        values = [metrics[s]["iou"].get(c) for c in classes] + [metrics[s]["miou"]]
+        heights = [np.nan if v is None else 100 * v for v in values]
+        ax.bar(x + (k - (len(shown) - 1) / 2) * width, heights, width, label=sources[s])
+    ax.set_xticks(x, groups, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_ylabel(f"IoU on {split} (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(len(shown), 4), loc="upper center", bbox_to_anchor=(0.5, 1.16), frameon=False)
+    _save(fig, path)
+
+
+def training_curves(trainings: Mapping[str, Mapping], path: Path) -> None:
+    """One row per training (name -> its metrics.json): the loss terms over steps (left) and the validation
+    metrics over steps (right), the metric that chose the checkpoint drawn thick, the chosen step dashed."""
+    plt = _pyplot()
+    names = list(trainings)
+    fig, axes = plt.subplots(max(len(names), 1), 2, figsize=(10, 3.1 * max(len(names), 1)), squeeze=False)
+    for row, name in enumerate(names):
+        m = trainings[name]
+        left, right = axes[row]
+        losses = m.get("losses") or []
+        for key in [k for k in (losses[0] if losses else {}) if k not in ("step", "lr")]:
+            left.plot(
+                [e["step"] for e in losses], [e.get(key) for e in losses], label=key, lw=2 if key == "loss" else 1
+            )
+        left.set_title(f"{name}: training loss", fontsize=10)
+        if losses:
+            left.legend(fontsize=7)
+        else:
+            left.text(0.5, 0.5, "no loss recorded", ha="center", va="center", transform=left.transAxes)
+        history = m.get("history") or []
+        select = m.get("select_metric")
+        keys = [k for k in (history[0] if history else {}) if k != "step" and isinstance(history[0][k], int | float)]
+        for key in keys:
+            steps = [h["step"] for h in history]
+            lw = 2.2 if key == select else 1
+            right.plot(steps, [h.get(key) for h in history], marker="o", ms=3, lw=lw, label=key)
+        if m.get("best_step"):
+            right.axvline(m["best_step"], ls="--", color="grey", lw=1, label=f"chosen (step {m['best_step']})")
+        right.set_title(f"{name}: validation" + (f" (chosen by {select})" if select else ""), fontsize=10)
+        if keys:
+            right.legend(fontsize=7)
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

@@ -15,19 +15,12 @@ from ..artifacts import RULES, lineage
 from ..cam import labels_at_size
 from ..errors import DataError
 from ..losses.classification import multilabel_f1
-from ..scoring.figures import colourise, confusion_figure, default_palette, heatmap, legend_strip, sample_grid
+from ..scoring.figures import colourise, confusion_figure, default_palette, legend_strip, sample_figure
 from ..scoring.metrics import ConfusionAccumulator, majority_scores
+from ..scoring.report import Figure, Heading, Para, lineage_blocks, score_blocks, to_markdown
 from ..store import SPLITS, open_store, write_json, write_text
 from .common import Tiles, evenly_spaced, read_cams, read_tiles
 
-SOURCES = ("cam", "cam_all_classes", "pseudo_labels", "predictions", "supervised")
-TITLES = {
-    "cam": "CAM labels",
-    "cam_all_classes": "CAM labels, every class (no image-level labels)",
-    "pseudo_labels": "pseudo-labels",
-    "predictions": "predictions (weak)",
-    "supervised": "predictions (supervised)",
-}
 FIGURE_FILES = ("samples.png", "confusion.png", "legend.png")
 
 
@@ -157,7 +150,7 @@ def run_evaluate(
     confusion_figure(
         confusion, tiles.classes, fig_dir / "confusion.png", f"predictions, {e['split']} split (rows: truth)"
     )
-    legend_strip(tiles.classes, palette, fig_dir / "legend.png")
+    legend_strip([*tiles.classes, "no label (ignored)"], [*palette, [0, 0, 0]], fig_dir / "legend.png")
     ungeoreferenced = [sc["id"] for sc in tiles.attrs.get("scenes", []) if not sc.get("crs")]
     write_text(out_dir / "report.md", report_markdown(metrics, tiles.classes, e["split"], made, ungeoreferenced))
     return {s: round(metrics[s]["miou"], 4) for s in sources}
@@ -229,7 +222,7 @@ def _samples_figure(tiles: Tiles, cams, stores, e, r, palette, path: Path) -> No
         row = [
             np.ascontiguousarray(image),
             colourise(g["labels"][int(i)], palette),
-            heatmap(scores[k]),
+            scores[k],
             colourise(labels[k], palette),
             colourise(stores["pseudo_labels"]["labels"][int(i)], palette),
             colourise(stores["predictions"]["labels"][int(i)], palette),
@@ -237,99 +230,47 @@ def _samples_figure(tiles: Tiles, cams, stores, e, r, palette, path: Path) -> No
         if "supervised" in stores:
             row.append(colourise(stores["supervised"]["labels"][int(i)], palette))
         rows.append(row)
-    sample_grid(rows, titles, path)
+    sample_figure(rows, titles, [tile_id(tiles, int(i)) for i in idx], titles.index("CAM (max)"), path)
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
+def tile_id(tiles: Tiles, i: int) -> str:
+    """How a figure names tile ``i``: its index, scene and pixel offset in the scene."""
+    where = tiles.attrs.get("tiles") or {}
+    if not where.get("scene"):
+        return f"tile {i}"
+    row, col = where["window"][i][:2]
+    return f"tile {i}\nscene {where['scene'][i]}\nrow {row}, col {col}"
 
 
 def report_markdown(
     metrics: Mapping, classes, split: str, made: Mapping | None = None, ungeoreferenced: list[str] = ()
 ) -> str:
-    lines = [
-        "# atsg evaluation",
-        "",
-        f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
-        "classes present in the ground truth.",
-        "",
+    """eval/report.md: every score of the evaluation, its figures and the artifact keys it comes from."""
+    blocks = [
+        Para(
+            f"Reported split: **{split}** (checkpoints were chosen on val). Values in %; mIoU averages the "
+            "classes present in the ground truth."
+        )
     ]
     if ungeoreferenced:
         shown = ", ".join(ungeoreferenced[:5]) + (" ..." if len(ungeoreferenced) > 5 else "")
-        lines += [
-            f"**Warning: outputs are not georeferenced**: {len(ungeoreferenced)} scene(s) have no CRS "
-            f"({shown}); their predictions carry pixel coordinates only.",
-            "",
-        ]
+        blocks.append(
+            Para(
+                f"**Warning: outputs are not georeferenced**: {len(ungeoreferenced)} scene(s) have no CRS "
+                f"({shown}); their predictions carry pixel coordinates only."
+            )
+        )
     if metrics.get("cam", {}).get("bkg_thre") is not None:
-        lines += [f"CAM labels: background at or under {metrics['cam']['bkg_thre']:g} of the normalised CAM.", ""]
-    lines += [
-        "CAM labels and pseudo-labels take each tile's classes from its image-level labels: known on train, "
-        "an oracle on val and test. The every-class row is what the CAMs give without them, as the "
-        "segmentation model must (new imagery has no labels).",
-        "",
-    ]
-    lines += [
-        "## mIoU by stage and split",
-        "",
-        "| stage | " + " | ".join(SPLITS) + " | OA | mean F1 |",
-        "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: | ---: |",
-    ]
-    for s in SOURCES:
-        if s not in metrics:
-            continue
-        m = metrics[s]
-        cells = [_fmt(m["splits"][sp]["miou"]) if sp in m["splits"] else "-" for sp in SPLITS]
-        lines.append(f"| {TITLES[s]} | " + " | ".join(cells) + f" | {_fmt(m['oa'])} | {_fmt(m['mean_f1'])} |")
-    base = metrics.get("majority") or {}
-    if base.get("class") is not None:
-        cells = [_fmt(base["splits"][sp]["miou"]) if sp in base["splits"] else "-" for sp in SPLITS]
-        lines.append(f"| majority class ({base['class']} everywhere; baseline) | " + " | ".join(cells) + " | - | - |")
-    if "supervised" in metrics and metrics["supervised"].get("weak_to_supervised") is not None:
-        lines += ["", f"Weak / fully supervised mIoU on {split}: **{metrics['supervised']['weak_to_supervised']:.3f}**"]
-    cls = metrics.get("classification") or {}
-    if cls:
-        lines += [
-            "",
-            "## Classifier (image-level labels)",
-            "",
-            "Mean F1 over classes of the classifier's image-level predictions (probability > 0.5), beside "
-            "the all-classes baseline that predicts every class for every tile.",
-            "",
-            "| split | classifier F1 | all-classes F1 | tiles |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        lines += [f"| {sp} | {_fmt(v['f1'])} | {_fmt(v['f1_all_classes'])} | {v['tiles']} |" for sp, v in cls.items()]
-    lines += [
-        "",
-        f"## Per-class IoU ({split})",
-        "",
-        "| class | " + " | ".join(TITLES[s] for s in SOURCES if s in metrics) + " |",
-        "| --- | " + " | ".join("---:" for s in SOURCES if s in metrics) + " |",
-    ]
-    for c in classes:
-        lines.append(f"| {c} | " + " | ".join(_fmt(metrics[s]["iou"].get(c)) for s in SOURCES if s in metrics) + " |")
-    lines += [
-        "",
-        "## Figures",
-        "",
-        "![samples](figures/samples.png)",
-        "",
-        "![legend](figures/legend.png)",
-        "",
-        "![confusion](figures/confusion.png)",
-        "",
-    ]
+        blocks.append(Para(f"CAM labels: background at or under {metrics['cam']['bkg_thre']:g} of the normalised CAM."))
+    blocks.append(
+        Para(
+            "CAM labels and pseudo-labels take each tile's classes from its image-level labels: known on train, "
+            "an oracle on val and test. The every-class row is what the CAMs give without them, as the "
+            "segmentation model must (new imagery has no labels)."
+        )
+    )
+    blocks += score_blocks(metrics, classes, split)
+    blocks += [Heading("Figures")] + [Figure(Path("figures") / f, f.removesuffix(".png")) for f in FIGURE_FILES]
     if made:
-        lines += [
-            "## Made from",
-            "",
-            "Artifact keys (a digest of the settings that made each input and of "
-            "everything upstream of it): every row above comes from these.",
-            "",
-            "| artifact | key |",
-            "| --- | --- |",
-        ]
-        lines += [f"| {name} | `{(key or 'none')[:16]}` |" for name, key in made["inputs"].items()]
-        lines += [f"| eval (this report) | `{made['artifact_key'][:16]}` |", ""]
-    return "\n".join(lines)
+        blocks += lineage_blocks(made)
+    return to_markdown(blocks, "atsg evaluation")

@@ -139,9 +139,10 @@ def run_pretrain(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
         "resumed_from": result.resumed_from,
         "final_teacher_temp": teacher_temperature(c["iterations"], c),
         "history": result.history,
+        "losses": result.losses,
     }
     write_json(out_dir / "metrics.json", metrics)
-    return {k: v for k, v in metrics.items() if k != "history"}
+    return {k: v for k, v in metrics.items() if k not in ("history", "losses")}
 
 
 def pretrained_file(pretrain_dir: Path | None, which: str, in_chans: int, key: str) -> tuple[Path, dict]:

@@ -129,6 +129,7 @@ def run_train_segmentation(
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "resumed_from": result.resumed_from,
         "history": result.history,
+        "losses": result.losses,
     }
     write_json(out_dir / "metrics.json", metrics)
-    return {k: v for k, v in metrics.items() if k != "history"}
+    return {k: v for k, v in metrics.items() if k not in ("history", "losses")}

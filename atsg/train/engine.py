@@ -74,6 +74,10 @@ class FitResult:
     best_score: float
     best_step: int
     history: list = field(default_factory=list)
+    """One entry per validation: the step and the validation metrics."""
+    losses: list = field(default_factory=list)
+    """One entry per ``log_every`` steps: the step, the learning rate and the mean of each loss term since the
+    previous entry (the training curve)."""
     seconds: float = 0.0
     resumed_from: int = 0
     steps_per_second: float = 0.0
@@ -112,7 +116,7 @@ class Engine:
     def last_path(self) -> Path:
         return self.workdir / "last.pt"
 
-    def _save(self, step: int, best: dict, history: list) -> None:
+    def _save(self, step: int, best: dict, history: list, losses: list) -> None:
         save_atomic(
             {
                 "fingerprint": self.fingerprint,
@@ -122,12 +126,13 @@ class Engine:
                 "scaler": self.scaler.state_dict(),
                 "best": best,
                 "history": history,
+                "losses": losses,
             },
             self.last_path,
         )
 
-    def _resume(self) -> tuple[int, dict, list]:
-        fresh = (0, {"score": -math.inf, "step": 0, "state": None}, [])
+    def _resume(self) -> tuple[int, dict, list, list]:
+        fresh = (0, {"score": -math.inf, "step": 0, "state": None}, [], [])
         if not self.last_path.exists():
             return fresh
         try:
@@ -142,7 +147,7 @@ class Engine:
         self.opt.load_state_dict(ck["opt"])
         self.scaler.load_state_dict(ck["scaler"])
         log.info("%s: resuming from step %d (%s)", self.name, ck["step"], self.last_path)
-        return ck["step"], ck["best"], ck["history"]
+        return ck["step"], ck["best"], ck["history"], ck.get("losses", [])
 
     def _set_lr(self, step: int) -> float:
         factor = lr_factor(step, self.cfg)
@@ -184,7 +189,7 @@ class Engine:
         iters, batch = cfg["iterations"], cfg["batch_size"]
         world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
         share = distributed.check_batch(batch, self.section, world)
-        start, best, history = self._resume()
+        start, best, history, losses = self._resume()
         resumed_from = start
         loader = DataLoader(
             samples,
@@ -198,7 +203,8 @@ class Engine:
         forward = self._wrap(loss_fn)
         self.model.train()
         t0 = time.perf_counter()
-        running: dict[str, float] = {}
+        running: dict[str, float] = {}  # sums of the loss terms over the `counted` steps since the last log
+        counted = 0
         side = 0.0  # seconds of validation and checkpointing
         bar = tqdm(
             total=iters, initial=start, desc=self.name, unit="step", mininterval=5, dynamic_ncols=True, disable=not main
@@ -222,12 +228,14 @@ class Engine:
             self.scaler.step(self.opt)
             self.scaler.update()
             step += 1
+            running["loss"] = running.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v
             bar.update(1)
+            counted += 1
             if main and (step % cfg["log_every"] == 0 or step == iters):
-                n = cfg["log_every"] if step % cfg["log_every"] == 0 else step % cfg["log_every"]
-                means = {k: v / n for k, v in running.items()}
+                means = {k: v / counted for k, v in running.items()}
+                losses.append({"step": step, "lr": lr, **means})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
                 log.info(
                     "%s: step %d/%d lr %.2e %s",
@@ -237,14 +245,14 @@ class Engine:
                     lr,
                     " ".join(f"{k}={v:.4f}" for k, v in means.items()),
                 )
-                running = {}
+                running, counted = {}, 0
             if main and (step % cfg["val_every"] == 0 or step == iters):
                 t_side = time.perf_counter()
                 best = self._validate(step, validate, best, history)
                 side += time.perf_counter() - t_side
             if main and (step % cfg["checkpoint_every"] == 0 or step == iters):
                 t_side = time.perf_counter()
-                self._save(step, best, history)
+                self._save(step, best, history, losses)
                 side += time.perf_counter() - t_side
         bar.close()
         if main and best["state"] is None:  # resumed after the last step: validate once to pick the weights
@@ -265,6 +273,7 @@ class Engine:
             best_score=best["score"],
             best_step=best["step"],
             history=copy.deepcopy(history),
+            losses=copy.deepcopy(losses),
             seconds=seconds,
             resumed_from=resumed_from,
             steps_per_second=rate,

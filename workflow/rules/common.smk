@@ -18,15 +18,17 @@ from snakemake.exceptions import WorkflowError
 
 from atsg.ablation import artifact_roots, variant_configs
 from atsg.artifacts import (
+    REPORT_SECTIONS,
     artifact_files,
     artifact_key,
     artifact_params,
     joint,
     needed,
     reads,
+    report_reads,
     upstream,
 )
-from atsg.config import dataset_root, run_dir, run_json, section_json
+from atsg.config import run_dir, run_json, section_json
 from atsg.shards import partial_path
 from atsg.stages.map import find_inputs
 
@@ -93,6 +95,32 @@ def every_output(variant=None):
     cfg = CONFIGS[str(RUN / "ablations" / variant)] if variant else config
     roots = ROOTS[variant]
     return [str(roots[a] / f) for a in needed(cfg, "eval") for f in artifact_files(cfg, a)]
+
+
+def report_inputs():
+    """The report's inputs: the files of atsg.artifacts.report_reads, where the run's artifacts are, and every
+    file of the evaluation (its figures go into the page)."""
+    roots = ROOTS[None]
+    found = {name: str(roots[name] / f) for name, f in report_reads(config).items()}
+    return {**found, "eval_files": [str(roots["eval"] / f) for f in artifact_files(config, "eval")]}
+
+
+def report_args():
+    """The options that hand the report its inputs: --tiles, --eval (the folder) and --training NAME=PATH."""
+    found = {name: path for name, path in report_inputs().items() if name != "eval_files"}
+    args = [f"--tiles {shlex.quote(found.pop('tiles'))}", f"--eval {shlex.quote(str(Path(found.pop('eval')).parent))}"]
+    return " ".join(args + [f"--training {shlex.quote(f'{name}={path}')}" for name, path in found.items()])
+
+
+REPORT = RUN / "report"
+REPORT_FILES = [str(REPORT / f) for f in ("run.rst", "iou.png", "training.png")]
+
+
+def report_page():
+    """The page `snakemake --report` opens on: the run's report/run.rst once rule report has made it, else the
+    workflow's description (which says to run the workflow first)."""
+    page = REPORT / "run.rst"
+    return str(page.resolve()) if page.is_file() else "workflow/report/workflow.rst"
 
 
 def stage_inputs(name):

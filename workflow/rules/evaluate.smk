@@ -1,4 +1,5 @@
 # Evaluation: CAM labels, pseudo-labels, predictions (and the supervised bound) -> eval/
+# Report: eval and the trainings' metrics -> report/ (the page snakemake --report opens on)
 # Ablation: every variant's evaluation -> eval/ablation.md + eval/ablation.json
 
 ABLATION_METRICS = {
@@ -18,16 +19,21 @@ rule evaluate:
         samples=report(
             "{root}/eval/figures/samples.png",
             caption="../report/samples.rst",
-            category="Evaluation",
+            category="3. Sample tiles",
             subcategory="{root}",
         ),
         confusion_png=report(
             "{root}/eval/figures/confusion.png",
             caption="../report/confusion.rst",
-            category="Evaluation",
+            category="4. Confusion matrix",
             subcategory="{root}",
         ),
-        legend="{root}/eval/figures/legend.png",
+        legend=report(
+            "{root}/eval/figures/legend.png",
+            caption="../report/legend.rst",
+            category="3. Sample tiles",
+            subcategory="{root}",
+        ),
     params:
         cfg=stage_params("eval"),
         reads=stage_args("eval"),
@@ -42,6 +48,26 @@ rule evaluate:
     shell:
         "atsg evaluate --params {params.cfg:q} {params.reads} --expect {params.expect:q} --out {params.out:q} "
         "--log {log:q}"
+
+
+rule report:
+    """Write the page snakemake --report opens on: the run, its mIoU table, IoU bars and training curves."""
+    input:
+        **report_inputs(),
+    output:
+        page=REPORT_FILES[0],
+        iou=report(REPORT_FILES[1], caption="../report/iou.rst", category="1. Scores"),
+        training=report(REPORT_FILES[2], caption="../report/training.rst", category="2. Training"),
+    params:
+        cfg=lambda wildcards: section_json(config, *REPORT_SECTIONS),
+        reads=report_args(),
+        out=lambda wildcards, output: os.path.dirname(output.page),
+    log:
+        LOGS / "report.log",
+    conda:
+        CPU_ENV
+    shell:
+        "atsg report --params {params.cfg:q} {params.reads} --out {params.out:q} --log {log:q}"
 
 
 rule ablation:
