@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atsg.cam import multiscale_cams  # noqa: E402
 from atsg.config import validate_config  # noqa: E402
+from atsg.factory import classifier as build_classifier  # noqa: E402
 from atsg.integrity import seal  # noqa: E402
-from atsg.models.classifier import CAMClassifier  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
 from atsg.stages.common import save_model_file  # noqa: E402
 from atsg.stages.extract_cams import ExtractCams  # noqa: E402
@@ -84,7 +84,7 @@ def published_cams(model, image: torch.Tensor, scales, flip: bool) -> torch.Tens
 def setup(workdir: Path, model_cfg: dict, tile: int, n: int, batch: int, device: str = "cpu"):
     torch.manual_seed(0)
     cfg = validate_config({"classifier": model_cfg, "cams": {"batch_size": batch, "device": device}})
-    model = CAMClassifier(cfg["classifier"], 3, len(CLASSES) - 1).eval()
+    model = build_classifier(cfg["classifier"], 3, len(CLASSES) - 1).eval()
     path = workdir / "classifier.pt"
     save_model_file(
         path,

@@ -45,14 +45,14 @@ def make_model(path: Path) -> None:
     import torch
 
     from atsg.config import load_config
+    from atsg.factory import segmenter
     from atsg.geo.imagery import imagery_record, model_normalisation
-    from atsg.models.segmenter import Segmenter
     from atsg.stages.common import save_model_file
 
     cfg = load_config([HERE.parent / "config" / "config.yaml"])
     c = dict(cfg["segmentation"], weights="random_init", random_init=True, pretrained=False, checkpoint=None)
     torch.manual_seed(0)
-    model = Segmenter(c, 3, len(cfg["dataset"]["classes"]))
+    model = segmenter(c, 3, len(cfg["dataset"]["classes"]))
     attrs = {
         "classes": cfg["dataset"]["classes"],
         "palette": cfg["dataset"]["palette"],
@@ -82,13 +82,13 @@ def whole_raster(model_path: Path, image_path: Path, out: Path, batch: int, devi
     import rasterio
     import torch
 
+    from atsg.factory import segmenter
     from atsg.geo.windows import hann_window
     from atsg.inference import predict_probs
-    from atsg.models.segmenter import Segmenter
     from atsg.stages.common import build_trained, load_model_file
 
     ck = load_model_file(model_path, "segmentation")
-    model = build_trained(ck, lambda c: Segmenter(c, 3, len(ck["classes"])), torch.device(device))
+    model = build_trained(ck, lambda c: segmenter(c, 3, len(ck["classes"])), torch.device(device))
     with rasterio.open(image_path) as src:
         image, profile = src.read(), src.profile
     _, h, w = image.shape

@@ -51,7 +51,7 @@ from atsg.data.synthetic.scene import generate_scene  # noqa: E402
 from atsg.integrity import seal  # noqa: E402
 from atsg.masks.generate import _rgb  # noqa: E402
 from atsg.masks.maps import object_and_boundary_maps  # noqa: E402
-from atsg.models.sam import ARCHITECTURES, build_sam_model  # noqa: E402
+from atsg.models.sam import build_sam_model, image_size  # noqa: E402
 from atsg.shards import Step, run_sharded  # noqa: E402
 from atsg.stages.generate_masks import GenerateMasks  # noqa: E402
 from atsg.store import base_attrs, create_tile_store, open_store  # noqa: E402
@@ -190,7 +190,7 @@ def bench_stage(
 ) -> dict:
     from segment_anything import SamAutomaticMaskGenerator
 
-    scene_px = ARCHITECTURES[model]["image"]
+    scene_px = image_size(model)
     images = scene_tiles(scene_px, tile)
     tiles = write_tiles(workdir / "tiles.zarr", images, scene_px)
     torch.manual_seed(0)
@@ -330,7 +330,7 @@ def main(argv=None) -> dict:
     share = f", {e['peak_share']:.1%} of the given peak" if "peak_share" in e else ""
     print(
         f"  image encoder ({stage['device']}, {e['precision']}, batch {e['batch']}): {e['s_per_image']:.3f} s "
-        f"per {ARCHITECTURES[stage['model']]['image']} px image, {e['gflops_per_image']:.2f} GFLOP each, "
+        f"per {image_size(stage['model'])} px image, {e['gflops_per_image']:.2f} GFLOP each, "
         f"{e['tflops']:.3f} TFLOP/s{share}"
     )
     print(

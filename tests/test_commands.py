@@ -143,7 +143,7 @@ def _snakemake_config(argv: list[str]) -> tuple[list[str], dict]:
 def test_documented_snakemake_commands_run_and_pass_the_config_they_name(text, checkout, cli_env):
     where, argv = COMMANDS[text]
     if "--report" in argv:
-        pytest.skip("builds a report of a finished run: tests/test_chain.py runs it on the tiny chain")
+        pytest.skip("builds a report of a finished run: tests/test_report.py builds and renders the tiny chain's")
     if "--sdm" in argv and shutil.which("conda") is None:
         pytest.skip("conda is not installed here; tests/test_workflow.py checks every rule's environment file")
     extra = [] if "--unlock" in argv or "--lint" in argv else ["-n", "-p"]

@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atsg import factory
 from atsg.config import validate_config
 from atsg.errors import ConfigError
 from atsg.losses.contrast import ctc_loss, link_pairs, pair_targets, ptc_loss
-from atsg.models.classifier import CAMClassifier
-from atsg.models.contrast import ContrastiveClassifier
 from atsg.models.linking import LinkingFeatures
 from atsg.models.projection import EMATeacher, ProjectionHead
 from atsg.store import IGNORE
@@ -166,7 +165,7 @@ def test_projection_head_last_layer_norms_stay_fixed():
 def test_objective_gradients_reach_the_student_never_the_teacher_or_link_tokens():
     torch.manual_seed(0)
     cfg = _cfg(ctc={"min_uncertain": 1.0})  # local crops not wholly uncertain are negatives: a contrast exists
-    model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), cfg["ctc"])
+    model = factory.contrastive(factory.classifier(cfg, 3, 3), cfg["ctc"])
     objective = ClassifierObjective(cfg, True, 3)
     loss, parts = objective(model, _batch(), 0)
     assert set(parts) == {"cls", "cls_aux", "ptc", "ctc"} and parts["ctc"] > 0
@@ -182,7 +181,7 @@ def test_objective_gradients_reach_the_student_never_the_teacher_or_link_tokens(
 def test_published_teacher_is_an_ema_of_the_head_alone():
     cfg = _cfg()
     torch.manual_seed(0)
-    model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), cfg["ctc"])
+    model = factory.contrastive(factory.classifier(cfg, 3, 3), cfg["ctc"])
     before = [p.clone() for p in model.teacher.head.parameters()]
     with torch.no_grad():
         for p in model.projection.parameters():
@@ -191,21 +190,21 @@ def test_published_teacher_is_an_ema_of_the_head_alone():
     for t, b, s in zip(model.teacher.head.parameters(), before, model.projection.parameters()):
         assert torch.allclose(t, 0.9 * b + 0.1 * s)
     old = _cfg(ctc={"form": "atsg"})
-    assert ContrastiveClassifier(CAMClassifier(old, 3, 3), old["ctc"]).teacher.backbone is not None
+    assert factory.contrastive(factory.classifier(old, 3, 3), old["ctc"]).teacher.backbone is not None
 
 
 @pytest.mark.parametrize("switch,term", [("ptc", "ptc"), ("ctc", "ctc")])
 def test_switches_remove_their_terms(switch, term):
     torch.manual_seed(0)
     cfg = _cfg(**{switch: {"enabled": False}})
-    model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), cfg["ctc"])
+    model = factory.contrastive(factory.classifier(cfg, 3, 3), cfg["ctc"])
     loss, parts = ClassifierObjective(cfg, True, 3)(model, _batch(), 0)
     assert term not in parts
     if switch == "ctc":
         assert model.teacher is None and model.projection is None
     plain = F.multilabel_soft_margin_loss  # with both off the loss is the classification loss alone
     cfg = _cfg(ptc={"enabled": False}, ctc={"enabled": False})
-    model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), cfg["ctc"])
+    model = factory.contrastive(factory.classifier(cfg, 3, 3), cfg["ctc"])
     batch = _batch()
     loss, _ = ClassifierObjective(cfg, True, 3)(model, batch, 0)
     out = model(batch["image"])
@@ -220,7 +219,7 @@ def test_linking_off_or_on_changes_the_ptc_targets():
     for enabled in (False, True):
         cfg = _cfg(ctc={"enabled": False}, linking={"enabled": enabled})
         torch.manual_seed(0)
-        model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), None)
+        model = factory.contrastive(factory.classifier(cfg, 3, 3), None)
         values[enabled] = ClassifierObjective(cfg, True, 3)(model, batch, 0)[1]["ptc"]
     assert values[False] != pytest.approx(values[True])
 
@@ -249,7 +248,7 @@ def test_dino_linking_needs_weights_and_loads_a_frozen_vit(tmp_path):
     assert not linker.training and not any(p.requires_grad for p in linker.parameters())
     feats = linker(_batch()["image"], (4, 4))  # a 2x2 DINO grid resampled to the classifier's 4x4
     assert feats.shape == (2, 24, 4, 4)
-    model = ContrastiveClassifier(CAMClassifier(cfg, 3, 3), None)
+    model = factory.contrastive(factory.classifier(cfg, 3, 3), None)
     loss, parts = objective(model, _batch(), 0)
     loss.backward()
     assert "ptc" in parts and all(p.grad is None for p in linker.parameters())

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from atsg import factory
 from atsg.cam import cam_to_label, cam_to_label_band, multiscale_cams
 from atsg.config import validate_config
 from atsg.losses.contrast import link_pairs, pair_targets, ptc_loss
@@ -25,7 +26,6 @@ from atsg.losses.segmentation import (
     object_loss_published,
 )
 from atsg.masks.maps import object_and_boundary_maps
-from atsg.models.classifier import CAMClassifier
 from atsg.models.joint import JointModel
 from atsg.models.official import from_official
 from atsg.refine.pseudo import Refiner
@@ -60,8 +60,8 @@ def joint():
     """atsg's paper-mode network with the official network's seeded weights, loaded from its state dict."""
     cfg = published_config()
     torch.manual_seed(0)
-    model = JointModel(
-        CAMClassifier(cfg["classifier"], 3, made.N_CLASSES - 1),
+    model = factory.joint(
+        factory.classifier(cfg["classifier"], 3, made.N_CLASSES - 1),
         cfg["classifier"]["ctc"],
         cfg["segmentation"],
         made.N_CLASSES,
@@ -270,8 +270,8 @@ def test_paper_mode_step_gates_losses_as_published(data):
         }
     )
     torch.manual_seed(0)
-    model = JointModel(
-        CAMClassifier(cfg["classifier"], 3, 3), cfg["classifier"]["ctc"], cfg["segmentation"], 4, foreground=True
+    model = factory.joint(
+        factory.classifier(cfg["classifier"], 3, 3), cfg["classifier"]["ctc"], cfg["segmentation"], 4, foreground=True
     )
     objective = JointObjective(cfg, True, 3, 4)
     g = torch.Generator().manual_seed(1)
@@ -333,7 +333,6 @@ def test_a_published_checkpoint_imports_and_gives_the_official_outputs(tmp_path,
     classifier file; both give the official network's outputs on the same input."""
     import torch.nn.functional as F
 
-    from atsg.models.segmenter import Segmenter
     from atsg.stages.common import load_model_file
     from atsg.stages.import_checkpoint import run_import_checkpoint
 
@@ -349,10 +348,10 @@ def test_a_published_checkpoint_imports_and_gives_the_official_outputs(tmp_path,
         "checkpoint": None,
         "random_init": True,
     }  # as predict builds it: weights from the file
-    segmenter = Segmenter({**seg["config"], **fresh}, 3, 4)
+    segmenter = factory.segmenter({**seg["config"], **fresh}, 3, 4)
     segmenter.load_state_dict(seg["state_dict"])
     cls = load_model_file(tmp_path / "cls.pt", "classifier")
-    classifier = CAMClassifier({**cls["config"], **fresh}, 3, 3)
+    classifier = factory.classifier({**cls["config"], **fresh}, 3, 3)
     classifier.load_state_dict(cls["state_dict"])
     with torch.no_grad():
         expected = F.interpolate(
@@ -378,7 +377,6 @@ def test_a_checkpoint_of_another_class_count_is_a_one_line_error_naming_the_tens
 
 def test_linking_features_equal_dinofeaturizer(tmp_path, data):
     """The frozen DINO ViT's last block after its final norm, position embedding resampled DINO's way."""
-    from atsg.models.linking import LinkingFeatures
 
     shapes = {k: tuple(v.shape) for k, v in _dino_shapes().items()}
     weights = tmp_path / "dino.pth"
@@ -386,10 +384,10 @@ def test_linking_features_equal_dinofeaturizer(tmp_path, data):
     cfg = validate_config({"classifier": {"linking": {"checkpoint": str(weights), "model_kwargs": made.DINO_ARCH}}})[
         "classifier"
     ]["linking"]
-    linker = LinkingFeatures(cfg, 3)
+    linker = factory.linking_features(cfg, 3)
     grid = (made.SIZE[0] // 16, made.SIZE[1] // 16)
     close(linker(data["images"], grid), "dino_feat", atol=1e-5)
-    pre = LinkingFeatures({**cfg, "final_norm": False}, 3)(data["images"], grid)
+    pre = factory.linking_features({**cfg, "final_norm": False}, 3)(data["images"], grid)
     assert not np.allclose(pre.numpy(), OFFICIAL["dino_feat"], atol=1e-3)
 
 

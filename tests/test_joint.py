@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from atsg import factory
 from atsg.config import validate_config
 from atsg.errors import ConfigError
-from atsg.models.classifier import CAMClassifier
-from atsg.models.joint import JointModel, segmenter_config
-from atsg.models.segmenter import Segmenter
+from atsg.models.joint import JointModel
 from atsg.store import IGNORE
 from atsg.train.joint_objective import JointObjective
 
@@ -69,8 +68,8 @@ def _batch():
 
 def _model(cfg, joint_decoder=True):
     torch.manual_seed(0)
-    classifier = CAMClassifier(cfg["classifier"], 3, 5)
-    return JointModel(classifier, cfg["classifier"]["ctc"], cfg["segmentation"], 6, joint_decoder)
+    classifier = factory.classifier(cfg["classifier"], 3, 5)
+    return factory.joint(classifier, cfg["classifier"]["ctc"], cfg["segmentation"], 6, joint_decoder)
 
 
 def test_segmentation_branch_waits_for_the_warmup_then_trains_decoders_and_backbone():
@@ -110,8 +109,8 @@ def test_on_the_fly_pseudo_labels_follow_the_image_labels_and_ignore_padding():
 def test_exported_segmenter_predicts_what_the_joint_model_predicts():
     cfg = _cfg()
     model = _model(cfg).eval()
-    seg_cfg = segmenter_config(cfg["classifier"], cfg["segmentation"])
-    segmenter = Segmenter(seg_cfg, 3, 6).eval()
+    seg_cfg = factory.segmenter_config(cfg["classifier"], cfg["segmentation"])
+    segmenter = factory.segmenter(seg_cfg, 3, 6).eval()
     segmenter.load_state_dict(JointModel.segmenter_state(model.state_dict()))
     images = _batch()["image"]
     with torch.no_grad():

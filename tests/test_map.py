@@ -17,13 +17,13 @@ from fixtures import EPSG, POTSDAM_PALETTE, random_scene, write_raster
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
+from atsg import factory
 from atsg.errors import DataError
 from atsg.geo.cog import read_tags
 from atsg.geo.imagery import imagery_record, model_normalisation
 from atsg.geo.vector import rasterise
 from atsg.geo.windows import hann_window
 from atsg.inference import predict_probs
-from atsg.models.segmenter import Segmenter
 from atsg.shards import Shard, Step
 from atsg.stages.common import save_model_file
 from atsg.stages.map import run_map
@@ -39,7 +39,7 @@ def _model_file(path: Path, tile: int = TILE, value_range=None, seed: int = 0) -
     torch.manual_seed(seed)
     cfg = dict(TINY_VIT, img_size=tile, decoder_channels=16)
     c = preset_config("config", segmentation=cfg)["segmentation"]
-    model = Segmenter(c, 3, len(CLASSES))
+    model = factory.segmenter(c, 3, len(CLASSES))
     attrs = {
         "classes": CLASSES,
         "palette": POTSDAM_PALETTE.tolist(),
@@ -91,7 +91,7 @@ def _reference(model_path: Path, image: np.ndarray, tile: int, overlap: int) -> 
     """(labels, probabilities (C, H, W) float) of the whole image at once: every tile of the grid padded with
     zeros, Hann-weighted, summed, divided; written independently of atsg.geo.windows."""
     ck = torch.load(model_path, weights_only=False)
-    m = Segmenter(dict(ck["config"], random_init=True), 3, len(CLASSES))
+    m = factory.segmenter(dict(ck["config"], random_init=True), 3, len(CLASSES))
     m.load_state_dict(ck["state_dict"])
     m.eval()
     _, h, w = image.shape

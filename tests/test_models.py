@@ -4,10 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atsg import factory
 from atsg.config import validate_config
 from atsg.errors import ConfigError
-from atsg.models.classifier import CAMClassifier
-from atsg.models.segmenter import Segmenter
 
 TINY_VIT = {
     "backbone": "vit_tiny_patch16_224",
@@ -29,14 +28,14 @@ def _cfg(section, **extra):
 
 def test_classifier_logits_pool_the_tokens_then_classify_as_published():
     torch.manual_seed(0)
-    model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=5)
+    model = factory.classifier(_cfg("classifier"), in_chans=3, n_targets=5)
     out = model(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8))
     assert out["maps"].shape == (2, 5, 8, 6) and out["maps_aux"].shape == (2, 5, 8, 6)
     pooled = out["tokens"].amax((2, 3))
     assert torch.allclose(out["logits"], pooled @ model.head.weight[:, :, 0, 0].T, atol=1e-5)
     assert not torch.allclose(out["logits"], out["maps"].amax((2, 3)), atol=1e-3)
     assert model.head.bias is None and model.head_aux.bias is None
-    other = CAMClassifier(_cfg("classifier", logits="classify_then_pool"), in_chans=3, n_targets=5)
+    other = factory.classifier(_cfg("classifier", logits="classify_then_pool"), in_chans=3, n_targets=5)
     out = other(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8))
     assert torch.allclose(out["logits"], out["maps"].amax((2, 3)))
     assert torch.allclose(out["logits_aux"], out["maps_aux"].amax((2, 3)))
@@ -44,7 +43,7 @@ def test_classifier_logits_pool_the_tokens_then_classify_as_published():
 
 def test_final_tokens_are_taken_after_the_final_norm_unless_switched_off():
     torch.manual_seed(0)
-    model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=2)
+    model = factory.classifier(_cfg("classifier"), in_chans=3, n_targets=2)
     x = model.backbone.prepare(torch.rand(1, 3, 64, 64) * 255)
     pre = model.backbone(x, [2])[0]
     post = model.backbone(x, [2], final_norm=True)[0]
@@ -68,20 +67,20 @@ def test_adaptive_aux_block_is_the_candidate_closest_to_the_candidates_mean():
     # per image: image 0 mean 1.5 (errors 1.5, 1.5: the earlier wins), image 1 mean 3.5 (0.5, 0.5: earlier)
     assert torch.equal(choose_block(maps, torch.tensor([0, 1])).flatten(), torch.tensor([0.0, 4.0]))
     torch.manual_seed(0)
-    model = CAMClassifier(_cfg("classifier", aux_candidates=[0, 1, 2]), in_chans=3, n_targets=2)
+    model = factory.classifier(_cfg("classifier", aux_candidates=[0, 1, 2]), in_chans=3, n_targets=2)
     assert model.aux_blocks == [0, 1, 2]
     with pytest.raises(ConfigError, match="classifier.aux_candidates"):
-        CAMClassifier(_cfg("classifier", aux_candidates=[-5, -4, -3]), in_chans=3, n_targets=2)
+        factory.classifier(_cfg("classifier", aux_candidates=[-5, -4, -3]), in_chans=3, n_targets=2)
 
 
 def test_classifier_accepts_sizes_that_are_not_multiples_of_the_patch():
-    model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=2)
+    model = factory.classifier(_cfg("classifier"), in_chans=3, n_targets=2)
     cam, cam_aux, tokens = model.cams(torch.zeros(1, 3, 50, 61))
     assert cam.shape == (1, 2, 7, 8) and cam_aux.shape == (1, 2, 7, 8) and tokens.shape == (1, 32, 7, 8)
 
 
 def test_classification_gradients_reach_backbone_and_both_heads():
-    model = CAMClassifier(_cfg("classifier"), in_chans=3, n_targets=3)
+    model = factory.classifier(_cfg("classifier"), in_chans=3, n_targets=3)
     out = model(torch.rand(2, 3, 64, 64) * 255)
     loss = F.multilabel_soft_margin_loss(
         out["logits"], torch.tensor([[1.0, 0, 1], [0, 1, 0]])
@@ -92,7 +91,7 @@ def test_classification_gradients_reach_backbone_and_both_heads():
 
 
 def test_segmenter_returns_logits_at_input_size_and_trains():
-    model = Segmenter(_cfg("segmentation", decoder_channels=16), in_chans=4, n_classes=6)
+    model = factory.segmenter(_cfg("segmentation", decoder_channels=16), in_chans=4, n_classes=6)
     logits = model(torch.rand(2, 4, 40, 56) * 255)
     assert logits.shape == (2, 6, 40, 56)
     F.cross_entropy(logits, torch.randint(0, 6, (2, 40, 56))).backward()
@@ -103,24 +102,24 @@ def test_no_weight_source_is_an_error_naming_the_keys():
     cfg = _cfg("classifier")
     cfg["random_init"] = False
     with pytest.raises(ConfigError, match="classifier.random_init"):
-        CAMClassifier(cfg, 3, 2)
+        factory.classifier(cfg, 3, 2)
 
 
 def test_missing_backbone_checkpoint_is_a_clear_error(tmp_path):
     cfg = _cfg("classifier")
     cfg.update(random_init=False, checkpoint=str(tmp_path / "deit.pth"))
     with pytest.raises(ConfigError, match="classifier.checkpoint.*does not exist"):
-        CAMClassifier(cfg, 3, 2)
+        factory.classifier(cfg, 3, 2)
 
 
 def test_backbone_checkpoint_is_loaded(tmp_path):
     torch.manual_seed(1)
-    source = CAMClassifier(_cfg("classifier"), 3, 2)
+    source = factory.classifier(_cfg("classifier"), 3, 2)
     torch.save({"model": source.backbone.vit.state_dict()}, tmp_path / "vit.pth")
     cfg = _cfg("classifier")
     cfg.update(random_init=False, checkpoint=str(tmp_path / "vit.pth"))
     torch.manual_seed(2)
-    loaded = CAMClassifier(cfg, 3, 2)
+    loaded = factory.classifier(cfg, 3, 2)
     assert torch.equal(loaded.backbone.vit.pos_embed, source.backbone.vit.pos_embed)
 
 
@@ -131,8 +130,6 @@ def test_pretrained_weights_that_cannot_be_fetched_fail_at_once_with_the_key(mon
     import time
 
     import huggingface_hub
-
-    from atsg.models.backbone import ViTBackbone
 
     def unreachable(address, timeout=None):
         raise OSError(-2, "Name or service not known")
@@ -146,14 +143,56 @@ def test_pretrained_weights_that_cannot_be_fetched_fail_at_once_with_the_key(mon
         r"vit_tiny_patch16_224 are not in the local cache and huggingface.co "
         r"cannot be reached .*segmentation.checkpoint",
     ):
-        ViTBackbone("vit_tiny_patch16_224", 3, {"pretrained": True}, "segmentation")
+        factory.backbone({"backbone": "vit_tiny_patch16_224", "pretrained": True}, 3, "segmentation")
     assert time.monotonic() - start < 5
 
 
 def test_a_vit_with_a_cnn_stem_needs_timm_position_embedding_resampling():
     hybrid = {"backbone": "vit_tiny_r_s16_p8_224", "pretrained": False, "random_init": True, "aux_layer": -2}
     with pytest.raises(ConfigError, match="classifier.pos_embed_resize: .* set it to timm"):
-        CAMClassifier(validate_config({"classifier": hybrid})["classifier"], 3, 2)
+        factory.classifier(validate_config({"classifier": hybrid})["classifier"], 3, 2)
     cfg = validate_config({"classifier": {**hybrid, "pos_embed_resize": "timm"}})["classifier"]
-    out = CAMClassifier(cfg, 3, 2)(torch.rand(1, 3, 64, 64) * 255)
+    out = factory.classifier(cfg, 3, 2)(torch.rand(1, 3, 64, 64) * 255)
     assert out["maps"].shape == (1, 2, 2, 2)
+
+
+def test_models_take_explicit_arguments_and_the_factory_reads_the_config():
+    """No config dict goes below atsg.factory: no nn.Module of atsg.models takes a config section."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+
+    import atsg.models
+
+    modules = [importlib.import_module(f"atsg.models.{m.name}") for m in pkgutil.iter_modules(atsg.models.__path__)]
+    classes = {
+        cls
+        for mod in modules
+        for _, cls in inspect.getmembers(mod, inspect.isclass)
+        if issubclass(cls, torch.nn.Module) and cls.__module__.startswith("atsg.models")
+    }
+    assert len(classes) >= 9
+    for cls in classes:
+        for name, p in inspect.signature(cls.__init__).parameters.items():
+            assert name not in ("cfg", "config", "section", "ctc", "segmentation"), (cls.__name__, name)
+            assert "Mapping" not in str(p.annotation), (cls.__name__, name)
+        assert not re.search(r"(?<!\w)(cfg|config)\b", inspect.getsource(cls.__init__)), cls.__name__
+
+
+def test_sam_comes_from_segment_anything_registry(monkeypatch):
+    """Published SAM types are built by segment_anything's own sam_model_registry; only vit_tiny is made here."""
+    import segment_anything
+
+    from atsg.models import sam
+
+    built = []
+    for name in ("vit_h", "vit_l", "vit_b"):
+        monkeypatch.setitem(segment_anything.sam_model_registry, name, lambda checkpoint, n=name: built.append(n) or n)
+        assert sam.build_sam_model(name) == name
+    assert built == ["vit_h", "vit_l", "vit_b"]
+    assert sam.model_types() == [*segment_anything.sam_model_registry, "vit_tiny"]
+    tiny = sam.build_sam_model("vit_tiny")
+    assert tiny.image_encoder.img_size == sam.image_size("vit_tiny") == 256 and sam.image_size("vit_b") == 1024
+    with pytest.raises(ConfigError, match="unknown SAM type"):
+        factory.sam("vit_x", "x.pth", torch.device("cpu"))

@@ -9,11 +9,11 @@ import torch
 from conftest import REPO, TINY_PRETRAIN, TINY_VIT, preset_config
 from fixtures import make_potsdam
 
+from atsg import factory
 from atsg.artifacts import artifact_key, needed, upstream
 from atsg.config import load_config
 from atsg.errors import ConfigError, DataError
 from atsg.losses.selfsup import dino_loss, masked_patch_loss, teacher_probs, update_center
-from atsg.models.classifier import CAMClassifier
 from atsg.stages.common import Tiles
 from atsg.stages.pretrain import run_pretrain, with_pretrain
 from atsg.stages.tile import run_tile
@@ -127,7 +127,7 @@ def test_pretrain_writes_student_and_teacher_that_load_as_timm_weights(pretraine
     assert "pos_embed" in keys and "blocks.0.attn.qkv.weight" in keys and not any(k.startswith("head") for k in keys)
     # the teacher lags the student (EMA), and both moved away from the seeded random init
     torch.manual_seed(cfg["pretrain"]["seed"])
-    fresh = CAMClassifier({**cfg["classifier"], "weights": "random_init"}, 3, 5).backbone.vit.state_dict()
+    fresh = factory.classifier({**cfg["classifier"], "weights": "random_init"}, 3, 5).backbone.vit.state_dict()
     w = "blocks.0.attn.qkv.weight"
     assert not torch.equal(student["state_dict"][w], teacher["state_dict"][w])
     assert not torch.equal(student["state_dict"][w], fresh[w])
@@ -136,7 +136,7 @@ def test_pretrain_writes_student_and_teacher_that_load_as_timm_weights(pretraine
     inputs = {}
     c = with_pretrain(cfg, "classifier", out, tiles.bands, inputs)
     assert inputs == {"pretrain": student["artifact_key"]}
-    vit = CAMClassifier(c, tiles.bands, tiles.n_targets).backbone.vit.state_dict()
+    vit = factory.classifier(c, tiles.bands, tiles.n_targets).backbone.vit.state_dict()
     assert all(torch.equal(vit[k], v) for k, v in student["state_dict"].items())
     assert c["linking"]["checkpoint"] == str(out / "teacher.pt") and c["linking"]["embed_dim"] == TINY_VIT["embed_dim"]
 
@@ -160,7 +160,7 @@ def test_weights_pretrain_needs_the_same_architecture(pretrained):
     other = {**cfg, "pretrain": {**cfg["pretrain"], "backbone": "vit_small_patch16_224", "embed_dim": None}}
     assert with_pretrain(other, "classifier", out, 3, {})["linking"]["backbone"] == "vit_tiny_patch16_224"
     with pytest.raises(ConfigError, match="classifier.weights: pretrain needs the pretrain stage"):
-        CAMClassifier(cfg["classifier"], 3, 5)
+        factory.classifier(cfg["classifier"], 3, 5)
 
 
 def test_pretrain_enters_the_artifact_graph_only_when_read():

@@ -54,12 +54,13 @@ def _text(dom: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
 
 
-def test_the_report_opens_on_the_run_and_its_numbers(chain, chromium, tmp_path):
+def test_the_report_opens_on_the_run_and_its_numbers(chain, tmp_path, request):
     work, env, run = chain
     page = tmp_path / "report.html"
     result = run_snakemake(work, env, "--report", str(page))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    dom = _render(chromium, page, tmp_path / "profile")
+    assert page.stat().st_size > 10000
+    dom = _render(request.getfixturevalue("chromium"), page, tmp_path / "profile")  # built even without one
     text = _text(dom)
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     classes = list(metrics["cam"]["iou"])
@@ -103,3 +104,15 @@ def test_the_report_stage_writes_the_page_and_its_figures(chain):
         assert (run / "report" / fig).stat().st_size > 5000
     classifier = json.loads((run / "classifier" / "metrics.json").read_text())
     assert [e["step"] for e in classifier["losses"]] == [2, 4] and all(e["loss"] > 0 for e in classifier["losses"])
+
+
+def test_report_refuses_what_is_not_a_training(tmp_path, cli_env):
+    out = subprocess.run(
+        ["atsg", "report", "--training", "decoder=x.json", "--out", str(tmp_path)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0 and "--training decoder=...: not a training" in out.stderr
+    assert not any(tmp_path.iterdir())

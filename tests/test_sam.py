@@ -5,11 +5,12 @@ import pytest
 import torch
 import zarr
 
+from atsg import factory
 from atsg.config import validate_config
 from atsg.errors import ConfigError
 from atsg.integrity import seal
 from atsg.masks.generate import SamGenerator
-from atsg.models.sam import build_sam_model, load_sam
+from atsg.models.sam import build_sam_model
 from atsg.stages.generate_masks import run_generate_masks
 from atsg.store import base_attrs, create_tile_store, open_store
 
@@ -92,7 +93,7 @@ def _image(size=64, seed=0):
 def test_grid_generator_makes_the_official_generators_masks(tiny_sam, settings):
     from atsg.masks.sam_auto import GridMaskGenerator
 
-    sam = load_sam("vit_tiny", str(tiny_sam), torch.device("cpu"))
+    sam = factory.sam("vit_tiny", str(tiny_sam), torch.device("cpu"))
     images = [_image(64, 0), _image(64, 1)]
     m = _cfg(tiny_sam, **settings)["masks"]
     generator = GridMaskGenerator(sam, m, timed=True)
@@ -146,14 +147,14 @@ def test_generate_masks_with_sam_writes_the_store(tmp_path, tiny_sam):
 
 def test_missing_sam_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="masks.sam_checkpoint"):
-        load_sam("vit_h", None, torch.device("cpu"))
+        factory.sam("vit_h", None, torch.device("cpu"))
     with pytest.raises(ConfigError, match="masks.sam_checkpoint.*does not exist"):
-        load_sam("vit_h", str(tmp_path / "sam_vit_h_4b8939.pth"), torch.device("cpu"))
+        factory.sam("vit_h", str(tmp_path / "sam_vit_h_4b8939.pth"), torch.device("cpu"))
 
 
 def test_checkpoint_of_another_model_type_is_a_clear_error(tiny_sam):
     with pytest.raises(ConfigError, match="masks.sam_model_type"):
-        load_sam("vit_b", str(tiny_sam), torch.device("cpu"))
+        factory.sam("vit_b", str(tiny_sam), torch.device("cpu"))
 
 
 def test_scene_windows_run_sam_once_per_window_at_native_resolution(tmp_path, tiny_sam):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from atsg import factory
 from atsg.config import validate_config
 from atsg.losses.segmentation import (
     balanced_cross_entropy,
@@ -13,7 +14,6 @@ from atsg.losses.segmentation import (
     object_loss,
     soft_boundaries,
 )
-from atsg.models.segmenter import Segmenter
 from atsg.store import IGNORE
 from atsg.train.datasets import rescale_crop_flip
 from atsg.train.segmentation_objective import SegmentationObjective
@@ -143,7 +143,7 @@ def test_objective_gates_energy_and_joint_until_after_warmup_supervised_only_cro
     torch.manual_seed(0)
     cfg = _cfg(loss_warmup_iterations=3, energy_loss={"scale": 0.25})
     objective = SegmentationObjective(cfg, True, supervised=False)
-    model = Segmenter(cfg, 3, 4, foreground=objective.joint)
+    model = factory.segmenter(cfg, 3, 4, foreground=objective.joint)
     batch = _batch()
     for step in (0, 3):
         early, parts = objective(model, batch, step)
@@ -163,7 +163,7 @@ def test_objective_gates_energy_and_joint_until_after_warmup_supervised_only_cro
     assert gated(model, batch, 3)[1]["object"] == gated(model, batch, 3)[1]["boundary"] == 0.0
     sup = SegmentationObjective(cfg, True, supervised=True)
     assert not sup.needs_masks and not sup.joint
-    model = Segmenter(cfg, 3, 4).eval()
+    model = factory.segmenter(cfg, 3, 4).eval()
     loss, parts = sup(model, {"image": batch["image"], "label": batch["label"]}, 10)
     assert set(parts) == {"seg"}
     assert loss.item() == pytest.approx(
@@ -181,7 +181,7 @@ def test_switching_a_loss_off_removes_its_term(key, term):
     sections.setdefault(key, {})["enabled"] = False
     cfg = _cfg(**sections)
     objective = SegmentationObjective(cfg, True, supervised=False)
-    model = Segmenter(cfg, 3, 4, foreground=objective.joint)
+    model = factory.segmenter(cfg, 3, 4, foreground=objective.joint)
     _, parts = objective(model, _batch(), 5)
     assert term not in parts and len(parts) == 4
     if key == "joint_loss":

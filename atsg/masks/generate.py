@@ -56,12 +56,12 @@ class SamGenerator:
     overhead), or the official ``SamAutomaticMaskGenerator`` itself when crop layers are asked for."""
 
     def __init__(self, cfg: Mapping, device, timed: bool = False):
-        from ..models.sam import load_sam
+        from ..factory import sam
         from .sam_auto import GridMaskGenerator
 
         self.min_area, self.max_objects = cfg["min_area"], cfg["max_objects"]
         self.painted_only = cfg["boundaries"] == "painted"
-        self.sam = load_sam(cfg["sam_model_type"], cfg["sam_checkpoint"], device)
+        self.sam = sam(cfg["sam_model_type"], cfg["sam_checkpoint"], device)
         self.grid = self.official = None
         if cfg["crop_n_layers"] == 0:
             self.grid = GridMaskGenerator(self.sam, cfg, timed)

@@ -1,141 +1,44 @@
 """A timm ViT as a token-map extractor, through ``forward_intermediates`` (never hooks).
 
-Weights come from exactly one explicit source: timm's pretrained weights, a local
-checkpoint file, or random initialisation asked for in config.
+:class:`ViTBackbone` wraps a ViT made by ``timm.create_model`` (:func:`atsg.factory.backbone` makes it from a
+config section and gives it its weights: timm's pretrained weights, a local checkpoint file, or random
+initialisation asked for in config).
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError
-
-ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
-"""Architecture settings that override the named timm model's own (null keeps them)."""
-
-
-def _weights_source(cfg: Mapping, section: str) -> str:
-    """The one source of a backbone's weights: ``weights`` when set, else the one of the switches pretrained,
-    checkpoint and random_init that is on. ``weights: pretrain`` is resolved by the stage (the pretrain stage's
-    backbone file becomes the checkpoint) before a model is built."""
-    weights = cfg.get("weights")
-    if weights == "pretrain":
-        raise ConfigError(
-            f"config key {section}.weights: pretrain needs the pretrain stage's backbone; run the "
-            f"stage through the workflow, or give its folder with --pretrain DIR"
-        )
-    if weights == "checkpoint" and not cfg.get("checkpoint"):
-        raise ConfigError(f"config key {section}.weights: checkpoint needs {section}.checkpoint (a local file)")
-    if weights:
-        return weights
-    chosen = [k for k in ("pretrained", "checkpoint", "random_init") if cfg.get(k)]
-    if len(chosen) != 1:
-        raise ConfigError(
-            f"config key {section}: choose exactly one weight source among {section}.pretrained, "
-            f"{section}.checkpoint and {section}.random_init (found {chosen or 'none'}), or set {section}.weights"
-        )
-    return chosen[0]
-
-
-def load_state_dict(path: str | Path, key: str) -> dict:
-    """A state dict from a local file (plain, or under 'model' / 'state_dict'); clear error when missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config key {key}: checkpoint {path} does not exist; give the path of a local weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable torch checkpoint ({exc})") from None
-    for sub in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(sub), dict):
-            state = state[sub]
-    return state
-
-
-def require_reachable_weights(name: str, section: str, timeout: float = 5.0) -> None:
-    """A clear error at once when timm's weights for ``name`` are neither cached nor downloadable (offline
-    clusters), instead of a minute of download retries and a raw hub traceback."""
-    from urllib.parse import urlparse
-
-    try:
-        cfg = timm.models.get_pretrained_cfg(name)
-    except Exception:  # noqa: BLE001 - an unknown name: timm.create_model says so itself
-        return
-    if cfg is None:
-        return
-    host = None
-    if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        files = (
-            [cfg.hf_hub_filename]
-            if cfg.hf_hub_filename
-            else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
-        )
-        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in files):
-            return
-        host = "huggingface.co"
-    elif cfg.url:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
-        if cached.is_file():
-            return
-        host = urlparse(cfg.url).hostname
-    if not host:
-        return
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(
-            f"config key {section}.pretrained: timm's weights for {name} are not in the local cache and {host} "
-            f"cannot be reached ({exc}); set {section}.checkpoint to a local weights file (and "
-            f"{section}.pretrained: false), or choose {section}.random_init explicitly"
-        ) from None
+from ..errors import ConfigError
 
 
 class ViTBackbone(nn.Module):
     """Patch-token maps (B, D, h, w) of chosen blocks of a timm ViT, for any input size."""
 
-    def __init__(self, name: str, in_chans: int, cfg: Mapping, section: str):
+    def __init__(
+        self, vit: nn.Module, in_chans: int, pos_embed_resize: str = "official", freeze_pos_embed: bool = False
+    ):
+        """``vit``: a timm ViT with ``forward_intermediates`` (made with ``dynamic_img_size``) for images of
+        ``in_chans`` bands (normalised by the ViT's own mean and std; bands beyond them by the first band's).
+        ``pos_embed_resize``: how the position embedding follows the token grid, ``official`` (the published
+        ViT's plain bicubic resize), ``dino`` (DINO's) or ``timm`` (timm's own; the others need a
+        :func:`plain_vit`). ``freeze_pos_embed``: the position embedding never trains (published)."""
         super().__init__()
-        source = _weights_source(cfg, section)
-        kwargs = dict(cfg.get("model_kwargs") or {})
-        kwargs.update({k: cfg[k] for k in ARCH_KEYS if cfg.get(k) is not None})
-        kwargs.setdefault("dynamic_img_size", True)
-        if source == "pretrained":
-            require_reachable_weights(name, section)
-        try:
-            self.vit = timm.create_model(
-                name, pretrained=source == "pretrained", num_classes=0, in_chans=in_chans, **kwargs
-            )
-        except Exception as exc:  # noqa: BLE001 - timm and huggingface_hub raise many types
-            if source == "pretrained":
-                raise ConfigError(
-                    f"config key {section}.pretrained: could not load timm weights for {name} "
-                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                    f"offline, set {section}.checkpoint to a local file"
-                ) from None
-            raise ConfigError(f"config key {section}.backbone: {name}: {exc}") from None
-        if not hasattr(self.vit, "forward_intermediates") or not hasattr(self.vit, "blocks"):
-            raise ConfigError(f"config key {section}.backbone: {name} is not a ViT with forward_intermediates")
-        if source == "checkpoint":
-            state = load_state_dict(cfg["checkpoint"], f"{section}.checkpoint")
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-            missing, unexpected = self.vit.load_state_dict(state, strict=False)
-            if missing:
-                raise DataError(
-                    f"{cfg['checkpoint']}: weights for {name} lack {len(missing)} tensors "
-                    f"(e.g. {missing[0]}); is it a checkpoint of another model?"
-                )
+        if not hasattr(vit, "forward_intermediates") or not hasattr(vit, "blocks"):
+            raise ValueError(f"{type(vit).__name__} is not a ViT with forward_intermediates")
+        if pos_embed_resize not in ("official", "dino", "timm"):
+            raise ValueError(f"pos_embed_resize {pos_embed_resize!r}: official, dino or timm")
+        if pos_embed_resize != "timm" and not plain_vit(vit):
+            raise ValueError(f"pos_embed_resize {pos_embed_resize} needs a plain ViT; use timm")
+        self.vit = vit
         data_cfg = timm.data.resolve_data_config({}, model=self.vit)
         mean, std = list(data_cfg["mean"]), list(data_cfg["std"])
-        if len(mean) != in_chans:  # multispectral input: reuse the first band's statistics
+        if len(mean) != in_chans:  # multispectral input: the first band's statistics
             mean, std = [mean[0]] * in_chans, [std[0]] * in_chans
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
@@ -143,13 +46,8 @@ class ViTBackbone(nn.Module):
         self.embed_dim = self.vit.embed_dim
         # The token stride: the patch size, times the CNN stem's stride for hybrid ViTs.
         self.patch_size = int(self.vit.patch_embed.feat_ratio(as_scalar=True))
-        self.pos_embed_resize = cfg.get("pos_embed_resize", "official")
-        if self.pos_embed_resize != "timm" and not _plain_vit(self.vit):
-            raise ConfigError(
-                f"config key {section}.pos_embed_resize: {name} is not a plain ViT (one class token, "
-                f"learned position embedding over it and the patches); set it to timm"
-            )
-        if cfg.get("freeze_pos_embed", False) and getattr(self.vit, "pos_embed", None) is not None:
+        self.pos_embed_resize = pos_embed_resize
+        if freeze_pos_embed and getattr(self.vit, "pos_embed", None) is not None:
             self.vit.pos_embed.requires_grad_(False)  # as published: the position embedding never trains
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -242,7 +140,7 @@ class ViTBackbone(nn.Module):
         return torch.cat([pos[:, :1], patch.flatten(2).transpose(1, 2)], 1)
 
 
-def _plain_vit(vit: nn.Module) -> bool:
+def plain_vit(vit: nn.Module) -> bool:
     """A ViT of the published kind: a plain patch embedding (no CNN stem), one class token, no register tokens,
     a learned position embedding that covers the class token and the patch grid."""
     return (

@@ -1,20 +1,19 @@
 """The CAM classifier of METHOD.md: ViT tokens -> bias-free 1x1 heads; image logits by global max pooling.
 
-Published form (the defaults): final tokens after the ViT's final LayerNorm (``final_norm``), logits of the
-max-pooled token map (``logits: pool_then_classify``), and an adaptive auxiliary block (``aux_layer:
-adaptive``): at every forward pass, among ``aux_candidates`` the block whose mean activation is closest to
-the candidates' mean.
+Published form (the defaults; :func:`atsg.factory.classifier` reads them from the config): final tokens after
+the ViT's final LayerNorm (``final_norm``), logits of the max-pooled token map (``pool_first``), and an adaptive
+auxiliary block: at every forward pass, among the candidate ``aux_blocks`` the block whose mean activation is
+closest to the candidates' mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from .backbone import ViTBackbone
 
 
@@ -45,20 +44,23 @@ def choose_block(maps: Sequence[torch.Tensor], groups: torch.Tensor | None = Non
 class CAMClassifier(nn.Module):
     """Final-block and auxiliary-block heads; logits by global max pooling."""
 
-    def __init__(self, cfg: Mapping, in_chans: int, n_targets: int, section: str = "classifier"):
+    def __init__(
+        self,
+        backbone: ViTBackbone,
+        n_targets: int,
+        aux_blocks: Sequence[int],
+        final_norm: bool = True,
+        pool_first: bool = True,
+    ):
+        """``aux_blocks``: the block of the auxiliary head (one index), or its candidates (several: chosen at every
+        forward pass by :func:`choose_block`). ``final_norm``: final tokens after the ViT's final LayerNorm.
+        ``pool_first``: logits of the max-pooled tokens (published), else the max of the class maps."""
         super().__init__()
-        self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
-        adaptive = cfg["aux_layer"] == "adaptive"
-        key = f"{section}.aux_candidates" if adaptive else f"{section}.aux_layer"
-        try:
-            self.aux_blocks = [
-                self.backbone.block_index(b) for b in (cfg["aux_candidates"] if adaptive else [cfg["aux_layer"]])
-            ]
-        except ConfigError as exc:
-            raise ConfigError(f"config key {key}: {exc}") from None
-        self.final_norm = bool(cfg.get("final_norm", True))
-        self.pool_first = cfg.get("logits", "pool_then_classify") == "pool_then_classify"
-        dim = self.backbone.embed_dim
+        self.backbone = backbone
+        self.aux_blocks = [backbone.block_index(b) for b in aux_blocks]
+        self.final_norm = bool(final_norm)
+        self.pool_first = bool(pool_first)
+        dim = backbone.embed_dim
         self.head = nn.Conv2d(dim, n_targets, 1, bias=False)
         self.head_aux = nn.Conv2d(dim, n_targets, 1, bias=False)
         self.n_targets = n_targets

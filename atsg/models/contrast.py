@@ -15,20 +15,21 @@ from .projection import EMATeacher, ProjectionHead
 class ContrastiveClassifier(nn.Module):
     """Wraps a CAMClassifier; ``forward`` is the classifier's, so validation sees a plain classifier.
 
-    ``ctc`` (the config section ``classifier.ctc``) adds the projection head and its teacher. Only
-    ``classifier`` weights make the trained model file; the rest is training state.
+    ``projection`` (None: no class-token contrast) is the contrast's projection head; its EMA teacher follows
+    the head alone (``head_only_teacher``, published) or backbone and head. Only ``classifier`` weights make
+    the trained model file; the rest is training state.
     """
 
-    def __init__(self, classifier: CAMClassifier, ctc: Mapping | None):
+    def __init__(
+        self, classifier: CAMClassifier, projection: ProjectionHead | None = None, head_only_teacher: bool = True
+    ):
         super().__init__()
         self.classifier = classifier
-        self.projection = self.teacher = None
-        self.head_only_teacher = bool(ctc) and ctc.get("form", "published") == "published"
-        if ctc and ctc["enabled"]:
-            self.projection = ProjectionHead(
-                classifier.backbone.embed_dim, ctc["hidden_dim"], ctc["bottleneck_dim"], ctc["out_dim"]
-            )
-            self.teacher = EMATeacher(None if self.head_only_teacher else classifier.backbone, self.projection)
+        self.projection = projection
+        self.head_only_teacher = bool(head_only_teacher)
+        self.teacher = None
+        if projection is not None:
+            self.teacher = EMATeacher(None if self.head_only_teacher else classifier.backbone, projection)
 
     def head_parameters(self):
         heads = self.classifier.head_parameters()

@@ -13,36 +13,24 @@ import torch
 
 from .classifier import CAMClassifier
 from .contrast import ContrastiveClassifier
-from .segmenter import LargeFOV, foreground_channels, upsample_logits
-
-BACKBONE_KEYS = (
-    "backbone",
-    "img_size",
-    "patch_size",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "model_kwargs",
-    "final_norm",
-    "pos_embed_resize",
-)
-"""Settings that fix the ViT's architecture: the exported segmentation model takes them from the classifier."""
+from .projection import ProjectionHead
+from .segmenter import LargeFOV, upsample_logits
 
 
 class JointModel(ContrastiveClassifier):
     """ContrastiveClassifier + segmentation decoder(s) on the final tokens; ``forward`` stays the classifier's."""
 
     def __init__(
-        self, classifier: CAMClassifier, ctc: Mapping | None, segmentation: Mapping, n_classes: int, foreground: bool
+        self,
+        classifier: CAMClassifier,
+        projection: ProjectionHead | None,
+        head_only_teacher: bool,
+        decoder: LargeFOV,
+        foreground: LargeFOV | None = None,
     ):
-        super().__init__(classifier, ctc)
-        dim = classifier.backbone.embed_dim
-        self.decoder = LargeFOV.from_config(dim, n_classes, segmentation)
-        self.foreground = (
-            LargeFOV.from_config(dim, foreground_channels(segmentation, n_classes), segmentation)
-            if foreground
-            else None
-        )
+        super().__init__(classifier, projection, head_only_teacher)
+        self.decoder = decoder
+        self.foreground = foreground
 
     def head_parameters(self):
         heads = super().head_parameters() + list(self.decoder.parameters())
@@ -65,8 +53,3 @@ class JointModel(ContrastiveClassifier):
         out = {k[len("classifier.") :]: v for k, v in state.items() if k.startswith("classifier.backbone.")}
         out.update({k: v for k, v in state.items() if k.startswith("decoder.")})
         return out
-
-
-def segmenter_config(classifier: Mapping, segmentation: Mapping) -> dict:
-    """The settings a Segmenter is rebuilt from: the segmentation section with the classifier's ViT."""
-    return {**segmentation, **{k: classifier[k] for k in BACKBONE_KEYS}}

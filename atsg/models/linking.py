@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from .backbone import ViTBackbone
-
-SECTION = "classifier.linking"
 
 
 class LinkingFeatures(nn.Module):
     """Final-block tokens of a frozen timm ViT (after its final norm, as the published DinoFeaturizer),
     resampled to the classifier's token grid when the grids differ."""
 
-    def __init__(self, cfg: Mapping, in_chans: int):
+    def __init__(self, backbone: ViTBackbone, final_norm: bool = True):
         super().__init__()
-        if not cfg.get("checkpoint") and not cfg.get("pretrained"):
-            raise ConfigError(
-                f"config key {SECTION}.checkpoint is not set: linking.features 'dino' needs the weights of "
-                f"{cfg['backbone']} (a local file, e.g. DINO's dino_vitbase16_pretrain.pth; or "
-                f"{SECTION}.pretrained: true when online), or set {SECTION}.features: self"
-            )
-        self.vit = ViTBackbone(cfg["backbone"], in_chans, {**cfg, "random_init": False}, SECTION)
-        self.final_norm = bool(cfg.get("final_norm", True))
+        self.vit = backbone
+        self.final_norm = bool(final_norm)
         self.vit.eval()
         for p in self.vit.parameters():
             p.requires_grad_(False)

@@ -8,8 +8,6 @@ both. Centres of the teacher's outputs are buffers of this module, so they trave
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
@@ -20,17 +18,18 @@ from .projection import EMATeacher, ProjectionHead
 class SelfDistillation(nn.Module):
     """Student ViT + projection head, their EMA teacher, a mask token (method ibot) and the output centres."""
 
-    def __init__(self, cfg: Mapping, in_chans: int, section: str = "pretrain"):
+    def __init__(self, backbone: ViTBackbone, head: ProjectionHead, masked: bool = False):
+        """``masked``: iBOT's masked patch-token distillation, with a learned mask token."""
         super().__init__()
-        self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
-        h = cfg["head"]
-        dim = self.backbone.embed_dim
-        self.head = ProjectionHead(dim, h["hidden_dim"], h["bottleneck_dim"], h["out_dim"])
-        self.masked = cfg["method"] == "ibot"
+        self.backbone = backbone
+        self.head = head
+        dim = backbone.embed_dim
+        self.masked = bool(masked)
         self.mask_token = nn.Parameter(torch.zeros(dim)) if self.masked else None
         self.teacher = EMATeacher(self.backbone, self.head)
-        self.register_buffer("center", torch.zeros(h["out_dim"]))
-        self.register_buffer("center_patch", torch.zeros(h["out_dim"]))
+        out_dim = head.last.out_features
+        self.register_buffer("center", torch.zeros(out_dim))
+        self.register_buffer("center_patch", torch.zeros(out_dim))
 
     def head_parameters(self):
         return [p for p in self.head.parameters() if p.requires_grad]

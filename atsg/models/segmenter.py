@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,41 +49,21 @@ class LargeFOV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv8(self.act7(self.conv7(self.act6(self.conv6(x)))))
 
-    @classmethod
-    def from_config(cls, in_channels: int, n_out: int, cfg: Mapping) -> LargeFOV:
-        """The decoder of the ``decoder_*`` settings of a segmentation config section."""
-        return cls(
-            in_channels,
-            n_out,
-            cfg["decoder_channels"],
-            cfg["decoder_dilation"],
-            cfg["decoder_dropout"],
-            cfg["decoder_norm"],
-            cfg["decoder_bias"],
-        )
-
-
-def foreground_channels(cfg: Mapping, n_classes: int) -> int:
-    """Outputs of the joint loss's second decoder: one per class (published) or one foreground logit."""
-    return n_classes if cfg["joint_loss"].get("form", "published") == "published" else 1
-
 
 class Segmenter(nn.Module):
     """ViT + LargeFOV; with ``foreground`` a second LargeFOV decoder for the joint loss (METHOD.md)."""
 
     def __init__(
-        self, cfg: Mapping, in_chans: int, n_classes: int, section: str = "segmentation", foreground: bool = False
+        self, backbone: ViTBackbone, decoder: LargeFOV, foreground: LargeFOV | None = None, final_norm: bool = True
     ):
+        """``decoder`` reads the final tokens (after the ViT's final LayerNorm with ``final_norm``); ``foreground``
+        is the joint loss's second decoder, trained only."""
         super().__init__()
-        self.backbone = ViTBackbone(cfg["backbone"], in_chans, cfg, section)
-        self.decoder = LargeFOV.from_config(self.backbone.embed_dim, n_classes, cfg)
-        self.foreground = (
-            LargeFOV.from_config(self.backbone.embed_dim, foreground_channels(cfg, n_classes), cfg)
-            if foreground
-            else None
-        )
-        self.n_classes = n_classes
-        self.final_norm = bool(cfg.get("final_norm", True))
+        self.backbone = backbone
+        self.decoder = decoder
+        self.foreground = foreground
+        self.n_classes = decoder.conv8.out_channels
+        self.final_norm = bool(final_norm)
 
     def head_parameters(self):
         heads = list(self.decoder.parameters())

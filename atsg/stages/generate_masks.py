@@ -44,11 +44,11 @@ class GenerateMasks(ShardedStage):
         """Scene windows by their first tile (scene-window mode only)."""
         if self._windows is None:
             from ..masks.windows import plan_windows
-            from ..models.sam import ARCHITECTURES
+            from ..models.sam import image_size
 
             if self.m["generator"] != "sam":
                 raise ConfigError("config key masks.scene_windows: scene windows are for masks.generator: sam")
-            size = ARCHITECTURES[self.m["sam_model_type"]]["image"]
+            size = image_size(self.m["sam_model_type"])
             t = self.tiles.attrs["tiles"]
             self._windows = {int(w.tiles[0]): w for w in plan_windows(t["scene"], t["window"], size)}
         return self._windows

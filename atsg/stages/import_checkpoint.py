@@ -39,9 +39,9 @@ def _read(path: Path) -> dict:
 
 
 def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: Path | None = None) -> dict:
+    from .. import factory
     from ..geo.imagery import dataset_imagery, imagery_record, model_normalisation
-    from ..models.classifier import CAMClassifier
-    from ..models.joint import JointModel, segmenter_config
+    from ..models.joint import JointModel
     from ..models.official import from_official, official_key
 
     path = Path(path)
@@ -51,7 +51,7 @@ def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: P
     # every weight comes from the file: the network is built without pretrained weights or a checkpoint
     c = {**cfg["classifier"], "pretrained": False, "checkpoint": None, "random_init": True, "weights": None}
     seg = cfg["segmentation"]
-    model = JointModel(CAMClassifier(c, in_chans, n_targets), c["ctc"], seg, len(classes), foreground=True)
+    model = factory.joint(factory.classifier(c, in_chans, n_targets), c["ctc"], seg, len(classes), foreground=True)
     official = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in _read(path).items()}
     names = {official_key(k): k for k in official if official_key(k) is not None}
     state, ours = from_official(official), model.state_dict()
@@ -88,7 +88,7 @@ def run_import_checkpoint(cfg: Mapping, path: Path, out: Path, classifier_out: P
         out,
         JointModel.segmenter_state(full),
         "segmentation",
-        segmenter_config(c, seg),
+        factory.segmenter_config(c, seg),
         made,
         classes=classes,
         in_chans=in_chans,

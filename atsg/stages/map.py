@@ -306,14 +306,14 @@ class MapJob:
         import torch
 
         from ..device import select_device
+        from ..factory import segmenter
         from ..inference import predict_probs
-        from ..models.segmenter import Segmenter
         from .common import build_trained, load_model_file
 
         mine = shard.pick(self.units(names))
         device = select_device(self.p, "map")
         ck = load_model_file(self.model_path, "segmentation")
-        model = build_trained(ck, lambda c: Segmenter(c, int(ck["in_chans"]), len(self.classes)), device)
+        model = build_trained(ck, lambda c: segmenter(c, int(ck["in_chans"]), len(self.classes)), device)
         scales, flip = list(self.p["scales"]), bool(self.p["flip"])
 
         def predict(batch: np.ndarray) -> np.ndarray:

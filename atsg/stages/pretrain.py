@@ -19,8 +19,8 @@ from ..artifacts import record, recorded_key, uses_pretrain
 from ..device import select_device
 from ..distributed import is_main
 from ..errors import ConfigError, DataError
+from ..factory import ARCH_KEYS, self_distillation
 from ..losses.selfsup import dino_loss, teacher_probs
-from ..models.backbone import ARCH_KEYS
 from ..models.pretrain import SelfDistillation
 from ..store import write_json
 from ..train.engine import Engine
@@ -92,7 +92,7 @@ def run_pretrain(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
     val_idx = evenly_spaced(np.flatnonzero(val) if val.any() else train_idx, c["val_tiles"])
     device = select_device(c, "pretrain")
     torch.manual_seed(c["seed"])
-    model = SelfDistillation(c, tiles.bands)
+    model = self_distillation(c, tiles.bands)
     log.info(
         "pretrain (%s): %s (%d blocks, dim %d, patch %d) on %d tiles of %s, %d global + %d local views, device %s",
         c["method"],

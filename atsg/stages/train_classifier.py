@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import factory
 from ..artifacts import record, recorded_key
 from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
@@ -17,8 +18,7 @@ from ..distributed import is_main
 from ..geo.imagery import imagery_record, model_normalisation
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
-from ..models.contrast import ContrastiveClassifier
-from ..models.joint import JointModel, segmenter_config
+from ..models.joint import JointModel
 from ..scoring.metrics import ConfusionAccumulator
 from ..store import write_json
 from ..train.classifier_objective import ClassifierObjective
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def build_classifier(cfg: Mapping, tiles: Tiles) -> CAMClassifier:
-    return CAMClassifier(cfg, tiles.bands, tiles.n_targets)
+    return factory.classifier(cfg, tiles.bands, tiles.n_targets)
 
 
 def load_classifier(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[CAMClassifier, dict]:
@@ -137,7 +137,9 @@ def run_train_classifier(
     validation = ClassifierValidation(tiles, val_idx, c, device)
     if joint:
         objective = JointObjective(cfg, tiles.background, tiles.bands, len(tiles.classes)).to(device)
-        model = JointModel(classifier, c["ctc"], cfg["segmentation"], len(tiles.classes), objective.segmentation.joint)
+        model = factory.joint(
+            classifier, c["ctc"], cfg["segmentation"], len(tiles.classes), objective.segmentation.joint
+        )
         if objective.needs_masks:
             masks = open_masks(masks_path, tiles, "segmentation.object_loss / boundary_loss (paper mode)")
             inputs["masks"] = recorded_key(masks.attrs, masks_path)
@@ -146,7 +148,7 @@ def run_train_classifier(
         validation = JointValidation(validation, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
     else:
         objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
-        model = ContrastiveClassifier(classifier, c["ctc"])
+        model = factory.contrastive(classifier, c["ctc"])
         masks_path = None
     made = record(config, "classifier", inputs)
     engine = Engine(
@@ -171,7 +173,7 @@ def run_train_classifier(
             out_dir / "segmenter.pt",
             JointModel.segmenter_state(result.best_state),
             "segmentation",
-            segmenter_config(c, cfg["segmentation"]),
+            factory.segmenter_config(c, cfg["segmentation"]),
             made,
             classes=tiles.classes,
             in_chans=tiles.bands,

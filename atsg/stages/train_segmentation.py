@@ -14,6 +14,7 @@ from ..artifacts import record, recorded_key
 from ..device import select_device
 from ..distributed import is_main
 from ..errors import DataError
+from ..factory import segmenter
 from ..geo.imagery import imagery_record, model_normalisation
 from ..inference import predict_probs
 from ..models.segmenter import Segmenter
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def load_segmenter(path: str | Path, tiles: Tiles, device: torch.device) -> tuple[Segmenter, dict]:
     return load_trained(
-        path, "segmentation", tiles, lambda cfg: Segmenter(cfg, tiles.bands, len(tiles.classes)), device
+        path, "segmentation", tiles, lambda cfg: segmenter(cfg, tiles.bands, len(tiles.classes)), device
     )
 
 
@@ -82,7 +83,7 @@ def run_train_segmentation(
         masks_path = None
     device = select_device(c, "segmentation")
     torch.manual_seed(c["seed"])
-    model = Segmenter(c, tiles.bands, len(tiles.classes), foreground=objective.joint)
+    model = segmenter(c, tiles.bands, len(tiles.classes), foreground=objective.joint)
     name = "train_segmentation" + (" (supervised)" if supervised else "")
     log.info(
         "%s: %s + %s decoder, %d train / %d val tiles, device %s",

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from ..cam import cam_to_label_band, minmax_normalise, multiscale_cams
+from ..factory import linking_features
 from ..losses.classification import cam_classification_loss
 from ..losses.contrast import ctc_loss, ctc_loss_published, link_pairs, pair_targets, ptc_loss
 from ..models.contrast import ContrastiveClassifier
-from ..models.linking import LinkingFeatures
 from ..store import IGNORE
 from .crops import roi_crops, roi_map, uncertain_crops
 
@@ -48,7 +48,7 @@ class ClassifierObjective:
         self.linker = None
         self.self_link = self.ptc["enabled"] and self.link["enabled"] and self.link["features"] == "self"
         if self.ptc["enabled"] and self.link["enabled"] and self.link["features"] in ("dino", "pretrain"):
-            self.linker = LinkingFeatures(self.link, in_chans)
+            self.linker = linking_features(self.link, in_chans)
 
     @property
     def multiscale_band(self) -> bool:
