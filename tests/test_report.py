@@ -116,3 +116,24 @@ def test_report_refuses_what_is_not_a_training(tmp_path, cli_env):
     )
     assert out.returncode != 0 and "--training decoder=...: not a training" in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_the_page_renders_any_class_name_literally():
+    """Class names are data: one named like reStructuredText markup (a reference, emphasis, a table bar) shows
+    as written, and missing scores as a dash."""
+    from docutils.core import publish_parts
+
+    from atsg.scoring.report import headline, to_markdown, to_rst
+
+    classes = ["car_", "a*b", "x|y", "low `veg`"]
+    scores = {"miou": 0.5, "iou": {"car_": 0.25, "a*b": None, "x|y": 1.0, "low `veg`": 0.125}}
+    metrics = {"cam": scores, "predictions": scores}
+    text = to_rst(headline(metrics, classes, "test"), "atsg run odd")
+    html_out = publish_parts(text, writer="html", settings_overrides={"report_level": 2})["html_body"]
+    assert "System Message" not in html_out
+    body = _text(html_out)
+    for c, v in [("car_", "25.0"), ("a*b", "\u2014"), ("x|y", "100.0"), ("low `veg`", "12.5")]:
+        assert f"{c} {v} {v}" in body, (c, body)
+    assert "mIoU 50.0 50.0" in body
+    rows = [line for line in to_markdown(headline(metrics, classes, "test"), "x").splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(classes) + 1 and all(len(re.split(r"(?<!\\)\|", r)) == 5 for r in rows)

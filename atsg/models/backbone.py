@@ -24,7 +24,8 @@ class ViTBackbone(nn.Module):
         self, vit: nn.Module, in_chans: int, pos_embed_resize: str = "official", freeze_pos_embed: bool = False
     ):
         """``vit``: a timm ViT with ``forward_intermediates`` (made with ``dynamic_img_size``) for images of
-        ``in_chans`` bands (normalised by the ViT's own mean and std; bands beyond them by the first band's).
+        ``in_chans`` bands, normalised by the ViT's own mean and std (every band by those of its first band when
+        the ViT's statistics are for another number of bands, as for multispectral input).
         ``pos_embed_resize``: how the position embedding follows the token grid, ``official`` (the published
         ViT's plain bicubic resize), ``dino`` (DINO's) or ``timm`` (timm's own; the others need a
         :func:`plain_vit`). ``freeze_pos_embed``: the position embedding never trains (published)."""

@@ -158,6 +158,10 @@ def lineage_blocks(made: Mapping) -> list[Block]:
     ]
 
 
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bar in a class name is no column
+
+
 def to_markdown(blocks: Sequence[Block], title: str) -> str:
     lines = [f"# {title}", ""]
     for b in blocks:
@@ -169,9 +173,9 @@ def to_markdown(blocks: Sequence[Block], title: str) -> str:
             lines += [b.before + ", ".join(b.names) + b.after, ""]
         elif isinstance(b, Table):
             lines += [
-                "| " + " | ".join(b.header) + " |",
+                "| " + " | ".join(map(_md_cell, b.header)) + " |",
                 "| --- | " + " | ".join("---:" for _ in b.header[1:]) + " |",
-                *("| " + " | ".join(row) + " |" for row in b.rows),
+                *("| " + " | ".join(map(_md_cell, row)) + " |" for row in b.rows),
                 "",
             ]
         else:
@@ -189,8 +193,26 @@ def _rst_text(text: str) -> str:
     return _CODE.sub(r"``\1``", text)
 
 
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_LITERAL = re.compile(r"`([^`]+)`")
+_SPECIAL = re.compile(r"([\\`*_|])")
+
+
+def _escape(text: str) -> str:
+    return _SPECIAL.sub(r"\\\1", text)
+
+
 def _rst_cell(text: str) -> str:
-    return "\u2014" if text == "-" else _rst_text(text)
+    """A table cell: ``-`` as an em dash, ``**x**`` bold, ```x``` code, anything else literal (a class named
+    ``car_`` or ``a*b`` is no reference or emphasis)."""
+    if text == "-":
+        return "\u2014"
+    bold, literal = _BOLD.fullmatch(text), _LITERAL.fullmatch(text)
+    if bold:
+        return f"**{_escape(bold.group(1))}**"
+    if literal:
+        return f"``{literal.group(1)}``"
+    return _escape(text)
 
 
 def to_rst(blocks: Sequence[Block], title: str) -> str:
