@@ -21,10 +21,12 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import DataError
-from ..store import SPLITS, TileReader, open_store
+from ..store import SPLITS, TileReader, open_store, write_json
 
 if TYPE_CHECKING:  # annotations only: torch is imported where a tensor is made
     import torch
+
+    from ..train.engine import FitResult
 
 
 @dataclass
@@ -152,6 +154,30 @@ def load_model_file(path: str | Path, kind: str) -> dict:
     if not isinstance(ck, dict) or ck.get("atsg_model") != kind:
         raise DataError(f"{path}: not an atsg {kind} model file")
     return ck
+
+
+CURVES = ("history", "losses")
+"""The per-step lists of a training's metrics.json: validations and the loss curve."""
+
+
+def write_training_metrics(path: Path, result: FitResult, **fields) -> dict:
+    """A training's metrics.json: ``fields`` (what the stage chose and trained on), how it ran (seconds, training
+    steps per second, torch threads, CPU capability, the step it resumed from) and its curves. Returns the
+    same without the curves: the stage's summary."""
+    import torch
+
+    metrics = {
+        **fields,
+        "seconds": round(result.seconds, 1),
+        "steps_per_second": round(result.steps_per_second, 3),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "resumed_from": result.resumed_from,
+        "history": result.history,
+        "losses": result.losses,
+    }
+    write_json(path, metrics)
+    return {k: v for k, v in metrics.items() if k not in CURVES}
 
 
 def check_classes(ck: Mapping, tiles: Tiles, path) -> None:

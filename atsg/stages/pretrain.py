@@ -22,11 +22,10 @@ from ..errors import ConfigError, DataError
 from ..factory import ARCH_KEYS, self_distillation
 from ..losses.selfsup import dino_loss, teacher_probs
 from ..models.pretrain import SelfDistillation
-from ..store import write_json
 from ..train.engine import Engine
 from ..train.pretrain_data import PretrainSamples, multicrop
 from ..train.pretrain_objective import PretrainObjective, teacher_temperature, view_major
-from .common import Tiles, evenly_spaced, load_model_file, read_tiles, save_model_file
+from .common import Tiles, evenly_spaced, load_model_file, read_tiles, save_model_file, write_training_metrics
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +128,14 @@ def run_pretrain(cfg: Mapping, tiles_path: Path, out_dir: Path) -> dict:
             in_chans=tiles.bands,
             band_names=tiles.attrs.get("band_names"),
         )
-    metrics = {
-        "method": c["method"],
-        "train_tiles": int(len(train_idx)),
-        "val_tiles": int(len(val_idx)),
-        "seconds": round(result.seconds, 1),
-        "steps_per_second": round(result.steps_per_second, 3),
-        "torch_threads": torch.get_num_threads(),
-        "resumed_from": result.resumed_from,
-        "final_teacher_temp": teacher_temperature(c["iterations"], c),
-        "history": result.history,
-        "losses": result.losses,
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    return {k: v for k, v in metrics.items() if k not in ("history", "losses")}
+    return write_training_metrics(
+        out_dir / "metrics.json",
+        result,
+        method=c["method"],
+        train_tiles=int(len(train_idx)),
+        val_tiles=int(len(val_idx)),
+        final_teacher_temp=teacher_temperature(c["iterations"], c),
+    )
 
 
 def pretrained_file(pretrain_dir: Path | None, which: str, in_chans: int, key: str) -> tuple[Path, dict]:

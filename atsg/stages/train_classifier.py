@@ -20,12 +20,20 @@ from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.joint import JointModel
 from ..scoring.metrics import ConfusionAccumulator
-from ..store import write_json
 from ..train.classifier_objective import ClassifierObjective
 from ..train.datasets import TrainSamples
 from ..train.engine import Engine
 from ..train.joint_objective import JointObjective
-from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, save_model_file
+from .common import (
+    Tiles,
+    batches,
+    evenly_spaced,
+    load_trained,
+    open_masks,
+    read_tiles,
+    save_model_file,
+    write_training_metrics,
+)
 from .pretrain import with_pretrain
 from .train_segmentation import SegmentationValidation
 
@@ -182,20 +190,13 @@ def run_train_classifier(
             best_step=result.best_step,
             imagery=imagery_record(tiles.attrs, model_normalisation(classifier)),
         )
-    metrics = {
-        "select_metric": c["select_metric"],
-        "best_score": result.best_score,
-        "best_step": result.best_step,
-        "joint_segmentation": joint,
-        "train_tiles": int(len(train_idx)),
-        "val_tiles": int(len(val_idx)),
-        "seconds": round(result.seconds, 1),
-        "steps_per_second": round(result.steps_per_second, 3),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "resumed_from": result.resumed_from,
-        "history": result.history,
-        "losses": result.losses,
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    return {k: v for k, v in metrics.items() if k not in ("history", "losses")}
+    return write_training_metrics(
+        out_dir / "metrics.json",
+        result,
+        select_metric=c["select_metric"],
+        best_score=result.best_score,
+        best_step=result.best_step,
+        joint_segmentation=joint,
+        train_tiles=int(len(train_idx)),
+        val_tiles=int(len(val_idx)),
+    )

@@ -19,11 +19,20 @@ from ..geo.imagery import imagery_record, model_normalisation
 from ..inference import predict_probs
 from ..models.segmenter import Segmenter
 from ..scoring.metrics import ConfusionAccumulator
-from ..store import open_store, write_json
+from ..store import open_store
 from ..train.datasets import TrainSamples
 from ..train.engine import Engine
 from ..train.segmentation_objective import SegmentationObjective
-from .common import Tiles, batches, evenly_spaced, load_trained, open_masks, read_tiles, save_model_file
+from .common import (
+    Tiles,
+    batches,
+    evenly_spaced,
+    load_trained,
+    open_masks,
+    read_tiles,
+    save_model_file,
+    write_training_metrics,
+)
 from .pretrain import with_pretrain
 
 log = logging.getLogger(__name__)
@@ -117,20 +126,13 @@ def run_train_segmentation(
         best_step=result.best_step,
         imagery=imagery_record(tiles.attrs, model_normalisation(model)),
     )
-    metrics = {
-        "supervised": supervised,
-        "select_metric": "miou",
-        "best_score": result.best_score,
-        "best_step": result.best_step,
-        "train_tiles": int(len(train_idx)),
-        "val_tiles": int(len(val_idx)),
-        "seconds": round(result.seconds, 1),
-        "steps_per_second": round(result.steps_per_second, 3),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "resumed_from": result.resumed_from,
-        "history": result.history,
-        "losses": result.losses,
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    return {k: v for k, v in metrics.items() if k not in ("history", "losses")}
+    return write_training_metrics(
+        out_dir / "metrics.json",
+        result,
+        supervised=supervised,
+        select_metric="miou",
+        best_score=result.best_score,
+        best_step=result.best_step,
+        train_tiles=int(len(train_idx)),
+        val_tiles=int(len(val_idx)),
+    )
