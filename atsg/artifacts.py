@@ -197,6 +197,11 @@ the evaluation, the tiles and the metrics.json of every training the evaluation 
 (:func:`report_reads`), and has no key."""
 
 
+REPORT_CATEGORIES = ("1. Scores", "2. Training", "3. Sample tiles", "4. Confusion matrix")
+"""The report's result categories, in order: the workflow files its figures under them and the run's page
+links to them by name."""
+
+
 def report_reads(cfg: Mapping) -> dict[str, str]:
     """The files the report reads, relative to the folders that hold their artifacts: {name: file}, names
     ``tiles``, ``eval`` (its metrics.json; the figures come with it) and each training of :func:`needed`."""

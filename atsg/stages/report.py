@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..artifacts import TRAININGS
+from ..artifacts import REPORT_CATEGORIES, TRAININGS
 from ..scoring.figures import iou_bars, training_curves
 from ..scoring.report import MAIN_SOURCES, TITLES, Links, Para, headline, to_rst
 from ..store import SPLITS, write_text
@@ -87,14 +87,6 @@ TOP_ALIGNED = """.. raw:: html
 """Snakemake's report centres its landing view vertically in a scrolling box, so whatever is taller than the
 window loses its top (the rule graph of this workflow is). This aligns that box to the top instead."""
 
-FIGURES = (
-    "1. Scores",
-    "2. Training",
-    "3. Sample tiles",
-    "4. Confusion matrix",
-)
-"""The report's result categories (the workflow's report items), which the page links to."""
-
 
 def run_report(cfg: Mapping, tiles_path: Path, eval_dir: Path, trainings: Mapping[str, Path], out_dir: Path) -> dict:
     eval_dir, out_dir = Path(eval_dir), Path(out_dir)
@@ -111,7 +103,7 @@ def run_report(cfg: Mapping, tiles_path: Path, eval_dir: Path, trainings: Mappin
         *headline(metrics, tiles.classes, split),
         Links(
             "Figures (also in the menu): ",
-            FIGURES,
+            REPORT_CATEGORIES,
             ": per-class IoU bars, training curves (loss and validation metrics over steps), sample tiles with "
             "the legend, the confusion matrix. Every table: `eval/report.md`.",
         ),

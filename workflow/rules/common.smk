@@ -18,6 +18,7 @@ from snakemake.exceptions import WorkflowError
 
 from atsg.ablation import artifact_roots, variant_configs
 from atsg.artifacts import (
+    REPORT_CATEGORIES,
     REPORT_SECTIONS,
     artifact_files,
     artifact_key,

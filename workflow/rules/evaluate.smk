@@ -19,19 +19,19 @@ rule evaluate:
         samples=report(
             "{root}/eval/figures/samples.png",
             caption="../report/samples.rst",
-            category="3. Sample tiles",
+            category=REPORT_CATEGORIES[2],
             subcategory="{root}",
         ),
         confusion_png=report(
             "{root}/eval/figures/confusion.png",
             caption="../report/confusion.rst",
-            category="4. Confusion matrix",
+            category=REPORT_CATEGORIES[3],
             subcategory="{root}",
         ),
         legend=report(
             "{root}/eval/figures/legend.png",
             caption="../report/legend.rst",
-            category="3. Sample tiles",
+            category=REPORT_CATEGORIES[2],
             subcategory="{root}",
         ),
     params:
@@ -56,8 +56,8 @@ rule report:
         **report_inputs(),
     output:
         page=REPORT_FILES[0],
-        iou=report(REPORT_FILES[1], caption="../report/iou.rst", category="1. Scores"),
-        training=report(REPORT_FILES[2], caption="../report/training.rst", category="2. Training"),
+        iou=report(REPORT_FILES[1], caption="../report/iou.rst", category=REPORT_CATEGORIES[0]),
+        training=report(REPORT_FILES[2], caption="../report/training.rst", category=REPORT_CATEGORIES[1]),
     params:
         cfg=lambda wildcards: section_json(config, *REPORT_SECTIONS),
         reads=report_args(),
