@@ -191,7 +191,18 @@ def reads(cfg: Mapping, artifact: str) -> dict[str, Read]:
 TRAININGS = ("pretrain", "classifier", "segmentation", "supervised")
 """The artifacts that are trainings (their folder holds a metrics.json with the training curves)."""
 
-REPORT_SECTIONS = ("run", "dataset", "tiling", "pretrain", "classifier", "masks", "refine", "segmentation", "evaluate")
+REPORT_SECTIONS = (
+    "run",
+    "dataset",
+    "tiling",
+    "pretrain",
+    "classifier",
+    "masks",
+    "refine",
+    "segmentation",
+    "predict",
+    "evaluate",
+)
 """The config sections the report's page describes. The report is a view of the run, not an artifact: it reads
 the evaluation, the tiles and the metrics.json of every training the evaluation is made from
 (:func:`report_reads`), and has no key."""

@@ -1,4 +1,4 @@
-"""Segmentation inference on tile batches: optional multi-scale and flip, probabilities averaged."""
+"""Segmentation inference on tile batches: optional multi-scale and flip, probabilities averaged, optional dense CRF."""
 
 from __future__ import annotations
 
@@ -29,3 +29,30 @@ def predict_probs(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
             p = logits.softmax(1)
             total = p if total is None else total + p
     return total / (len(scales) * (2 if flip else 1))
+
+
+def input_scale(settings, side: int, crop_size: int | None) -> float:
+    """The factor that brings a tile of ``side`` px to a prediction section's ``input_size``."""
+    size = settings["input_size"]
+    if size == "crop":
+        if crop_size is None:
+            raise ValueError("input_size: crop needs the model's training crop size")
+        size = crop_size
+    return 1.0 if size is None else size / side
+
+
+@torch.no_grad()
+def segment_probs(
+    model, images: torch.Tensor, settings, valid: torch.Tensor | None = None, crop_size: int | None = None
+) -> torch.Tensor:
+    """(B, classes, H, W) probabilities of square tiles as a prediction section (``predict`` or ``map``) says:
+    the model's softmax with the tiles resized to ``input_size`` (``crop``: ``crop_size``, the model's training
+    crop) times each of ``scales`` (with ``flip``), back at the tiles' size; then the dense CRF of ``crf`` when
+    it is on."""
+    base = input_scale(settings, images.shape[-1], crop_size)
+    probs = predict_probs(model, images, [s * base for s in settings["scales"]], settings["flip"])
+    if settings["crf"]["enabled"]:
+        from .crf import dense_crf
+
+        probs = dense_crf(images, probs, settings["crf"], valid)
+    return probs

@@ -132,7 +132,8 @@ def measure(way: str, model: Path, image: Path, out: Path, batch: int, device: s
     if way == "atsg":
         cfg = load_config(
             [HERE.parent / "config" / "config.yaml"],
-            {"map": {"overlap": OVERLAP, "batch_size": batch, "device": device}},
+            # the dense CRF (map.crf) works per tile, the same in either way: both ways map without it
+            {"map": {"overlap": OVERLAP, "batch_size": batch, "device": device, "crf": {"enabled": False}}},
         )
         run_map(cfg, model, [image], out.parent / "atsg", redo=True)
     else:

@@ -27,6 +27,7 @@ def test_default_variants_switch_each_component_off():
         "no_boundary",
         "no_energy",
         "no_joint",
+        "no_crf",
         "seed_classifier",
         "seed_segmentation",
     ]
@@ -56,6 +57,8 @@ def test_variants_share_every_artifact_upstream_of_their_change():
     for name in ("no_object", "no_boundary", "no_energy", "no_joint"):
         assert own[name] == {"segmentation", "predictions", "eval"}
         assert roots[name]["segmentation"] == run / "ablations" / name
+    # the CRF is inference: both models' predictions are made again, nothing is trained
+    assert own["no_crf"] == {"predictions", "supervised_predictions", "eval"}
     # a seed is no weak-only setting: the supervised bound is trained again with it
     assert own["seed_segmentation"] == {"segmentation", "predictions", "eval", "supervised", "supervised_predictions"}
 

@@ -400,17 +400,18 @@ def test_ablation_schedules_only_what_each_variant_changes(chain):
     assert result.returncode == 0, result.stderr[-2000:]
     # 4 classifier variants (CTC, PTC, linking off, classifier seed) rerun from the classifier on; 3 refinement
     # variants (PAR, voting, the affinity walk) from the pseudo-labels on; 5 loss and seed variants retrain the
-    # segmentation model (the segmentation seed also the supervised bound). Tiles and masks are the run's.
+    # segmentation model (the segmentation seed also the supervised bound); the CRF variant only predicts again,
+    # with both models. Tiles and masks are the run's.
     assert job_counts(result) == {
         "train_classifier": 4,
         **dict.fromkeys(CAMS, 4),
         "refine_labels": 7,
         "train_segmentation": 12,
-        **dict.fromkeys(PREDICT, 12),
-        "evaluate": 12,
+        **dict.fromkeys(PREDICT, 13),
+        "evaluate": 13,
         "ablation": 1,
         "train_supervised": 1,
-        "predict_supervised": 1,
+        "predict_supervised": 2,
     }
 
 

@@ -179,6 +179,8 @@ def test_presets_and_paper_mode_run_every_value_of_their_official_script(name):
     for key in ("object_loss", "boundary_loss", "energy_loss", "joint_loss"):
         assert s[key]["form"] == "published" and s[key]["enabled"]
     assert cfg["refine"]["par_softmax"] and cfg["cams"]["relu"] == "after_merge"
+    # tools/infer_seg_*.py: tiles resized to crop_size, then the dense CRF (utils/dcrf.DenseCRF)
+    assert cfg["predict"]["input_size"] == cfg["map"]["input_size"] == "crop" and cfg["predict"]["crf"]["enabled"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

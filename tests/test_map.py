@@ -18,6 +18,7 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from atsg import factory
+from atsg.crf import dense_crf
 from atsg.errors import DataError
 from atsg.geo.cog import read_tags
 from atsg.geo.imagery import imagery_record, model_normalisation
@@ -87,7 +88,9 @@ def _cfg(**map_settings) -> dict:
     return preset_config("config", map={"overlap": 16, "block": 96, "batch_size": 5, **map_settings})
 
 
-def _reference(model_path: Path, image: np.ndarray, tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
+def _reference(
+    model_path: Path, image: np.ndarray, tile: int, overlap: int, crf: dict | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities (C, H, W) float) of the whole image at once: every tile of the grid padded with
     zeros, Hann-weighted, summed, divided; written independently of atsg.geo.windows."""
     ck = torch.load(model_path, weights_only=False)
@@ -106,7 +109,11 @@ def _reference(model_path: Path, image: np.ndarray, tile: int, overlap: int) -> 
     win = hann_window(tile)
     for r in starts(h):
         for c in starts(w):
-            probs = predict_probs(m, torch.from_numpy(padded[None, :, r : r + tile, c : c + tile])).numpy()[0]
+            window = torch.from_numpy(padded[None, :, r : r + tile, c : c + tile])
+            probs = predict_probs(m, window)
+            if crf is not None:  # the dense CRF on each tile, its padding left out (test_crf checks dense_crf)
+                probs = dense_crf(window, probs, crf, torch.from_numpy(inside[None, r : r + tile, c : c + tile] > 0))
+            probs = probs.numpy()[0]
             wt = win * inside[r : r + tile, c : c + tile]
             acc[:, r : r + tile, c : c + tile] += probs * wt
             total[r : r + tile, c : c + tile] += wt
@@ -131,7 +138,7 @@ def test_map_is_the_whole_image_blending_with_the_inputs_georeference(tmp_path, 
         image = ref.read()
     tags = read_tags(out)
     assert tags["atsg_classes"] == CLASSES and tags["CLASS_2"] == "building"
-    expected, probs = _reference(model, image, TILE, 16)
+    expected, probs = _reference(model, image, TILE, 16, _cfg()["map"]["crf"])
     assert len(np.unique(expected)) > 1, "a constant reference tests nothing"
     agree = (labels == expected).mean()
     assert agree > 0.999, f"map and whole-image blending agree on {agree:.4%} of pixels"

@@ -100,6 +100,7 @@ def test_the_report_stage_writes_the_page_and_its_figures(chain):
     for source in ("cam", "pseudo_labels", "predictions", "supervised"):
         assert f"     - **{100 * metrics[source]['miou']:.1f}**" in page
     assert "image::" not in page and len(page.splitlines()) < 120  # short: the report centres it vertically
+    assert "predictions of tiles at their own size, scales 1, dense CRF on (10 iterations)" in page  # as it ran
     for fig in ("iou.png", "training.png"):
         assert (run / "report" / fig).stat().st_size > 5000
     classifier = json.loads((run / "classifier" / "metrics.json").read_text())

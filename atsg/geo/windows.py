@@ -75,7 +75,8 @@ def predict_block(
     """((classes, rows, cols) float32 probabilities, (rows, cols) float32 total weight) of ``block``.
 
     ``read(row, rows, col, cols)`` gives ((bands, rows, cols) uint8, (rows, cols) bool valid) of a window inside
-    the raster; ``predict(batch)`` (n, bands, tile, tile) uint8 -> (n, classes, tile, tile) probabilities.
+    the raster; ``predict(batch, valid)`` (n, bands, tile, tile) uint8 and (n, tile, tile) bool -> (n, classes, tile,
+    tile) probabilities.
     Tiles are read as one window (the union of the block's tiles), padded outside the raster; pixels that are
     padding or nodata get no weight. Where the total weight is 0 no tile saw data."""
     t = grid.tile
@@ -97,7 +98,7 @@ def predict_block(
         keep = np.flatnonzero(mask.reshape(len(chunk), -1).any(1))  # tiles of nodata only: nothing to predict
         if not len(keep):
             continue
-        probs = predict(batch[keep])
+        probs = predict(batch[keep], mask[keep])
         for j, k in enumerate(keep):
             r, c = chunk[k]
             # the part of tile k inside the block, in block and in tile coordinates

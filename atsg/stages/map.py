@@ -307,17 +307,18 @@ class MapJob:
 
         from ..device import select_device
         from ..factory import segmenter
-        from ..inference import predict_probs
+        from ..inference import segment_probs
         from .common import build_trained, load_model_file
 
         mine = shard.pick(self.units(names))
         device = select_device(self.p, "map")
         ck = load_model_file(self.model_path, "segmentation")
         model = build_trained(ck, lambda c: segmenter(c, int(ck["in_chans"]), len(self.classes)), device)
-        scales, flip = list(self.p["scales"]), bool(self.p["flip"])
+        crop = int(ck["config"]["crop_size"])
 
-        def predict(batch: np.ndarray) -> np.ndarray:
-            return predict_probs(model, torch.from_numpy(batch).to(device), scales, flip).float().cpu().numpy()
+        def predict(batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            images, valid = torch.from_numpy(batch).to(device), torch.from_numpy(valid).to(device)
+            return segment_probs(model, images, self.p, valid, crop).float().cpu().numpy()
 
         weights = hann_window(int(self.imagery["tile_size"]))
         bands = list(self.imagery["raster_bands"])

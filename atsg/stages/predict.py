@@ -109,12 +109,13 @@ class Predict(ShardedStage):
         import torch
 
         from ..device import select_device
-        from ..inference import predict_probs
+        from ..inference import segment_probs
         from .train_segmentation import load_segmenter
 
         p, tiles = self.p, self.tiles
         device = select_device(p, "predict")
-        model, _ = load_segmenter(self.model_path, tiles, device)
+        model, ck = load_segmenter(self.model_path, tiles, device)
+        crop = int(ck["config"]["crop_size"])
         n_cls = len(tiles.classes)
         window = blend_window(tiles.size[0], p["blend"])
         windows = tiles.attrs["tiles"]["window"]
@@ -128,8 +129,8 @@ class Predict(ShardedStage):
                 weight = np.zeros((scene["height"], scene["width"]), np.float32)
             for idx in batches(np.arange(first, first + count), p["batch_size"], f"predict {scene['id']}"):
                 batch = torch.from_numpy(read_tiles(images, idx)).to(device)
-                probs = predict_probs(model, batch, p["scales"], p["flip"]).cpu().numpy()
-                mask = read_tiles(valid, idx) > 0  # padding and nodata: no prediction (255)
+                mask = read_tiles(valid, idx) > 0  # padding and nodata: no prediction (255), no CRF message
+                probs = segment_probs(model, batch, p, torch.from_numpy(mask).to(device), crop).cpu().numpy()
                 sl = slice(int(idx[0]), int(idx[-1]) + 1)
                 group["labels"][sl] = np.where(mask, probs.argmax(1), IGNORE).astype(np.uint8)
                 if p["scores"]:

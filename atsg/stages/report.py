@@ -73,6 +73,13 @@ def describe(cfg: Mapping, tiles: Tiles, trainings: Mapping[str, Mapping]) -> li
         f"segmentation `{s['backbone']}` + `{s['decoder']}` ({_weights(s)}, {s['iterations']} steps; object "
         f"loss {_on(s['object_loss']['enabled'])}, boundary loss {_on(s['boundary_loss']['enabled'])})"
     )
+    pr = cfg["predict"]
+    size = {"crop": "the training crop", None: "their own size"}.get(pr["input_size"], f"{pr['input_size']} px")
+    steps.append(
+        f"predictions of tiles at {size}, scales {', '.join(f'{x:g}' for x in pr['scales'])}"
+        f"{' with flips' if pr['flip'] else ''}, dense CRF {_on(pr['crf']['enabled'])}"
+        + (f" ({pr['crf']['iterations']} iterations)" if pr["crf"]["enabled"] else "")
+    )
     method = "Method: " + "; ".join(steps) + "."
     if cfg["evaluate"]["supervised_baseline"]:
         method += " The supervised column trains the same segmentation model on the true labels."
