@@ -45,7 +45,6 @@ class _Kernel:
     def __init__(self, features: torch.Tensor, compat: float, valid: torch.Tensor, apart: torch.Tensor | None = None):
         self.lattice = PermutohedralLattice(features, apart)
         self.compat = float(compat)
-        self.valid = valid
         # 1 / sqrt(kernel row sums), as pydensecrf; pixels outside ``valid`` get 0 (they neither send nor receive)
         self.norm = torch.where(valid > 0, (self._filter(valid).clamp_min(0) + 1e-20).rsqrt(), 0.0)
 
