@@ -69,7 +69,7 @@ class PermutohedralLattice:
         bary.scatter_add_(-1, slot, v)
         bary.scatter_add_(-1, slot + 1, -v)
         bary[..., 0] += 1.0 + bary[..., d + 1]
-        self.weights = bary[..., : d + 1].reshape(-1)  # (B N (d+1),) point-major, vertex-minor
+        weights = bary[..., : d + 1].reshape(-1)  # (B N (d+1),) point-major, vertex-minor
         # The vertices' keys (d coordinates; the (d+1)th is minus their sum) as mixed-radix int64 codes with
         # the image index first: vertex r of a point is rem0 + canonical[r][rank], canonical[r][k] = r, less
         # d + 1 where k > d - r. Coordinates get a margin of 2 (d + 1), so blur neighbours (within d + 1 of a
@@ -96,23 +96,23 @@ class PermutohedralLattice:
             for i in range(d):
                 c = c - (rank_l[..., i] > d - r).long() * ((d + 1) * radix[i])
             codes_r.append(c)
-        self._index(torch.stack(codes_r, -1).reshape(-1), radix)
+        self._index(torch.stack(codes_r, -1).reshape(-1), weights, radix)
 
-    def _index(self, flat: torch.Tensor, radix: list[int]) -> None:
-        """Number the distinct vertices and build the splat, blur and slice matrices."""
+    def _index(self, flat: torch.Tensor, weights: torch.Tensor, radix: list[int]) -> None:
+        """Number the distinct vertices of the points' codes ``flat`` and build the splat, blur and slice matrices
+        (``weights``: the points' barycentric weights, in the same order)."""
         d, dev = self.d, flat.device
         order = torch.argsort(flat, stable=True)
         codes, counts = torch.unique_consecutive(flat[order], return_counts=True)
         m = codes.numel()
-        self.size = m
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(m, device=dev).repeat_interleave(counts)
         npoints = self.shape[0] * self.shape[1]
         points = torch.arange(npoints, device=dev).repeat_interleave(d + 1)
         alpha = 1.0 / (1.0 + 2.0 ** (-d))
         # splat: vertices x points (rows in code order); slice: points x vertices, with the constant alpha
-        self._splat = _csr(counts, points[order], self.weights[order], (m, npoints))
-        self._slice = _csr(torch.full((npoints,), d + 1, device=dev), inverse, self.weights * alpha, (npoints, m))
+        self._splat = _csr(counts, points[order], weights[order], (m, npoints))
+        self._slice = _csr(torch.full((npoints,), d + 1, device=dev), inverse, weights * alpha, (npoints, m))
         # blur along each lattice axis j: v + (v[n1] + v[n2]) / 2 with n1 = key - 1 but key_j + d, n2 = key + 1
         # but key_j - d (axis d: the implied coordinate), absent neighbours contributing nothing
         rows = torch.arange(m, device=dev)
