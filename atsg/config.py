@@ -61,7 +61,20 @@ def _describe(error) -> str:
         return f"{error.message} (unknown key; check its spelling against {SCHEMA_NAME})"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "anyOf":
+        return f"{error.instance!r} is none of: " + "; ".join(_alternative(s) for s in error.validator_value)
     return error.message
+
+
+def _alternative(schema: dict) -> str:
+    """One branch of an anyOf in words: 'an integer >= 16', "one of ['crop', None]"."""
+    if "enum" in schema:
+        return f"one of {schema['enum']}"
+    kind = schema.get("type", "value")
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "array": "a list"}
+    text = words.get(kind, f"a {kind}") if isinstance(kind, str) else " or ".join(kind)
+    bounds = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+    return " ".join([text] + [f"{op} {schema[k]}" for k, op in bounds if k in schema])
 
 
 _YAML_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None), "array": list}

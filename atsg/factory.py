@@ -184,6 +184,7 @@ def classifier(cfg: Mapping, in_chans: int, n_targets: int, section: str = "clas
         aux_blocks=aux,
         final_norm=bool(cfg.get("final_norm", True)),
         pool_first=cfg.get("logits", "pool_then_classify") == "pool_then_classify",
+        pooling=cfg.get("pooling", "max"),
     )
 
 
@@ -217,8 +218,9 @@ def segmenter(
 
 def segmenter_config(classifier_cfg: Mapping, segmentation: Mapping) -> dict:
     """The settings a Segmenter is rebuilt from in paper mode: the segmentation section with the classifier's
-    ViT."""
-    return {**segmentation, **{k: classifier_cfg[k] for k in BACKBONE_KEYS}}
+    ViT and training crop (the one network trains on the classifier's crops; inference at ``input_size: crop``
+    reads it)."""
+    return {**segmentation, **{k: classifier_cfg[k] for k in (*BACKBONE_KEYS, "crop_size")}}
 
 
 def projection(ctc: Mapping | None, in_dim: int) -> ProjectionHead | None:

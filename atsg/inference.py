@@ -31,13 +31,18 @@ def predict_probs(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
     return total / (len(scales) * (2 if flip else 1))
 
 
-def input_scale(settings, side: int, crop_size: int | None) -> float:
-    """The factor that brings a tile of ``side`` px to a prediction section's ``input_size``."""
-    size = settings["input_size"]
+def resolve_input_size(size: int | str | None, crop_size: int | None) -> int | None:
+    """An ``input_size`` setting in pixels: ``crop`` is the model's training crop, None the tile's own size."""
     if size == "crop":
         if crop_size is None:
             raise ValueError("input_size: crop needs the model's training crop size")
-        size = crop_size
+        return int(crop_size)
+    return size
+
+
+def input_scale(settings, side: int, crop_size: int | None) -> float:
+    """The factor that brings a tile of ``side`` px to a prediction section's ``input_size``."""
+    size = resolve_input_size(settings["input_size"], crop_size)
     return 1.0 if size is None else size / side
 
 

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("par", "masks", "cams", "tiling", "loader", "map")
+SCRIPTS = ("par", "masks", "cams", "tiling", "loader", "map", "crf")
 
 
-def run(name: str, quick: bool) -> dict:
-    cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if quick else [])
+def run(name: str, quick: bool, extra: list[str] | None = None) -> dict:
+    cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if quick else []) + (extra or [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     print(out.rstrip(), file=sys.stderr)
     return json.loads(out.strip().splitlines()[-1])
@@ -120,6 +120,19 @@ def rows(results: dict) -> list[list[str]]:
                 f"agreement {min(x['agreement'] for x in both):.5f}",
             ]
         )
+    if "crf" in results:
+        r = results["crf"]
+        pub = r["published"]
+        out.append(
+            [
+                f"dense CRF ({r['device']}), {r['tiles']} tiles of {r['size']} px, batch {r['batch']}",
+                f"{pub['s_per_tile'] * 1e3:.1f} ms/tile ({pub['threads']} thread)" if pub else "not run",
+                f"{r['atsg']['s_per_tile'] * 1e3:.1f} ms/tile ({r['atsg']['threads']} threads)",
+                f"{r['speedup']:.2f}x" if pub else "-",
+                (f"max diff {r['max_abs_difference']:.1e}; " if pub else "")
+                + f"fixture {r['fixture_max_abs_difference']:.1e}",
+            ]
+        )
     return out
 
 
@@ -127,8 +140,12 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds per benchmark)")
     p.add_argument("--only", nargs="+", choices=SCRIPTS, default=list(SCRIPTS))
+    p.add_argument(
+        "--crf-python", help="an interpreter with pydensecrf, for the published dense CRF (crf.py --published-python)"
+    )
     args = p.parse_args(argv)
-    results = {name: run(name, args.quick) for name in args.only}
+    extra = {"crf": ["--published-python", args.crf_python] if args.crf_python else []}
+    results = {name: run(name, args.quick, extra.get(name)) for name in args.only}
     print("| step | published | atsg | ratio | agreement |")
     print("| --- | ---: | ---: | ---: | --- |")
     for row in rows(results):

@@ -16,7 +16,7 @@ def test_all_benchmarks_run_and_both_ways_agree():
         timeout=600,
     ).stdout
     lines = out.strip().splitlines()
-    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 8
+    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 9
     results = json.loads(lines[-1])
 
     par = results["par"]
@@ -42,3 +42,6 @@ def test_all_benchmarks_run_and_both_ways_agree():
     mapping = results["map"]
     assert [s["side"] for s in mapping["sizes"]] == [256, 512]
     assert all(s["agreement"] > 0.999 and s["atsg"]["mp_per_s"] > 0 for s in mapping["sizes"])
+
+    crf = results["crf"]  # without pydensecrf here: atsg alone, checked against pydensecrf's fixture
+    assert crf["tiles"] == 8 and crf["atsg"]["s_per_tile"] > 0 and crf["fixture_max_abs_difference"] < 1e-4

@@ -70,6 +70,13 @@ def test_wrong_values_name_the_key(assignment, key):
         load_config([REPO / "config" / "config.yaml"], assignments=[assignment])
 
 
+def test_values_of_no_alternative_say_what_would_do():
+    for key in ("predict.input_size", "segmentation.val_input_size"):
+        expected = rf"config key {key}: 8 is none of: an integer >= 16; one of \['crop', None\]"
+        with pytest.raises(ConfigError, match=expected):
+            load_config([REPO / "config" / "config.yaml"], assignments=[f"{key}=8"])
+
+
 def test_strings_from_snakemake_are_coerced_to_schema_types():
     # snakemake --config tiling='{size: 128}' delivers "128"
     cfg = validate_config({"tiling": {"size": "128", "stride": "64"}, "dataset": {"value_range": ["0", "4095"]}})
@@ -181,6 +188,8 @@ def test_presets_and_paper_mode_run_every_value_of_their_official_script(name):
     assert cfg["refine"]["par_softmax"] and cfg["cams"]["relu"] == "after_merge"
     # tools/infer_seg_*.py: tiles resized to crop_size, then the dense CRF (utils/dcrf.DenseCRF)
     assert cfg["predict"]["input_size"] == cfg["map"]["input_size"] == "crop" and cfg["predict"]["crf"]["enabled"]
+    assert cfg["segmentation"]["val_input_size"] == "crop"  # published validate(): at the training crop
+    assert cfg["classifier"]["pooling"] == "max"  # global max pooling, not the demo's mean
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -10,11 +10,11 @@ import torch
 from conftest import tiny_config
 
 from atsg.crf import dense_crf
-from atsg.inference import input_scale, predict_probs, segment_probs
+from atsg.inference import input_scale, predict_probs, resolve_input_size, segment_probs
 from atsg.lattice import PermutohedralLattice
 from atsg.stages.common import Tiles, read_tiles
 from atsg.stages.predict import run_predict
-from atsg.stages.train_segmentation import load_segmenter
+from atsg.stages.train_segmentation import SegmentationValidation, load_segmenter
 from atsg.store import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "densecrf"
@@ -138,3 +138,17 @@ def test_tiles_are_resized_to_the_input_size_and_back():
     assert input_scale({"input_size": "crop"}, 256, 320) == 1.25  # Potsdam: 256 px tiles, crop 320
     with pytest.raises(ValueError, match="crop size"):
         input_scale({"input_size": "crop"}, 256, None)
+
+
+def test_checkpoints_are_chosen_at_the_validation_input_size(chain):
+    """Published validate(): val tiles resized to the training crop; segmentation.val_input_size says so."""
+    _, _, run = chain
+    tiles = Tiles.open(run / "tiles.zarr")
+    side = tiles.size[-1]
+    idx = np.arange(min(tiles.n, 6))
+    for setting, seen in (("crop", 40), (None, side), (24, 24)):
+        model = _Recorder()
+        size = resolve_input_size(setting, 40)
+        scores = SegmentationValidation(tiles, idx, 4, torch.device("cpu"), size)(model)
+        assert set(model.sizes) == {(seen, seen)} and 0 <= scores["miou"] <= 1
+    assert tiny_config()["segmentation"]["val_input_size"] is None  # as the demo's predict.input_size

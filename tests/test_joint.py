@@ -107,9 +107,11 @@ def test_on_the_fly_pseudo_labels_follow_the_image_labels_and_ignore_padding():
 
 
 def test_exported_segmenter_predicts_what_the_joint_model_predicts():
-    cfg = _cfg()
+    cfg = _cfg(crop_size=40)  # the segmentation section's own crop, unused in paper mode
     model = _model(cfg).eval()
     seg_cfg = factory.segmenter_config(cfg["classifier"], cfg["segmentation"])
+    # the segmenter file records the crop the one network trained on (predict.input_size: crop reads it)
+    assert seg_cfg["crop_size"] == cfg["classifier"]["crop_size"] != 40
     segmenter = factory.segmenter(seg_cfg, 3, 6).eval()
     segmenter.load_state_dict(JointModel.segmenter_state(model.state_dict()))
     images = _batch()["image"]

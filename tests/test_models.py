@@ -41,6 +41,18 @@ def test_classifier_logits_pool_the_tokens_then_classify_as_published():
     assert torch.allclose(out["logits_aux"], out["maps_aux"].amax((2, 3)))
 
 
+def test_mean_pooling_makes_the_logits_the_mean_of_the_class_maps():
+    torch.manual_seed(0)
+    model = factory.classifier(_cfg("classifier", pooling="mean"), in_chans=3, n_targets=5)
+    out = model(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8))
+    assert torch.allclose(out["logits"], out["maps"].mean((2, 3)), atol=1e-5)
+    assert torch.allclose(out["logits_aux"], out["maps_aux"].mean((2, 3)), atol=1e-5)
+    assert not torch.allclose(out["logits"], out["maps"].amax((2, 3)), atol=1e-3)
+    assert _cfg("classifier")["pooling"] == "max"  # published
+    with pytest.raises(ConfigError, match="classifier.pooling"):
+        _cfg("classifier", pooling="lse")
+
+
 def test_final_tokens_are_taken_after_the_final_norm_unless_switched_off():
     torch.manual_seed(0)
     model = factory.classifier(_cfg("classifier"), in_chans=3, n_targets=2)

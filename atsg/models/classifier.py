@@ -41,8 +41,11 @@ def choose_block(maps: Sequence[torch.Tensor], groups: torch.Tensor | None = Non
     return stacked[choice, torch.arange(len(choice), device=choice.device)]
 
 
+_POOLS = {"max": F.adaptive_max_pool2d, "mean": F.adaptive_avg_pool2d}
+
+
 class CAMClassifier(nn.Module):
-    """Final-block and auxiliary-block heads; logits by global max pooling."""
+    """Final-block and auxiliary-block heads; logits by global max pooling (or mean pooling)."""
 
     def __init__(
         self,
@@ -51,15 +54,20 @@ class CAMClassifier(nn.Module):
         aux_blocks: Sequence[int],
         final_norm: bool = True,
         pool_first: bool = True,
+        pooling: str = "max",
     ):
         """``aux_blocks``: the block of the auxiliary head (one index), or its candidates (several: chosen at every
         forward pass by :func:`choose_block`). ``final_norm``: final tokens after the ViT's final LayerNorm.
-        ``pool_first``: logits of the max-pooled tokens (published), else the max of the class maps."""
+        ``pool_first``: logits of the pooled tokens (published), else the pool of the class maps. ``pooling``:
+        global ``max`` (published) or ``mean`` pooling."""
         super().__init__()
+        if pooling not in _POOLS:
+            raise ValueError(f"pooling must be one of {sorted(_POOLS)}, not {pooling!r}")
         self.backbone = backbone
         self.aux_blocks = [backbone.block_index(b) for b in aux_blocks]
         self.final_norm = bool(final_norm)
         self.pool_first = bool(pool_first)
+        self.pool = _POOLS[pooling]
         dim = backbone.embed_dim
         self.head = nn.Conv2d(dim, n_targets, 1, bias=False)
         self.head_aux = nn.Conv2d(dim, n_targets, 1, bias=False)
@@ -86,8 +94,8 @@ class CAMClassifier(nn.Module):
 
     def _logits(self, tokens: torch.Tensor, maps: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
         if self.pool_first:  # as published: max-pool the tokens, then the 1x1 classifier
-            return head(F.adaptive_max_pool2d(tokens, 1)).flatten(1)
-        return F.adaptive_max_pool2d(maps, 1).flatten(1)
+            return head(self.pool(tokens, 1)).flatten(1)
+        return self.pool(maps, 1).flatten(1)
 
     def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(final, auxiliary) token maps of a uint8/float image batch (B, bands, H, W)."""

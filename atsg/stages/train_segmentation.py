@@ -16,7 +16,7 @@ from ..distributed import is_main
 from ..errors import DataError
 from ..factory import segmenter
 from ..geo.imagery import imagery_record, model_normalisation
-from ..inference import predict_probs
+from ..inference import predict_probs, resolve_input_size
 from ..models.segmenter import Segmenter
 from ..scoring.metrics import ConfusionAccumulator
 from ..store import open_store
@@ -45,15 +45,21 @@ def load_segmenter(path: str | Path, tiles: Tiles, device: torch.device) -> tupl
 
 
 class SegmentationValidation:
-    def __init__(self, tiles: Tiles, indices: np.ndarray, batch_size: int, device: torch.device):
+    """Val mIoU of the argmax, one scale, no flip, no CRF (the published ``validate()``), with the tiles resized
+    to ``input_size`` px (None: their own size) and the logits back."""
+
+    def __init__(
+        self, tiles: Tiles, indices: np.ndarray, batch_size: int, device: torch.device, input_size: int | None
+    ):
         self.tiles, self.indices, self.batch_size, self.device = tiles, indices, batch_size, device
+        self.scale = 1.0 if input_size is None else input_size / tiles.size[-1]
 
     def __call__(self, model) -> dict:
         g = self.tiles.group
         acc = ConfusionAccumulator(self.tiles.classes)
         for idx in batches(self.indices, self.batch_size, "validate"):
             images = torch.from_numpy(read_tiles(g["images"], idx)).to(self.device)
-            pred = predict_probs(model, images).argmax(1)
+            pred = predict_probs(model, images, [self.scale]).argmax(1)
             acc.update(read_tiles(g["labels"], idx), pred.cpu().numpy())
         s = acc.scores()
         return {"miou": s.miou(), "oa": s.oa}
@@ -109,7 +115,10 @@ def run_train_segmentation(
     samples = TrainSamples(
         tiles.path, train_idx, c, "truth" if supervised else "pseudo", None if supervised else labels_path, masks_path
     )
-    result = engine.fit(samples, objective, SegmentationValidation(tiles, val_idx, c["batch_size"], device))
+    validation = SegmentationValidation(
+        tiles, val_idx, c["batch_size"], device, resolve_input_size(c["val_input_size"], c["crop_size"])
+    )
+    result = engine.fit(samples, objective, validation)
     if not is_main():
         return {}
     # the foreground decoder only trains (joint loss): the model file holds what inference uses
