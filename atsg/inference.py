@@ -40,9 +40,9 @@ def resolve_input_size(size: int | str | None, crop_size: int | None) -> int | N
     return size
 
 
-def input_scale(settings, side: int, crop_size: int | None) -> float:
-    """The factor that brings a tile of ``side`` px to a prediction section's ``input_size``."""
-    size = resolve_input_size(settings["input_size"], crop_size)
+def input_scale(input_size: int | str | None, side: int, crop_size: int | None) -> float:
+    """The factor that brings a tile of ``side`` px to an ``input_size`` setting (``crop``: ``crop_size``)."""
+    size = resolve_input_size(input_size, crop_size)
     return 1.0 if size is None else size / side
 
 
@@ -54,7 +54,7 @@ def segment_probs(
     the model's softmax with the tiles resized to ``input_size`` (``crop``: ``crop_size``, the model's training
     crop) times each of ``scales`` (with ``flip``), back at the tiles' size; then the dense CRF of ``crf`` when
     it is on."""
-    base = input_scale(settings, images.shape[-1], crop_size)
+    base = input_scale(settings["input_size"], images.shape[-1], crop_size)
     probs = predict_probs(model, images, [s * base for s in settings["scales"]], settings["flip"])
     if settings["crf"]["enabled"]:
         from .crf import dense_crf

@@ -31,7 +31,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 # utils/dcrf.DenseCRF(iter_max=10, pos_w=1, pos_xy_std=1, bi_w=4, bi_xy_std=121, bi_rgb_std=5): the schema's
-# defaults of predict.crf, restated here because the published way runs without atsg
+# defaults of predict.crf, restated here because the published way runs without atsg (atsg_settings checks)
 PUBLISHED = {"iterations": 10, "gaussian": {"sxy": 1, "compat": 1}, "bilateral": {"sxy": 121, "srgb": 5, "compat": 4}}
 
 
@@ -83,16 +83,27 @@ def published(images: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return out
 
 
+def atsg_settings() -> dict:
+    """atsg's predict.crf, its schema defaults: they must be the published settings restated above."""
+    from atsg.config import validate_config
+
+    crf = validate_config({})["predict"]["crf"]
+    if {key: crf[key] for key in PUBLISHED} != PUBLISHED:
+        raise SystemExit(f"predict.crf's defaults {crf} are not the published settings {PUBLISHED}")
+    return crf
+
+
 def atsg_way(images: np.ndarray, probs: np.ndarray, batch: int, device: str) -> np.ndarray:
     import torch
 
     from atsg.crf import dense_crf
 
+    settings = atsg_settings()
     out = []
     for s in range(0, len(images), batch):
         x = torch.from_numpy(images[s : s + batch]).to(device)
         p = torch.from_numpy(probs[s : s + batch]).to(device)
-        out.append(dense_crf(x, p, PUBLISHED).cpu().numpy())
+        out.append(dense_crf(x, p, settings).cpu().numpy())
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return np.concatenate(out)
@@ -126,7 +137,7 @@ def fixture_agreement() -> float:
     from atsg.crf import dense_crf
 
     ref = np.load(HERE.parent / "tests" / "fixtures" / "densecrf" / "densecrf.npz")
-    q = dense_crf(torch.from_numpy(ref["rgb_images"]), torch.from_numpy(ref["rgb_probs"]), PUBLISHED).numpy()
+    q = dense_crf(torch.from_numpy(ref["rgb_images"]), torch.from_numpy(ref["rgb_probs"]), atsg_settings()).numpy()
     return float(np.abs(q - ref["rgb_q"]).max())
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 
 from atsg.crf import dense_crf
-from atsg.inference import input_scale, predict_probs, resolve_input_size, segment_probs
+from atsg.inference import input_scale, predict_probs, segment_probs
 from atsg.lattice import PermutohedralLattice
 from atsg.stages.common import Tiles, read_tiles
 from atsg.stages.predict import run_predict
@@ -135,9 +135,9 @@ def test_tiles_are_resized_to_the_input_size_and_back():
     segment_probs(model, images, {**settings, "input_size": None, "scales": [1.0]})
     segment_probs(model, images, {**settings, "input_size": 48, "scales": [1.0]})
     assert model.sizes == [(32, 32), (48, 48)]
-    assert input_scale({"input_size": "crop"}, 256, 320) == 1.25  # Potsdam: 256 px tiles, crop 320
+    assert input_scale("crop", 256, 320) == 1.25  # Potsdam: 256 px tiles, crop 320
     with pytest.raises(ValueError, match="crop size"):
-        input_scale({"input_size": "crop"}, 256, None)
+        input_scale("crop", 256, None)
 
 
 def test_checkpoints_are_chosen_at_the_validation_input_size(chain):
@@ -148,7 +148,6 @@ def test_checkpoints_are_chosen_at_the_validation_input_size(chain):
     idx = np.arange(min(tiles.n, 6))
     for setting, seen in (("crop", 40), (None, side), (24, 24)):
         model = _Recorder()
-        size = resolve_input_size(setting, 40)
-        scores = SegmentationValidation(tiles, idx, 4, torch.device("cpu"), size)(model)
+        scores = SegmentationValidation(tiles, idx, 4, torch.device("cpu"), setting, 40)(model)
         assert set(model.sizes) == {(seen, seen)} and 0 <= scores["miou"] <= 1
     assert tiny_config()["segmentation"]["val_input_size"] is None  # as the demo's predict.input_size

@@ -93,7 +93,7 @@ class CAMClassifier(nn.Module):
         return feats[0], aux, feats[1 + n :], (cls if class_token else None)
 
     def _logits(self, tokens: torch.Tensor, maps: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
-        if self.pool_first:  # as published: max-pool the tokens, then the 1x1 classifier
+        if self.pool_first:  # as published: pool the tokens (max, or mean by `pooling`), then the 1x1 classifier
             return head(self.pool(tokens, 1)).flatten(1)
         return self.pool(maps, 1).flatten(1)
 

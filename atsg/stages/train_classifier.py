@@ -16,7 +16,6 @@ from ..cam import cam_to_label, fuse_heads, minmax_normalise
 from ..device import select_device
 from ..distributed import is_main
 from ..geo.imagery import imagery_record, model_normalisation
-from ..inference import resolve_input_size
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.joint import JointModel
@@ -154,8 +153,10 @@ def run_train_classifier(
             inputs["masks"] = recorded_key(masks.attrs, masks_path)
         else:
             masks_path = None
-        size = resolve_input_size(cfg["segmentation"]["val_input_size"], c["crop_size"])  # the one training crop
-        validation = JointValidation(validation, SegmentationValidation(tiles, val_idx, c["batch_size"], device, size))
+        seg_val = SegmentationValidation(  # at the one network's training crop
+            tiles, val_idx, c["batch_size"], device, cfg["segmentation"]["val_input_size"], c["crop_size"]
+        )
+        validation = JointValidation(validation, seg_val)
     else:
         objective = ClassifierObjective(c, tiles.background, tiles.bands).to(device)
         model = factory.contrastive(classifier, c["ctc"])

@@ -16,7 +16,7 @@ from ..distributed import is_main
 from ..errors import DataError
 from ..factory import segmenter
 from ..geo.imagery import imagery_record, model_normalisation
-from ..inference import predict_probs, resolve_input_size
+from ..inference import input_scale, predict_probs
 from ..models.segmenter import Segmenter
 from ..scoring.metrics import ConfusionAccumulator
 from ..store import open_store
@@ -46,13 +46,20 @@ def load_segmenter(path: str | Path, tiles: Tiles, device: torch.device) -> tupl
 
 class SegmentationValidation:
     """Val mIoU of the argmax, one scale, no flip, no CRF (the published ``validate()``), with the tiles resized
-    to ``input_size`` px (None: their own size) and the logits back."""
+    to the ``input_size`` setting (px; ``crop``: ``crop_size``, the model's training crop; None: their own size)
+    and the logits back."""
 
     def __init__(
-        self, tiles: Tiles, indices: np.ndarray, batch_size: int, device: torch.device, input_size: int | None
+        self,
+        tiles: Tiles,
+        indices: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        input_size: int | str | None,
+        crop_size: int,
     ):
         self.tiles, self.indices, self.batch_size, self.device = tiles, indices, batch_size, device
-        self.scale = 1.0 if input_size is None else input_size / tiles.size[-1]
+        self.scale = input_scale(input_size, tiles.size[-1], crop_size)
 
     def __call__(self, model) -> dict:
         g = self.tiles.group
@@ -115,9 +122,7 @@ def run_train_segmentation(
     samples = TrainSamples(
         tiles.path, train_idx, c, "truth" if supervised else "pseudo", None if supervised else labels_path, masks_path
     )
-    validation = SegmentationValidation(
-        tiles, val_idx, c["batch_size"], device, resolve_input_size(c["val_input_size"], c["crop_size"])
-    )
+    validation = SegmentationValidation(tiles, val_idx, c["batch_size"], device, c["val_input_size"], c["crop_size"])
     result = engine.fit(samples, objective, validation)
     if not is_main():
         return {}
