@@ -31,19 +31,16 @@ def predict_probs(model, images: torch.Tensor, scales: Sequence[float] = (1.0,),
     return total / (len(scales) * (2 if flip else 1))
 
 
-def resolve_input_size(size: int | str | None, crop_size: int | None) -> int | None:
-    """An ``input_size`` setting in pixels: ``crop`` is the model's training crop, None the tile's own size."""
-    if size == "crop":
+def input_scale(input_size: int | str | None, side: int, crop_size: int | None) -> float:
+    """The factor that brings a tile of ``side`` px to an ``input_size`` setting: pixels, ``crop`` (the model's
+    training crop, ``crop_size``) or None (the tile's own size)."""
+    if input_size is None:
+        return 1.0
+    if input_size == "crop":
         if crop_size is None:
             raise ValueError("input_size: crop needs the model's training crop size")
-        return int(crop_size)
-    return size
-
-
-def input_scale(input_size: int | str | None, side: int, crop_size: int | None) -> float:
-    """The factor that brings a tile of ``side`` px to an ``input_size`` setting (``crop``: ``crop_size``)."""
-    size = resolve_input_size(input_size, crop_size)
-    return 1.0 if size is None else size / side
+        input_size = crop_size
+    return int(input_size) / side
 
 
 @torch.no_grad()

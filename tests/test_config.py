@@ -189,6 +189,7 @@ def test_presets_and_paper_mode_run_every_value_of_their_official_script(name):
     # tools/infer_seg_*.py: tiles resized to crop_size, then the dense CRF (utils/dcrf.DenseCRF)
     assert cfg["predict"]["input_size"] == cfg["map"]["input_size"] == "crop" and cfg["predict"]["crf"]["enabled"]
     assert cfg["segmentation"]["val_input_size"] == "crop"  # published validate(): at the training crop
+    assert (cfg["classifier"]["val_input_size"], cfg["classifier"]["val_cam"]) == ("crop", "multiscale")
     assert cfg["classifier"]["pooling"] == "max"  # global max pooling, not the demo's mean
 
 

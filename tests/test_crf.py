@@ -14,6 +14,7 @@ from atsg.inference import input_scale, predict_probs, segment_probs
 from atsg.lattice import PermutohedralLattice
 from atsg.stages.common import Tiles, read_tiles
 from atsg.stages.predict import run_predict
+from atsg.stages.train_classifier import ClassifierValidation, load_classifier
 from atsg.stages.train_segmentation import SegmentationValidation, load_segmenter
 from atsg.store import open_store
 
@@ -151,3 +152,52 @@ def test_checkpoints_are_chosen_at_the_validation_input_size(chain):
         scores = SegmentationValidation(tiles, idx, 4, torch.device("cpu"), setting, 40)(model)
         assert set(model.sizes) == {(seen, seen)} and 0 <= scores["miou"] <= 1
     assert tiny_config()["segmentation"]["val_input_size"] is None  # as the demo's predict.input_size
+
+
+class _SeenClassifier(torch.nn.Module):
+    """A trained classifier that records the inputs of its forward passes and of its CAM passes."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.inner, self.backbone, self.seen = classifier, classifier.backbone, []
+
+    def forward(self, x):
+        self.seen.append(("forward", *x.shape[-3:]))
+        return self.inner(x)
+
+    def cams(self, x, groups=None):
+        self.seen.append(("cams", x.shape[0], *x.shape[-2:]))
+        return self.inner.cams(x, groups)
+
+
+class _Trainee(torch.nn.Module):
+    """What the engine validates: the classifier under ``.classifier``, its forward the classifier's."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(x)
+
+
+def test_classifier_checkpoints_are_scored_on_the_published_validation_cam(chain):
+    """Published validate(): val tiles resized to the training crop, the multi-scale CAM with flips (as CAM
+    extraction makes it); classifier.val_input_size and val_cam say so, and the single-scale CAM at the
+    tile's own size is the cheaper alternative."""
+    _, _, run = chain
+    tiles = Tiles.open(run / "tiles.zarr")
+    side, idx = tiles.size[-1], np.arange(min(tiles.n, 4))
+    classifier, _ = load_classifier(run / "classifier" / "model.pt", tiles, torch.device("cpu"))
+    c = {**tiny_config()["classifier"], "batch_size": 4, "cam_scales": [1.0, 0.5, 1.5], "bkg_candidates": [0.2]}
+    scores = {}
+    for val_cam, size, seen in (
+        ("multiscale", "crop", {("forward", 3, 40, 40), ("cams", 8, 40, 40), ("cams", 8, 20, 20), ("cams", 8, 60, 60)}),
+        ("single", None, {("forward", 3, side, side)}),
+    ):
+        model = _SeenClassifier(classifier)
+        cfg = {**c, "val_cam": val_cam, "val_input_size": size, "crop_size": 40}
+        scores[val_cam] = ClassifierValidation(tiles, idx, cfg, torch.device("cpu"))(_Trainee(model))
+        assert set(model.seen) == seen
+        assert 0 <= scores[val_cam]["cam_miou"] <= 1 and 0 <= scores[val_cam]["f1"] <= 1
+    assert scores["multiscale"]["cam_miou"] != scores["single"]["cam_miou"]

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from .. import factory
 from ..artifacts import record, recorded_key
-from ..cam import cam_to_label, fuse_heads, minmax_normalise
+from ..cam import cam_to_label, fuse_heads, minmax_normalise, multiscale_cams
 from ..device import select_device
 from ..distributed import is_main
 from ..geo.imagery import imagery_record, model_normalisation
+from ..inference import input_scale
 from ..losses.classification import multilabel_f1
 from ..models.classifier import CAMClassifier
 from ..models.joint import JointModel
@@ -50,10 +51,37 @@ def load_classifier(path: str | Path, tiles: Tiles, device: torch.device) -> tup
 
 
 class ClassifierValidation:
-    """Classification F1 and single-scale CAM mIoU on (a sample of) the val split."""
+    """Classification F1 and CAM mIoU on (a sample of) the val split, with the tiles resized to
+    ``val_input_size`` and the CAM that ``val_cam`` says (multi-scale with flips, or one forward pass), resized
+    back to the tiles."""
 
     def __init__(self, tiles: Tiles, indices: np.ndarray, cfg: Mapping, device: torch.device):
         self.tiles, self.indices, self.cfg, self.device = tiles, indices, cfg, device
+        self.scale = input_scale(cfg["val_input_size"], tiles.size[-1], cfg["crop_size"])
+
+    def _cams(self, model, images: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(final, auxiliary) CAMs in [0, 1] at the tiles' size and the forward pass at the input size."""
+        size = tuple(images.shape[-2:])
+        x = images.float()
+        if self.scale != 1.0:
+            x = F.interpolate(
+                x, size=[max(1, round(d * self.scale)) for d in size], mode="bilinear", align_corners=False
+            )
+        out = model(x)
+        if self.cfg["val_cam"] == "multiscale":  # as published validate() and extract_cams make them
+            cams = multiscale_cams(
+                model.classifier, x, self.cfg["cam_scales"], True, tuple(x.shape[-2:]), valid=valid, aux_groups="image"
+            )
+            cam, aux = (
+                F.interpolate(c, size=size, mode="bilinear", align_corners=False).masked_fill(~valid[:, None], 0.0)
+                for c in cams
+            )
+            return cam, aux, out
+        cam, aux = (
+            minmax_normalise(F.interpolate(F.relu(m).float(), size=size, mode="bilinear", align_corners=False), valid)
+            for m in (out["maps"], out["maps_aux"])
+        )
+        return cam, aux, out
 
     def __call__(self, model) -> dict:
         g = self.tiles.group
@@ -63,24 +91,11 @@ class ClassifierValidation:
         for idx in batches(self.indices, self.cfg["batch_size"], "validate"):
             images = torch.from_numpy(read_tiles(g["images"], idx)).to(self.device)
             cls = torch.from_numpy(read_tiles(g["cls_labels"], idx)).to(self.device)
-            out = model(images)
+            valid = torch.from_numpy(read_tiles(g["valid"], idx)).to(self.device).bool()
+            cam, aux, out = self._cams(model, images, valid)
             preds.append((out["logits"] > 0).cpu())
             targets.append(cls.cpu())
-            size = images.shape[-2:]
-            valid = torch.from_numpy(read_tiles(g["valid"], idx)).to(self.device).bool()
-            cam = minmax_normalise(
-                F.interpolate(F.relu(out["maps"]).float(), size=size, mode="bilinear", align_corners=False), valid
-            )
-            w = self.cfg["cam_aux_weight"]
-            aux = (
-                minmax_normalise(
-                    F.interpolate(F.relu(out["maps_aux"]).float(), size=size, mode="bilinear", align_corners=False),
-                    valid,
-                )
-                if w
-                else None
-            )
-            cam = fuse_heads(cam, aux, w)
+            cam = fuse_heads(cam, aux, self.cfg["cam_aux_weight"])
             truth = read_tiles(g["labels"], idx)
             label = cam_to_label(cam, cls, self.cfg["bkg_thre"], self.tiles.background)
             acc.update(truth, label.cpu().numpy())
