@@ -23,6 +23,7 @@ def test_default_variants_switch_each_component_off():
         "no_par",
         "no_voting",
         "with_affinity",
+        "with_refine_crf",
         "no_object",
         "no_boundary",
         "no_energy",
@@ -37,6 +38,8 @@ def test_default_variants_switch_each_component_off():
     assert variants["no_voting"]["refine"]["mask_voting"] is False
     assert variants["no_par"]["refine"]["par"] is False and variants["no_par"]["refine"]["mask_voting"] is True
     assert variants["no_joint"]["segmentation"]["joint_loss"]["enabled"] is False
+    assert variants["with_refine_crf"]["refine"]["crf"]["enabled"] is True
+    assert variants["with_refine_crf"]["refine"]["crf"]["bilateral"]["sxy"] == 121  # the published inference's CRF
     assert variants["no_energy"]["segmentation"]["energy_loss"]["scale"] == 0.25  # the demo's own setting kept
 
 
@@ -52,7 +55,7 @@ def test_variants_share_every_artifact_upstream_of_their_change():
     assert own["no_linking"] == set()  # the demo links no tokens (measured): the variant is the run itself
     linked = artifact_roots(_demo(classifier={"linking": {"enabled": True}}))["no_linking"]
     assert {a for a, p in linked.items() if p != run} == classifier_on
-    for name in ("no_par", "no_voting", "with_affinity"):
+    for name in ("no_par", "no_voting", "with_affinity", "with_refine_crf"):
         assert own[name] == {"pseudo_labels", "segmentation", "predictions", "eval"}
     for name in ("no_object", "no_boundary", "no_energy", "no_joint"):
         assert own[name] == {"segmentation", "predictions", "eval"}

@@ -6,6 +6,7 @@ from oracles import neighbours
 
 from atsg.cam import cam_to_label, cam_to_label_band, fuse_heads, minmax_normalise, multiscale_cams
 from atsg.config import validate_config
+from atsg.crf import dense_crf
 from atsg.refine.affinity import random_walk, transition_matrix
 from atsg.refine.par import PAR
 from atsg.refine.pseudo import Refiner
@@ -139,3 +140,57 @@ def test_refiner_steps_can_each_be_switched_off():
     cfg.update(mask_voting=True, vote_threshold=0.5, vote_min_labelled=0.1)
     voted = Refiner(cfg, True, 3)(images, cams, torch.tensor([[1, 1]]), objects)
     assert voted.unique().numel() == 1  # one object: the majority class everywhere
+
+
+def _edge_case():
+    """A 32 px tile whose colours change at column 20 while its coarse CAMs (4 tokens of 8 px a side) change
+    between the token centres 12 and 20: thresholds and argmax put the class edge near column 16."""
+    images = torch.full((1, 3, 32, 32), 40, dtype=torch.uint8)
+    images[..., 20:] = 200
+    truth = torch.ones(1, 32, 32, dtype=torch.long)
+    truth[..., 20:] = 2
+    cams = torch.zeros(1, 3, 4, 4)
+    cams[0, 0, :, :2] = 1.0  # class 1 (label 1) on the left tokens
+    cams[0, 1, :, 2:] = 1.0  # class 2 (label 2) on the right tokens
+    cams[0, 2] = 0.9  # class 3 fires everywhere, but the image-level labels say it is absent
+    return images, cams, torch.tensor([[1, 1, 0]]), truth
+
+
+def test_the_dense_crf_snaps_pseudo_labels_to_the_image_and_keeps_absent_classes_out():
+    images, cams, cls, truth = _edge_case()
+    cfg = validate_config({})["refine"]
+    cfg.update(par=False, affinity=False, mask_voting=False, uncertain_band=False, bkg_thre=0.2)
+    plain = Refiner(cfg, True, 4)(images, cams, cls)
+    assert (plain == truth).float().mean() < 0.9  # the edge of the CAMs, about 4 columns off
+    cfg["crf"] = {**cfg["crf"], "enabled": True}
+    snapped = Refiner(cfg, True, 4)(images, cams, cls)
+    assert torch.equal(snapped, truth)
+    # the same with PAR before the CRF, and with the uncertain band: absent class 3 never appears
+    for par, band in ((True, False), (False, True), (True, True)):
+        label = Refiner({**cfg, "par": par, "uncertain_band": band}, True, 4)(images, cams, cls)
+        assert (label == truth).float().mean() > 0.95 and not (label == 3).any()
+
+
+def test_the_dense_crf_of_pseudo_labels_is_the_predict_crf_of_the_published_softmax():
+    images, cams, cls, _ = _edge_case()
+    cfg = validate_config({})["refine"]
+    cfg.update(par=False, affinity=False, mask_voting=False, uncertain_band=False, bkg_thre=0.3)
+    cfg["crf"] = {**cfg["crf"], "enabled": True, "iterations": 3}
+    valid = torch.ones(1, 32, 32, dtype=torch.bool)
+    valid[..., :12] = False  # nodata on the left, where the CAMs say class 1
+    cam = (
+        F.interpolate(cams, size=(32, 32), mode="bilinear", align_corners=False)
+        * torch.tensor([1.0, 1, 0])[:, None, None]
+    )
+    maps = torch.cat([torch.full_like(cam[:, :1], 0.3), cam], 1)
+    probs = torch.softmax(maps.masked_fill(torch.tensor([1, 1, 1, 0]).bool()[None, :, None, None] == 0, -1e9), 1)
+    expected = dense_crf(images, probs, cfg["crf"], valid)[:, :3].argmax(1)
+    assert torch.equal(Refiner(cfg, True, 4)(images, cams, cls, valid=valid), expected)
+    # nodata pixels send no messages: painting them in the colour of class 2 changes nothing where there is
+    # data, while without ``valid`` the same paint moves labels
+    painted = images.clone()
+    painted[..., :12] = 200
+    assert torch.equal(Refiner(cfg, True, 4)(painted, cams, cls, valid=valid)[valid], expected[valid])
+    assert not torch.equal(
+        Refiner(cfg, True, 4)(painted, cams, cls)[valid], Refiner(cfg, True, 4)(images, cams, cls)[valid]
+    )

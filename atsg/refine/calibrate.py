@@ -52,7 +52,7 @@ def choose_thresholds(
             refiner = refiner.to(data[0][0][0].device)
             with torch.no_grad():
                 scores["band"][f"{low},{high}"] = score(
-                    lambda b, refiner=refiner: refiner(b[0], b[2], b[1], b[3], b[4])
+                    lambda b, refiner=refiner: refiner(b[0], b[2], b[1], b[3], b[4], b[5])
                 )
         if scores["band"]:
             low, high = max(r["band_candidates"], key=lambda p: scores["band"][f"{p[0]},{p[1]}"])

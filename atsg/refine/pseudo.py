@@ -1,5 +1,5 @@
-"""CAM -> pseudo-label for a batch of tiles: affinity walk, PAR with the two-threshold background rule,
-mask voting; each step switchable in config (section ``refine``)."""
+"""CAM -> pseudo-label for a batch of tiles: affinity walk, PAR with the two-threshold background rule, a
+dense CRF, mask voting; each step switchable in config (section ``refine``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cam import cam_to_label, cam_to_label_band, restrict_to_labels
+from ..crf import dense_crf
 from ..store import IGNORE
 from .affinity import random_walk
 from .par import PAR
@@ -26,6 +27,21 @@ class Refiner:
 
     def _par(self, image: torch.Tensor, cam: torch.Tensor, size) -> torch.Tensor:
         return F.interpolate(self.par(image, cam), size=size, mode="bilinear", align_corners=False)
+
+    def _crf(self, images: torch.Tensor, probs: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Argmax of the dense CRF's marginals (``refine.crf``) of class probabilities (B, C, H, W) at the
+        tiles' size; classes of probability 0 (absent from the tile) stay out."""
+        q = dense_crf(images, probs, self.cfg["crf"], valid)
+        return q.masked_fill(probs <= 0, -1.0).argmax(1)
+
+    def _probs(self, refined: torch.Tensor, cls: torch.Tensor, bkg: float | None) -> torch.Tensor:
+        """Probabilities for the CRF from PAR-refined CAMs without the published softmax: a softmax over
+        [the refined constant ``bkg``, the image's classes], or over the image's classes alone."""
+        present = cls.bool()[:, :, None, None]
+        if bkg is not None:
+            refined = torch.cat([torch.full_like(refined[:, :1], self.par.constant_response(bkg)), refined], 1)
+            present = torch.cat([torch.ones_like(present[:, :1]), present], 1)
+        return torch.softmax(refined.masked_fill(~present, float("-inf")), 1)
 
     def _argmax(self, refined: torch.Tensor, cls: torch.Tensor, bkg: float | None) -> torch.Tensor:
         """Argmax of PAR-refined maps; with a background class, channel 0 is the constant ``bkg`` refined
@@ -45,35 +61,56 @@ class Refiner:
         return torch.softmax(maps.masked_fill(~present, float("-inf")), 1)
 
     def cam_labels(
-        self, images: torch.Tensor, cams: torch.Tensor, cls: torch.Tensor, tokens: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        cams: torch.Tensor,
+        cls: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Labels (B, H, W) from CAMs (B, K, h, w) in [0, 1]: walk, then PAR / thresholds (no voting)."""
+        """Labels (B, H, W) from CAMs (B, K, h, w) in [0, 1]: walk, then PAR / thresholds, then the dense CRF
+        (no voting). ``valid`` (B, H, W): pixels of data; the rest send no CRF messages."""
         cfg = self.cfg
+        crf = cfg["crf"]["enabled"]
         size = images.shape[-2:]
         cam = F.interpolate(cams.float(), size=size, mode="bilinear", align_corners=False)
         if cfg["affinity"] and tokens is not None:
             cam = random_walk(cam, tokens, cfg["affinity_beta"], cfg["affinity_iterations"], cfg["affinity_mix"])
         cam = restrict_to_labels(cam, cls)
-        if not cfg["par"]:
+        if not cfg["par"] and not crf:
             if cfg["uncertain_band"]:
                 return cam_to_label_band(cam, cls, cfg["high_thre"], cfg["low_thre"], self.background)
             return cam_to_label(cam, cls, cfg["bkg_thre"], self.background)
-        small = [max(1, int(s * cfg["par_scale"])) for s in size]
-        image = F.interpolate(images.float() / 255.0, size=small, mode="bilinear", align_corners=False)
-        cam_small = F.interpolate(cam, size=small, mode="bilinear", align_corners=False)
-        refined = None if cfg["par_softmax"] and self.background else self._par(image, cam_small, size)
+        if cfg["par"]:
+            small = [max(1, int(s * cfg["par_scale"])) for s in size]
+            image = F.interpolate(images.float() / 255.0, size=small, mode="bilinear", align_corners=False)
+            cam_small = F.interpolate(cam, size=small, mode="bilinear", align_corners=False)
+        softmax_first = not cfg["par"] or (cfg["par_softmax"] and self.background)
+        refined = None if softmax_first else self._par(image, cam_small, size)
         if not self.background:
-            label = self._argmax(refined, cls, None)
+            if crf:
+                label = self._crf(images, self._probs(cam if refined is None else refined, cls, None), valid)
+            else:
+                label = self._argmax(refined, cls, None)
             label[(cls.sum(1) == 0)[:, None, None].expand_as(label)] = IGNORE
             return label
-        if cfg["par_softmax"]:  # as published: softmax over [background, present classes], then PAR of each
+        if softmax_first:  # as published: softmax over [background, present classes], then PAR of each
 
-            def labels_at(bkg):
-                return self._par(image, self._with_background(cam_small, cls, bkg), size).argmax(1)
+            def probs_at(bkg):
+                if not cfg["par"]:
+                    return self._with_background(cam, cls, bkg)
+                return self._par(image, self._with_background(cam_small, cls, bkg), size)
         else:
 
-            def labels_at(bkg):
-                return self._argmax(refined, cls, bkg)
+            def probs_at(bkg):
+                return self._probs(refined, cls, bkg)
+
+        def labels_at(bkg):
+            if crf:
+                return self._crf(images, probs_at(bkg), valid)
+            if softmax_first:
+                return probs_at(bkg).argmax(1)
+            return self._argmax(refined, cls, bkg)
 
         if not cfg["uncertain_band"]:
             return labels_at(cfg["bkg_thre"])
@@ -83,8 +120,8 @@ class Refiner:
         label[(high == 0) & (low == 0)] = 0
         return label
 
-    def __call__(self, images, cams, cls, objects=None, tokens=None) -> torch.Tensor:
-        label = self.cam_labels(images, cams, cls, tokens)
+    def __call__(self, images, cams, cls, objects=None, tokens=None, valid=None) -> torch.Tensor:
+        label = self.cam_labels(images, cams, cls, tokens, valid)
         if self.cfg["mask_voting"] and objects is not None:
             label = vote(label, objects, self.n_classes, self.cfg["vote_threshold"], self.cfg["vote_min_labelled"])
         return label

@@ -91,7 +91,7 @@ def run_refine_labels(
         )
         for idx in batches(np.arange(tiles.n), r["batch_size"], "refine_labels"):
             images, cls, cam, objects, tokens, valid = batch_of(idx)
-            label = refiner(images, cam, cls, objects, tokens)
+            label = refiner(images, cam, cls, objects, tokens, valid)
             label[~valid] = IGNORE  # padding and nodata are never trained on
             ignored += int((label == IGNORE).sum())
             g["labels"][int(idx[0]) : int(idx[-1]) + 1] = label.to(torch.uint8).cpu().numpy()

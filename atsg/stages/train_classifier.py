@@ -59,8 +59,9 @@ class ClassifierValidation:
         self.tiles, self.indices, self.cfg, self.device = tiles, indices, cfg, device
         self.scale = input_scale(cfg["val_input_size"], tiles.size[-1], cfg["crop_size"])
 
-    def _cams(self, model, images: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """(final, auxiliary) CAMs in [0, 1] at the tiles' size and the forward pass at the input size."""
+    def _cams(self, model, images: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """(final, auxiliary) CAMs in [0, 1] at the tiles' size and the forward pass at the input size; the
+        single-scale auxiliary CAM is None when ``cam_aux_weight`` is 0."""
         size = tuple(images.shape[-2:])
         x = images.float()
         if self.scale != 1.0:
@@ -77,11 +78,14 @@ class ClassifierValidation:
                 for c in cams
             )
             return cam, aux, out
-        cam, aux = (
-            minmax_normalise(F.interpolate(F.relu(m).float(), size=size, mode="bilinear", align_corners=False), valid)
-            for m in (out["maps"], out["maps_aux"])
-        )
-        return cam, aux, out
+
+        def tile_cam(maps):
+            return minmax_normalise(
+                F.interpolate(F.relu(maps).float(), size=size, mode="bilinear", align_corners=False), valid
+            )
+
+        # the auxiliary CAM only when it is mixed in (fuse_heads leaves it out at weight 0)
+        return tile_cam(out["maps"]), tile_cam(out["maps_aux"]) if self.cfg["cam_aux_weight"] else None, out
 
     def __call__(self, model) -> dict:
         g = self.tiles.group

@@ -25,7 +25,17 @@ class JointObjective:
     def __init__(self, cfg: Mapping, background: bool, in_chans: int, n_classes: int):
         self.classification = ClassifierObjective(cfg["classifier"], background, in_chans)
         self.segmentation = SegmentationObjective(cfg["segmentation"], background, supervised=False)
-        self.refiner = Refiner({**cfg["refine"], "affinity": False, "mask_voting": False}, background, n_classes)
+        # the training step's pseudo-labels are the published PAR ones: no walk, voting or CRF
+        self.refiner = Refiner(
+            {
+                **cfg["refine"],
+                "affinity": False,
+                "mask_voting": False,
+                "crf": {**cfg["refine"]["crf"], "enabled": False},
+            },
+            background,
+            n_classes,
+        )
         self.warmup = cfg["segmentation"]["loss_warmup_iterations"]
 
     @property
