@@ -398,17 +398,17 @@ def test_ablation_schedules_only_what_each_variant_changes(chain):
     work, env, _ = chain
     result = run_snakemake(work, env, "-n", "ablation")
     assert result.returncode == 0, result.stderr[-2000:]
-    # 4 classifier variants (CTC, PTC, linking off, classifier seed) rerun from the classifier on; 3 refinement
-    # variants (PAR, voting, the affinity walk) from the pseudo-labels on; 5 loss and seed variants retrain the
-    # segmentation model (the segmentation seed also the supervised bound); the CRF variant only predicts again,
-    # with both models. Tiles and masks are the run's.
+    # 4 classifier variants (CTC, PTC, linking off, classifier seed) rerun from the classifier on; 4 refinement
+    # variants (PAR, voting, the affinity walk, the CRF of the pseudo-labels) from the pseudo-labels on; 5 loss and
+    # seed variants retrain the segmentation model (the segmentation seed also the supervised bound); the CRF
+    # variant of the predictions only predicts again, with both models. Tiles and masks are the run's.
     assert job_counts(result) == {
         "train_classifier": 4,
         **dict.fromkeys(CAMS, 4),
-        "refine_labels": 7,
-        "train_segmentation": 12,
-        **dict.fromkeys(PREDICT, 13),
-        "evaluate": 13,
+        "refine_labels": 8,
+        "train_segmentation": 13,
+        **dict.fromkeys(PREDICT, 14),
+        "evaluate": 14,
         "ablation": 1,
         "train_supervised": 1,
         "predict_supervised": 2,
