@@ -185,6 +185,7 @@ def classifier(cfg: Mapping, in_chans: int, n_targets: int, section: str = "clas
         final_norm=bool(cfg.get("final_norm", True)),
         pool_first=cfg.get("logits", "pool_then_classify") == "pool_then_classify",
         pooling=cfg.get("pooling", "max"),
+        pool_topk=float(cfg.get("pool_topk", 0.25)),
     )
 
 

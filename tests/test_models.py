@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from atsg import factory
 from atsg.config import validate_config
 from atsg.errors import ConfigError
+from atsg.models.classifier import topk_pool
 
 TINY_VIT = {
     "backbone": "vit_tiny_patch16_224",
@@ -51,6 +52,22 @@ def test_mean_pooling_makes_the_logits_the_mean_of_the_class_maps():
     assert _cfg("classifier")["pooling"] == "max"  # published
     with pytest.raises(ConfigError, match="classifier.pooling"):
         _cfg("classifier", pooling="lse")
+
+
+def test_topk_pooling_averages_each_channels_highest_tokens_between_max_and_mean():
+    # hand-computed: channel values 1..6 on a 2x3 grid; a quarter of 6 tokens rounds up to 2: (6 + 5) / 2
+    x = torch.tensor([[1.0, 6.0, 2.0], [5.0, 3.0, 4.0]])[None, None]
+    assert topk_pool(x, 0.25).item() == 5.5
+    assert topk_pool(x, 1e-6).item() == 6.0 and topk_pool(x, 1.0).item() == 3.5
+    torch.manual_seed(0)
+    model = factory.classifier(_cfg("classifier", pooling="topk", pool_topk=0.5), in_chans=3, n_targets=5)
+    out = model(torch.randint(0, 255, (2, 3, 64, 48), dtype=torch.uint8))
+    tokens = out["tokens"].flatten(2)  # 48 tokens: the 24 highest of each channel, then the 1x1 head
+    pooled = tokens.sort(dim=2, descending=True).values[..., :24].mean(2)
+    assert torch.allclose(out["logits"], pooled @ model.head.weight[:, :, 0, 0].T, atol=1e-5)
+    assert not torch.allclose(out["logits"], out["tokens"].mean((2, 3)) @ model.head.weight[:, :, 0, 0].T, atol=1e-3)
+    with pytest.raises(ConfigError, match="classifier.pool_topk"):
+        _cfg("classifier", pooling="topk", pool_topk=0)
 
 
 def test_final_tokens_are_taken_after_the_final_norm_unless_switched_off():

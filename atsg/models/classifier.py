@@ -8,7 +8,9 @@ closest to the candidates' mean.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -41,11 +43,23 @@ def choose_block(maps: Sequence[torch.Tensor], groups: torch.Tensor | None = Non
     return stacked[choice, torch.arange(len(choice), device=choice.device)]
 
 
-_POOLS = {"max": F.adaptive_max_pool2d, "mean": F.adaptive_avg_pool2d}
+def topk_pool(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Global top-k pooling of (B, C, h, w) maps to (B, C, 1, 1): per channel, the mean of its
+    ``ceil(fraction * h * w)`` highest values (at least one). Between max pooling (one value) and mean
+    pooling (fraction 1, every value)."""
+    flat = x.flatten(2)
+    k = max(1, min(flat.shape[2], math.ceil(fraction * flat.shape[2])))
+    return flat.topk(k, dim=2).values.mean(2)[..., None, None]
+
+
+_POOLS = {
+    "max": partial(F.adaptive_max_pool2d, output_size=1),
+    "mean": partial(F.adaptive_avg_pool2d, output_size=1),
+}
 
 
 class CAMClassifier(nn.Module):
-    """Final-block and auxiliary-block heads; logits by global max pooling (or mean pooling)."""
+    """Final-block and auxiliary-block heads; logits by global max pooling (or mean or top-k pooling)."""
 
     def __init__(
         self,
@@ -55,19 +69,23 @@ class CAMClassifier(nn.Module):
         final_norm: bool = True,
         pool_first: bool = True,
         pooling: str = "max",
+        pool_topk: float = 0.25,
     ):
         """``aux_blocks``: the block of the auxiliary head (one index), or its candidates (several: chosen at every
         forward pass by :func:`choose_block`). ``final_norm``: final tokens after the ViT's final LayerNorm.
         ``pool_first``: logits of the pooled tokens (published), else the pool of the class maps. ``pooling``:
-        global ``max`` (published) or ``mean`` pooling."""
+        global ``max`` (published), ``mean`` or ``topk`` pooling (the mean of the highest ``pool_topk`` share of
+        each channel's values, :func:`topk_pool`)."""
         super().__init__()
-        if pooling not in _POOLS:
-            raise ValueError(f"pooling must be one of {sorted(_POOLS)}, not {pooling!r}")
+        if pooling not in (*_POOLS, "topk"):
+            raise ValueError(f"pooling must be one of {sorted((*_POOLS, 'topk'))}, not {pooling!r}")
         self.backbone = backbone
         self.aux_blocks = [backbone.block_index(b) for b in aux_blocks]
         self.final_norm = bool(final_norm)
         self.pool_first = bool(pool_first)
-        self.pool = _POOLS[pooling]
+        if not 0 < pool_topk <= 1:
+            raise ValueError(f"pool_topk must lie in (0, 1], not {pool_topk!r}")
+        self.pool = partial(topk_pool, fraction=float(pool_topk)) if pooling == "topk" else _POOLS[pooling]
         dim = backbone.embed_dim
         self.head = nn.Conv2d(dim, n_targets, 1, bias=False)
         self.head_aux = nn.Conv2d(dim, n_targets, 1, bias=False)
@@ -94,8 +112,8 @@ class CAMClassifier(nn.Module):
 
     def _logits(self, tokens: torch.Tensor, maps: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
         if self.pool_first:  # as published: pool the tokens (max, or mean by `pooling`), then the 1x1 classifier
-            return head(self.pool(tokens, 1)).flatten(1)
-        return self.pool(maps, 1).flatten(1)
+            return head(self.pool(tokens)).flatten(1)
+        return self.pool(maps).flatten(1)
 
     def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(final, auxiliary) token maps of a uint8/float image batch (B, bands, H, W)."""
