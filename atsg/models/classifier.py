@@ -1,4 +1,5 @@
-"""The CAM classifier of METHOD.md: ViT tokens -> bias-free 1x1 heads; image logits by global max pooling.
+"""The CAM classifier of METHOD.md: ViT tokens -> bias-free 1x1 heads; image logits by global max pooling
+(published; or mean or top-k pooling).
 
 Published form (the defaults; :func:`atsg.factory.classifier` reads them from the config): final tokens after
 the ViT's final LayerNorm (``final_norm``), logits of the max-pooled token map (``pool_first``), and an adaptive
@@ -52,9 +53,11 @@ def topk_pool(x: torch.Tensor, fraction: float) -> torch.Tensor:
     return flat.topk(k, dim=2).values.mean(2)[..., None, None]
 
 
+# Global pooling by name: each entry makes the pooling function from the top-k share (used by topk only).
 _POOLS = {
-    "max": partial(F.adaptive_max_pool2d, output_size=1),
-    "mean": partial(F.adaptive_avg_pool2d, output_size=1),
+    "max": lambda share: partial(F.adaptive_max_pool2d, output_size=1),
+    "mean": lambda share: partial(F.adaptive_avg_pool2d, output_size=1),
+    "topk": lambda share: partial(topk_pool, fraction=share),
 }
 
 
@@ -77,15 +80,15 @@ class CAMClassifier(nn.Module):
         global ``max`` (published), ``mean`` or ``topk`` pooling (the mean of the highest ``pool_topk`` share of
         each channel's values, :func:`topk_pool`)."""
         super().__init__()
-        if pooling not in (*_POOLS, "topk"):
-            raise ValueError(f"pooling must be one of {sorted((*_POOLS, 'topk'))}, not {pooling!r}")
+        if pooling not in _POOLS:
+            raise ValueError(f"pooling must be one of {sorted(_POOLS)}, not {pooling!r}")
         self.backbone = backbone
         self.aux_blocks = [backbone.block_index(b) for b in aux_blocks]
         self.final_norm = bool(final_norm)
         self.pool_first = bool(pool_first)
         if not 0 < pool_topk <= 1:
             raise ValueError(f"pool_topk must lie in (0, 1], not {pool_topk!r}")
-        self.pool = partial(topk_pool, fraction=float(pool_topk)) if pooling == "topk" else _POOLS[pooling]
+        self.pool = _POOLS[pooling](float(pool_topk))
         dim = backbone.embed_dim
         self.head = nn.Conv2d(dim, n_targets, 1, bias=False)
         self.head_aux = nn.Conv2d(dim, n_targets, 1, bias=False)
@@ -111,7 +114,7 @@ class CAMClassifier(nn.Module):
         return feats[0], aux, feats[1 + n :], (cls if class_token else None)
 
     def _logits(self, tokens: torch.Tensor, maps: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
-        if self.pool_first:  # as published: pool the tokens (max, or mean by `pooling`), then the 1x1 classifier
+        if self.pool_first:  # as published: pool the tokens (by `pooling`), then the 1x1 classifier
             return head(self.pool(tokens)).flatten(1)
         return self.pool(maps).flatten(1)
 
