@@ -4,7 +4,8 @@ Installed with apt when missing, configured in /etc/slurm (job steps started ins
 configuration there; a configuration found there before is put back afterwards, unless a killed run of this
 fixture left it), with its state in a private folder, started by hand (there is no systemd) and stopped by
 the PIDs the daemons write.
-The node offers one fake GPU (gres File=/dev/null): a job that asks for it runs with CUDA_VISIBLE_DEVICES=0.
+The node offers two fake GPUs (gres File=/dev/null and /dev/zero): a job that asks for one runs with
+CUDA_VISIBLE_DEVICES=0 or 1, and two such jobs run at once (sharded stages' shards side by side).
 See ../shared/SLURM.md for the facts this rests on.
 """
 
@@ -44,10 +45,10 @@ SlurmctldPidFile={state}/slurmctld.pid
 SlurmdPidFile={state}/slurmd.pid
 SlurmctldLogFile={state}/log/slurmctld.log
 SlurmdLogFile={state}/log/slurmd.log
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} Gres=gpu:1 State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
-GRES = "NodeName=localhost Name=gpu File=/dev/null\n"
+GRES = "NodeName=localhost Name=gpu File=/dev/null\nNodeName=localhost Name=gpu File=/dev/zero\n"
 
 
 def unavailable() -> str | None:
