@@ -1,5 +1,7 @@
 """CAM fusion and CAM -> label rules, PAR, the affinity walk and mask voting on hand-made cases."""
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from oracles import neighbours
@@ -7,6 +9,7 @@ from oracles import neighbours
 from atsg.cam import cam_to_label, cam_to_label_band, fuse_heads, minmax_normalise, multiscale_cams
 from atsg.config import validate_config
 from atsg.crf import dense_crf
+from atsg.errors import ConfigError
 from atsg.refine.affinity import random_walk, transition_matrix
 from atsg.refine.par import PAR
 from atsg.refine.pseudo import Refiner
@@ -194,3 +197,64 @@ def test_the_dense_crf_of_pseudo_labels_is_the_predict_crf_of_the_published_soft
     assert not torch.equal(
         Refiner(cfg, True, 4)(painted, cams, cls)[valid], Refiner(cfg, True, 4)(images, cams, cls)[valid]
     )
+
+
+def _broad_class_case():
+    """Two val tiles of 16 px: class 1 on the left half, class 2 on the right; class 2's CAM is broad (0.8 on
+    the left too), class 1's peaks at 0.7 on its half. At gains of 1 class 2 takes every pixel."""
+    cams = torch.zeros(2, 2, 16, 16)
+    cams[:, 0, :, :8] = 0.7
+    cams[:, 1] = 0.8
+    cams[:, 1, :, 8:] = 1.0
+    truth = np.ones((2, 16, 16), np.uint8)
+    truth[..., 8:] = 2
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    batch = (images, torch.ones(2, 2), cams, None, None, torch.ones(2, 16, 16, dtype=torch.bool))
+    return batch, truth
+
+
+def test_class_gains_chosen_on_val_let_a_faint_class_win_its_pixels():
+    from atsg.refine.calibrate import choose_thresholds
+
+    batch, truth = _broad_class_case()
+    cfg = validate_config({"refine": {"class_gains": "val", "par": False, "mask_voting": False}})["refine"]
+    cfg.update(bkg_thre=0.05, uncertain_band=False)
+    chosen = choose_thresholds(cfg, ["clutter", "a", "b"], True, [(batch, truth)])
+    gains = chosen["values"]["class_gains"]
+    assert len(gains) == 2 and gains[1] / gains[0] < 0.7 / 0.8  # class 2 scaled below class 1 on the left
+    scores = chosen["scores"]["class_gains"]
+    assert scores["start"] < 0.5 and scores["pass 2"] == pytest.approx(1.0)  # every pixel right with the gains
+    assert scores["pseudo_labels"]["chosen gains"] > scores["pseudo_labels"]["gains of 1"]
+    # the Refiner applies recorded gains; a wrong number of gains is a config error naming the key
+    images, cls, cams = batch[0], batch[1], batch[2]
+    plain = Refiner(cfg, True, 3)(images, cams, cls)
+    gained = Refiner({**cfg, "class_gains": gains}, True, 3)(images, cams, cls)
+    assert (plain.numpy() == 2).all() and np.array_equal(gained.numpy(), truth)
+    with pytest.raises(ConfigError, match="refine.class_gains: 3 gains for 2"):
+        Refiner({**cfg, "class_gains": [1.0, 1.0, 1.0]}, True, 3)
+
+
+def test_class_gains_stay_at_one_where_the_val_score_cannot_tell():
+    from atsg.refine.calibrate import choose_thresholds
+
+    batch, truth = _broad_class_case()
+    cams = batch[2].clone()
+    cams[:, 1, :, :8] = 0.0  # class 2 confined to its half: already right at gains of 1
+    cfg = validate_config({"refine": {"class_gains": "val", "thresholds": "val", "par": False}})["refine"]
+    chosen = choose_thresholds(cfg, ["clutter", "a", "b"], True, [((*batch[:2], cams, *batch[3:]), truth)])
+    assert chosen["values"]["class_gains"] is None and "pseudo_labels" not in chosen["scores"]["class_gains"]
+    assert set(chosen["scores"]["band"]) == {f"{lo},{hi}" for lo, hi in cfg["band_candidates"]}
+
+
+def test_class_gains_that_help_the_cam_labels_but_not_the_pseudo_labels_are_dropped():
+    from atsg.refine.calibrate import choose_thresholds
+
+    batch, truth = _broad_class_case()
+    cfg = validate_config({"refine": {"class_gains": "val", "thresholds": "val", "par": False}})["refine"]
+    # a band whose upper threshold ignores class 1's pixels at the gain chosen: the pseudo-labels cannot gain
+    cfg.update(bkg_candidates=[0.05], band_candidates=[[0.05, 0.85]], gain_passes=1)
+    chosen = choose_thresholds(cfg, ["clutter", "a", "b"], True, [(batch, truth)])
+    scores = chosen["scores"]["class_gains"]
+    assert scores["pass 1"] == pytest.approx(1.0) and scores["start"] < 0.5  # CAM labels all right with gains
+    assert scores["pseudo_labels"]["chosen gains"] == scores["pseudo_labels"]["gains of 1"]
+    assert chosen["values"]["class_gains"] is None  # no gain on the pseudo-labels: gains of 1

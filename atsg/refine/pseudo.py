@@ -1,5 +1,5 @@
-"""CAM -> pseudo-label for a batch of tiles: affinity walk, PAR with the two-threshold background rule, a
-dense CRF, mask voting; each step switchable in config (section ``refine``)."""
+"""CAM -> pseudo-label for a batch of tiles: affinity walk, per-class gains, PAR with the two-threshold background
+rule, a dense CRF, mask voting; each step switchable in config (section ``refine``)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,37 @@ import torch.nn.functional as F
 
 from ..cam import cam_to_label, cam_to_label_band, restrict_to_labels
 from ..crf import dense_crf
+from ..errors import ConfigError
 from ..store import IGNORE
 from .affinity import random_walk
 from .par import PAR
 from .voting import vote
 
 
+def class_gains(cfg: Mapping, n_cam_classes: int) -> torch.Tensor | None:
+    """The per-class CAM gains of ``refine.class_gains`` as a tensor (K,), or None (``none``, or ``val``
+    before the refine stage has chosen them on val)."""
+    gains = cfg["class_gains"]
+    if gains is None or isinstance(gains, str):
+        return None
+    if len(gains) != n_cam_classes:
+        raise ConfigError(
+            f"config key refine.class_gains: {len(gains)} gains for {n_cam_classes} CAM classes "
+            "(one per class of the CAMs, background excluded)"
+        )
+    return torch.tensor([float(g) for g in gains])
+
+
 class Refiner:
     def __init__(self, cfg: Mapping, background: bool, n_classes: int):
         self.cfg, self.background, self.n_classes = cfg, background, n_classes
         self.par = PAR(cfg["par_dilations"], cfg["par_iterations"], cfg["par_w_rgb"], cfg["par_w_pos"])
+        self.gains = class_gains(cfg, n_classes - int(background))
 
     def to(self, device) -> Refiner:
         self.par = self.par.to(device)
+        if self.gains is not None:
+            self.gains = self.gains.to(device)
         return self
 
     def _par(self, image: torch.Tensor, cam: torch.Tensor, size) -> torch.Tensor:
@@ -77,6 +95,8 @@ class Refiner:
         if cfg["affinity"] and tokens is not None:
             cam = random_walk(cam, tokens, cfg["affinity_beta"], cfg["affinity_iterations"], cfg["affinity_mix"])
         cam = restrict_to_labels(cam, cls)
+        if self.gains is not None:
+            cam = cam * self.gains.view(1, -1, 1, 1)
         if not cfg["par"] and not crf:
             if cfg["uncertain_band"]:
                 return cam_to_label_band(cam, cls, cfg["high_thre"], cfg["low_thre"], self.background)

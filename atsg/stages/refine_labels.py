@@ -73,8 +73,9 @@ def run_refine_labels(
         return images, cls, cam, objects, tokens, valid
 
     chosen = None
-    if r["thresholds"] == "val":
-        val_idx = tiles.require("val", "refine.thresholds: val")
+    if r["thresholds"] == "val" or r["class_gains"] == "val":
+        asked = "refine.thresholds: val" if r["thresholds"] == "val" else "refine.class_gains: val"
+        val_idx = tiles.require("val", asked)
         idx = evenly_spaced(val_idx, r["calibrate_tiles"])
         data = [
             (batch_of(b), read_tiles(g_tiles["labels"], b))
