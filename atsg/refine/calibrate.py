@@ -44,12 +44,9 @@ def choose_thresholds(
             acc.update(truth, label.cpu().numpy())
         return acc.scores().miou()
 
-    def cam_labels(t: float) -> Callable:
-        return lambda b: labels_at_size(b[2], b[1], b[0].shape[-2:], t, True)[0]
-
     if r["thresholds"] == "val" and background:  # without a background class no threshold decides anything
         for t in r["bkg_candidates"]:
-            scores["bkg_thre"][str(t)] = score(cam_labels(float(t)))
+            scores["bkg_thre"][str(t)] = score(_gained(float(t), True, None))
         if scores["bkg_thre"]:
             values["bkg_thre"] = float(max(r["bkg_candidates"], key=lambda t: scores["bkg_thre"][str(t)]))
     gain_sets: list[list[float] | None] = [None]  # None: gains of 1
@@ -107,7 +104,9 @@ def choose_gains(
     return gains, trace
 
 
-def _gained(bkg: float, background: bool, gains: Sequence[float]) -> Callable:
-    """CAM labels of a batch with the CAMs times ``gains`` (K,)."""
+def _gained(bkg: float, background: bool, gains: Sequence[float] | None) -> Callable:
+    """CAM labels of a batch, the CAMs times ``gains`` (K,) unless None."""
+    if gains is None:
+        return lambda b: labels_at_size(b[2], b[1], b[0].shape[-2:], bkg, background)[0]
     g = torch.tensor(gains, dtype=torch.float32).view(1, -1, 1, 1)
     return lambda b: labels_at_size(b[2] * g.to(b[2].device), b[1], b[0].shape[-2:], bkg, background)[0]
