@@ -106,7 +106,7 @@ def choose_gains(
 
 def _gained(bkg: float, background: bool, gains: Sequence[float] | None) -> Callable:
     """CAM labels of a batch, the CAMs times ``gains`` (K,) unless None."""
-    if gains is None:
-        return lambda b: labels_at_size(b[2], b[1], b[0].shape[-2:], bkg, background)[0]
-    g = torch.tensor(gains, dtype=torch.float32).view(1, -1, 1, 1)
-    return lambda b: labels_at_size(b[2] * g.to(b[2].device), b[1], b[0].shape[-2:], bkg, background)[0]
+    g = None if gains is None else torch.tensor(gains, dtype=torch.float32).view(1, -1, 1, 1)
+    return lambda b: labels_at_size(
+        b[2] if g is None else b[2] * g.to(b[2].device), b[1], b[0].shape[-2:], bkg, background
+    )[0]
