@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from oracles import neighbours
 
-from atsg.cam import cam_to_label, cam_to_label_band, fuse_heads, minmax_normalise, multiscale_cams
+from atsg.cam import cam_to_label, cam_to_label_band, class_argmax, fuse_heads, minmax_normalise, multiscale_cams
 from atsg.config import validate_config
 from atsg.crf import dense_crf
 from atsg.errors import ConfigError
@@ -59,6 +59,16 @@ def test_fuse_heads_mixes_the_auxiliary_cam_and_renormalises():
     mixed = fuse_heads(cam, aux, 0.5)  # mean = [[.5, .5], [.5, .75]] -> min-max over the tile
     assert torch.allclose(mixed, torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]]), atol=1e-4)
     assert torch.allclose(fuse_heads(cam, aux, 1.0), aux, atol=1e-4)
+
+
+def test_class_argmax_is_the_argmax_over_classes_with_the_first_class_on_ties():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 7, 9)
+    assert torch.equal(class_argmax(x), x.argmax(1))
+    tied = torch.zeros(1, 4, 2, 2)
+    tied[0, 1:3, 0, 0] = 1.0  # classes 1 and 2 tie at one pixel: the first wins
+    tied[0, 3, 1, 1] = 2.0
+    assert class_argmax(tied).tolist() == [[[1, 0], [0, 3]]]
 
 
 def test_cam_to_label_keeps_image_classes_and_thresholds_background():

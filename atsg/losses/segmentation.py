@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..cam import class_argmax
 from ..store import IGNORE
 
 
@@ -113,7 +114,7 @@ def boundary_loss_published(
     (METHOD.md); the result is a constant of the logits for the logs."""
     n = logits.shape[0]
     with torch.no_grad():
-        pred = torch.softmax(logits.float(), 1).argmax(1)
+        pred = class_argmax(torch.softmax(logits.float(), 1))
         gt = boundaries.long()
 
         def edges(m):

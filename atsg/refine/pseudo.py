@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from ..cam import cam_to_label, cam_to_label_band, restrict_to_labels
+from ..cam import cam_to_label, cam_to_label_band, class_argmax, restrict_to_labels
 from ..crf import dense_crf
 from ..errors import ConfigError
 from ..store import IGNORE
@@ -50,7 +50,7 @@ class Refiner:
         """Argmax of the dense CRF's marginals (``refine.crf``) of class probabilities (B, C, H, W) at the
         tiles' size; classes of probability 0 (absent from the tile) stay out."""
         q = dense_crf(images, probs, self.cfg["crf"], valid)
-        return q.masked_fill(probs <= 0, -1.0).argmax(1)
+        return class_argmax(q.masked_fill(probs <= 0, -1.0))
 
     def _probs(self, refined: torch.Tensor, cls: torch.Tensor, bkg: float | None) -> torch.Tensor:
         """Probabilities for the CRF from PAR-refined CAMs without the published softmax: a softmax over
@@ -65,7 +65,7 @@ class Refiner:
         """Argmax of PAR-refined maps; with a background class, channel 0 is the constant ``bkg`` refined
         (PAR maps a constant to a constant, so it is never propagated)."""
         if bkg is None:  # no background class: absent classes can never win
-            return refined.masked_fill(~cls.bool()[:, :, None, None], -1.0).argmax(1)
+            return class_argmax(refined.masked_fill(~cls.bool()[:, :, None, None], -1.0))
         score, idx = refined.max(1)
         label = idx + 1
         label[score <= self.par.constant_response(bkg)] = 0
@@ -129,7 +129,7 @@ class Refiner:
             if crf:
                 return self._crf(images, probs_at(bkg), valid)
             if softmax_first:
-                return probs_at(bkg).argmax(1)
+                return class_argmax(probs_at(bkg))
             return self._argmax(refined, cls, bkg)
 
         if not cfg["uncertain_band"]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..artifacts import record, recorded_key
+from ..cam import class_argmax
 from ..device import select_device
 from ..distributed import is_main
 from ..errors import DataError
@@ -66,7 +67,7 @@ class SegmentationValidation:
         acc = ConfusionAccumulator(self.tiles.classes)
         for idx in batches(self.indices, self.batch_size, "validate"):
             images = torch.from_numpy(read_tiles(g["images"], idx)).to(self.device)
-            pred = predict_probs(model, images, [self.scale]).argmax(1)
+            pred = class_argmax(predict_probs(model, images, [self.scale]))
             acc.update(read_tiles(g["labels"], idx), pred.cpu().numpy())
         s = acc.scores()
         return {"miou": s.miou(), "oa": s.oa}
