@@ -55,8 +55,11 @@ def multiscale_cams(
     valid: torch.Tensor | None = None,
     relu: str = "after_merge",
     aux_groups: str = "image",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch.
+    logits: bool = False,
+):
+    """(final, auxiliary) CAMs (B, K, *out_size) in [0, 1] of a uint8/float image batch; with ``logits`` also
+    the image-level logits (B, K) of the unflipped scale-1 pass (the model's ``image_logits`` of its final
+    tokens and maps: what a plain forward gives, without a forward of its own), None when 1 is not a scale.
 
     For each scale (the image resized to int(scale * side)) the batch and its horizontal flip go through the
     model in one forward pass; each class map is resized to the scaled input, the two are merged by element-
@@ -70,7 +73,7 @@ def multiscale_cams(
     """
     b = images.shape[0]
     h, w = images.shape[-2:]
-    total = total_aux = None
+    total = total_aux = image_logits = None
     patch = model.backbone.patch_size
     for s in scales:
         x = _resize(images.float(), (max(1, int(h * s)), max(1, int(w * s))))
@@ -79,7 +82,10 @@ def multiscale_cams(
         groups = None
         if aux_groups == "image":
             groups = torch.arange(b, device=x.device).repeat(2 if flip else 1)
-        cam, cam_aux, _ = clock(model.cams, x, groups) if clock is not None else model.cams(x, groups)
+        cam, cam_aux, tokens = clock(model.cams, x, groups) if clock is not None else model.cams(x, groups)
+        if logits and s == 1 and image_logits is None:
+            with torch.no_grad():
+                image_logits = model.image_logits(tokens[:b], cam[:b])
         hs, ws = x.shape[-2:]
         pieces = []
         for c in (cam, cam_aux):
@@ -97,6 +103,8 @@ def multiscale_cams(
         total = pieces[0] if total is None else total + pieces[0]
         total_aux = pieces[1] if total_aux is None else total_aux + pieces[1]
     mask = valid_at(valid, out_size)
+    if logits:
+        return minmax_normalise(total, mask), minmax_normalise(total_aux, mask), image_logits
     return minmax_normalise(total, mask), minmax_normalise(total_aux, mask)
 
 

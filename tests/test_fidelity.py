@@ -135,6 +135,18 @@ def test_multiscale_cam_equals_multi_scale_cam2(joint, data):
     assert not np.allclose(old.numpy(), OFFICIAL["ms_cam"], atol=1e-3)  # the switch is a real difference
 
 
+def test_multiscale_cams_give_the_forward_logits_from_their_scale_1_pass(joint, data):
+    """extract_cams' image-level scores come from the CAMs' own unflipped scale-1 pass, not a second forward."""
+    images = data["images"]
+    cam, _, logits = multiscale_cams(joint.classifier, images, [0.5, 1.0], True, made.SIZE, logits=True)
+    with torch.no_grad():
+        close(logits, "forward_logits", atol=1e-5)
+        assert torch.allclose(logits, joint.classifier(images)["logits"], atol=1e-5)
+    plain, _ = multiscale_cams(joint.classifier, images, [0.5, 1.0], True, made.SIZE)
+    assert torch.equal(cam, plain)
+    assert multiscale_cams(joint.classifier, images, [0.5, 1.5], True, made.SIZE, logits=True)[2] is None
+
+
 def test_cam_to_label_equals_the_official_with_and_without_the_uncertain_band(data):
     cam = torch.from_numpy(OFFICIAL["ms_cam"])
     band = cam_to_label_band(cam, data["cls"], 0.7, 0.25, True)

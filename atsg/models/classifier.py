@@ -118,6 +118,10 @@ class CAMClassifier(nn.Module):
             return head(self.pool(tokens)).flatten(1)
         return self.pool(maps).flatten(1)
 
+    def image_logits(self, tokens: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """Image-level logits (B, K) from final tokens and their class maps, as ``forward``'s "logits"."""
+        return self._logits(tokens, maps, self.head)
+
     def tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(final, auxiliary) token maps of a uint8/float image batch (B, bands, H, W)."""
         final, aux, _, _ = self._features(images)

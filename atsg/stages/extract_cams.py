@@ -80,14 +80,17 @@ class ExtractCams(ShardedStage):
         for idx in unit_progress(units, "extract_cams"):
             batch = torch.from_numpy(read_tiles(images, idx)).to(device)
             mask = torch.from_numpy(read_tiles(valid, idx)).to(device).bool()
-            cam, cam_aux = multiscale_cams(
-                model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask, relu=self.c["relu"]
+            cam, cam_aux, logits = multiscale_cams(
+                model, batch, self.c["scales"], self.c["flip"], self.size, clock, mask, relu=self.c["relu"], logits=True
             )
             sl = slice(int(idx[0]), int(idx[-1]) + 1)
             group["cams"][sl] = cam.cpu().numpy().astype(np.float16)
             group["cams_aux"][sl] = cam_aux.cpu().numpy().astype(np.float16)
-            with torch.no_grad():  # the image-level classification (the report's classifier F1)
-                group["scores"][sl] = torch.sigmoid(model(batch)["logits"].float()).cpu().numpy().astype(np.float16)
+            if logits is None:  # no scale-1 pass among the CAMs': a forward of its own
+                with torch.no_grad():
+                    logits = model(batch)["logits"]
+            # the image-level classification (the report's classifier F1)
+            group["scores"][sl] = torch.sigmoid(logits.float()).cpu().numpy().astype(np.float16)
         summary = {
             "tiles": int(sum(len(u) for u in units)),
             "device": str(device),
