@@ -7,6 +7,7 @@ import torch
 from atsg import factory
 from atsg.config import validate_config
 from atsg.losses.segmentation import (
+    _bilateral_filter,
     balanced_cross_entropy,
     boundary_loss,
     energy_loss,
@@ -73,6 +74,18 @@ def test_boundary_loss_zero_when_boundaries_agree_and_gradients_reach_logits():
     loss.backward()
     assert soft.grad.abs().sum() > 0  # unlike an argmax boundary, it trains
     assert boundary_loss(logits, torch.zeros_like(sam), 3, 5).item() == 0.0
+
+
+def test_the_energy_kernel_filter_is_the_dense_gaussian_in_any_chunking_with_far_pairs_at_zero():
+    torch.manual_seed(0)
+    feats = torch.rand(50, 5) * torch.tensor([1.0, 1.0, 17.0, 17.0, 17.0])  # colours / 15: most pairs far apart
+    s = torch.rand(50, 3)
+    ref = torch.exp(-0.5 * torch.cdist(feats.double(), feats.double()) ** 2) @ s.double()
+    for budget in (1 << 24, 7 * 50, 1):  # one chunk, chunks of 7 rows, one row at a time
+        out = _bilateral_filter(feats, s, budget)
+        assert torch.allclose(out.double(), ref, rtol=3e-5, atol=1e-7)  # float32 distances
+    apart = torch.tensor([[0.0, 0.0], [0.0, 20.0]])  # 400 squared units apart: exactly no mass crosses
+    assert torch.equal(_bilateral_filter(apart, torch.tensor([[1.0], [0.0]])), torch.tensor([[1.0], [0.0]]))
 
 
 def test_energy_loss_matches_the_dense_definition_and_prefers_colour_consistent_labels():

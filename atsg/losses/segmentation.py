@@ -168,14 +168,26 @@ def boundary_loss(
     return (1.0 - f1[has]).mean()
 
 
+# Squared kernel distances beyond which W_ij (< exp(-80), 2e-35) is taken as 0: exp is about 10x slower on
+# the CPU where its result underflows (denormal or 0 in float32), which most pairs of a tile's pixels do.
+_FAR = 160.0
+
+
 def _bilateral_filter(feats: torch.Tensor, s: torch.Tensor, budget: int = 1 << 24) -> torch.Tensor:
     """W s for the Gaussian kernel W_ij = exp(-|f_i - f_j|^2 / 2), in row chunks of about ``budget``
-    kernel entries; W is never kept (no autograd through it)."""
+    kernel entries; W is never kept (no autograd through it). Squared distances as |f_i|^2 + |f_j|^2 -
+    2 f_i . f_j in one matrix product (clamped at 0; faster than ``cdist``, equal to float32 rounding, about
+    1e-5 relative); W_ij < 2e-35 is 0 (``_FAR``)."""
     n = feats.shape[0]
     rows = max(1, budget // max(n, 1))
+    feats = feats - feats.mean(0)  # centred: smaller norms, less float32 cancellation in the expansion
+    sq = (feats * feats).sum(1)
     out = torch.empty_like(s)
     for start in range(0, n, rows):
-        kernel = torch.exp(-0.5 * torch.cdist(feats[start : start + rows], feats).pow(2))
+        part = feats[start : start + rows]
+        dist = torch.addmm(sq[start : start + rows, None] + sq[None, :], part, feats.T, alpha=-2.0)
+        far = dist > _FAR
+        kernel = dist.clamp_(0.0, _FAR).mul_(-0.5).exp_().masked_fill_(far, 0.0)
         out[start : start + rows] = kernel @ s
     return out
 
