@@ -103,15 +103,15 @@ class PermutohedralLattice:
         (``weights``: the points' barycentric weights, in the same order)."""
         d, dev = self.d, flat.device
         order = torch.argsort(flat, stable=True)
-        codes, counts = torch.unique_consecutive(flat[order], return_counts=True)
+        codes, ranks, counts = torch.unique_consecutive(flat[order], return_inverse=True, return_counts=True)
         m = codes.numel()
         inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(m, device=dev).repeat_interleave(counts)
+        inverse[order] = ranks
         npoints = self.shape[0] * self.shape[1]
-        points = torch.arange(npoints, device=dev).repeat_interleave(d + 1)
         alpha = 1.0 / (1.0 + 2.0 ** (-d))
-        # splat: vertices x points (rows in code order); slice: points x vertices, with the constant alpha
-        self._splat = _csr(counts, points[order], weights[order], (m, npoints))
+        # splat: vertices x points (rows in code order; entry k of ``flat`` is point k // (d + 1)); slice:
+        # points x vertices, with the constant alpha
+        self._splat = _csr(counts, order.div(d + 1, rounding_mode="floor"), weights[order], (m, npoints))
         self._slice = _csr(torch.full((npoints,), d + 1, device=dev), inverse, weights * alpha, (npoints, m))
         # blur along each lattice axis j: v + (v[n1] + v[n2]) / 2 with n1 = key - 1 but key_j + d, n2 = key + 1
         # but key_j - d (axis d: the implied coordinate), absent neighbours contributing nothing
