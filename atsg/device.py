@@ -47,9 +47,30 @@ def set_torch_threads(section: Mapping, limit: int | None = None) -> int:
     return n
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA devices that support it (else fp16); a no-op context on CPU."""
-    if device.type != "cuda" or not enabled:
-        return torch.autocast(device_type="cpu", enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX), as oneDNN sees it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without oneDNN
+        return False
+
+
+def autocast_dtype(device: torch.device, cfg: Mapping) -> torch.dtype | None:
+    """The autocast dtype of a training section on ``device``: on CUDA with ``amp`` bf16 where the GPU supports
+    it (else fp16), on CPU with ``cpu_amp`` bf16; None for full precision."""
+    if device.type == "cuda":
+        if not cfg.get("amp"):
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cfg.get("cpu_amp"):
+        if not cpu_bf16_supported():
+            log.warning("cpu_amp: this CPU has neither AVX512-BF16 nor AMX; bf16 autocast will be slower than fp32")
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device`` (autocast_dtype); a no-op context for None."""
+    if dtype is None:
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("par", "masks", "cams", "tiling", "loader", "map", "crf")
+SCRIPTS = ("par", "masks", "cams", "tiling", "loader", "map", "crf", "cpu_amp")
 
 
 def run(name: str, quick: bool, extra: list[str] | None = None) -> dict:
@@ -131,6 +131,19 @@ def rows(results: dict) -> list[list[str]]:
                 f"{r['speedup']:.2f}x" if pub else "-",
                 (f"max diff {r['max_abs_difference']:.1e}; " if pub else "")
                 + f"fixture {r['fixture_max_abs_difference']:.1e}",
+            ]
+        )
+    if "cpu_amp" in results:
+        r = results["cpu_amp"]
+        out.append(
+            [
+                f"classifier step on CPU ({r['size']} ViT, {r['batch']} crops of {r['crop']} px): training pass; "
+                "per-step multi-scale CAM",
+                f"fp32: {r['fp32']['train_s']:.3f} s; {r['fp32']['band_cam_s']:.3f} s",
+                f"bf16 (cpu_amp): {r['bf16']['train_s']:.3f} s; {r['bf16']['band_cam_s']:.3f} s",
+                f"{r['speedup']['train_s']:.2f}x; {r['speedup']['band_cam_s']:.2f}x"
+                + ("" if r["native_bf16"] else " (no native bf16)"),
+                f"CAM max diff {r['max_abs_difference']:.1e}, same class {r['same_class']:.2%}",
             ]
         )
     return out

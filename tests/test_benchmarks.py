@@ -16,7 +16,7 @@ def test_all_benchmarks_run_and_both_ways_agree():
         timeout=600,
     ).stdout
     lines = out.strip().splitlines()
-    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 9
+    assert lines[0].startswith("| step |") and len([x for x in lines if x.startswith("| ")]) == 2 + 10
     results = json.loads(lines[-1])
 
     par = results["par"]
@@ -45,3 +45,7 @@ def test_all_benchmarks_run_and_both_ways_agree():
 
     crf = results["crf"]  # without pydensecrf here: atsg alone, checked against pydensecrf's fixture
     assert crf["tiles"] == 8 and crf["atsg"]["s_per_tile"] > 0 and crf["fixture_max_abs_difference"] < 1e-4
+
+    amp = results["cpu_amp"]  # fp32 and bf16 autocast time the same steps; their band CAMs nearly agree
+    assert amp["size"] == "quick" and amp["fp32"]["train_s"] > 0 and amp["bf16"]["band_cam_s"] > 0
+    assert 0 < amp["max_abs_difference"] < 0.05 and amp["same_class"] > 0.98  # > 0: bf16 did run

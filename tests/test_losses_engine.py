@@ -124,3 +124,52 @@ def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     cfg = validate_config({"classifier": {"iterations": 2, "batch_size": 2, "workers": 0}})["classifier"]
     engine = Engine(_Toy(), cfg, torch.device("cpu"), tmp_path / "c", "other", "score", "toy")
     assert engine._resume()[0] == 0
+
+
+@pytest.mark.parametrize("cpu_amp", [False, True])
+def test_cpu_amp_runs_steps_and_validations_in_bf16_only_when_set(tmp_path, cpu_amp):
+    cfg = validate_config(
+        {
+            "classifier": {
+                "iterations": 12,
+                "batch_size": 4,
+                "workers": 0,
+                "lr": 1e-2,
+                "lr_warmup_iterations": 2,
+                "checkpoint_every": 12,
+                "val_every": 6,
+                "log_every": 3,
+                "cpu_amp": cpu_amp,
+            }
+        }
+    )["classifier"]
+    torch.manual_seed(0)
+    model = _Toy()
+    seen = []
+
+    def loss_fn(m, batch, step):
+        out = m(batch["x"])
+        seen.append(out.dtype)
+        loss = F.mse_loss(out.float(), batch["y"])
+        return loss, {"mse": loss.item()}
+
+    def validate(m):
+        seen.append(m(torch.ones(3, 4)).dtype)
+        return {"score": 0.0}
+
+    result = Engine(model, cfg, torch.device("cpu"), tmp_path, "fp", "score", "toy").fit(_Samples(), loss_fn, validate)
+    assert seen == [torch.bfloat16 if cpu_amp else torch.float32] * (12 + 2)
+    assert result.autocast == ("bfloat16" if cpu_amp else None)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights and their updates stay fp32
+    assert result.losses[0]["mse"] > 2 * result.losses[-1]["mse"]  # and it learns
+
+
+def test_cpu_amp_warns_on_a_cpu_without_native_bf16(monkeypatch, caplog):
+    from atsg import device as dev
+
+    cfg = validate_config({"classifier": {"cpu_amp": True}})["classifier"]
+    monkeypatch.setattr(dev, "cpu_bf16_supported", lambda: False)
+    with caplog.at_level("WARNING", logger="atsg.device"):
+        assert dev.autocast_dtype(torch.device("cpu"), cfg) == torch.bfloat16
+    assert "neither AVX512-BF16 nor AMX" in caplog.text
+    assert dev.autocast_dtype(torch.device("cpu"), {**cfg, "cpu_amp": False}) is None

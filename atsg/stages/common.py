@@ -162,8 +162,8 @@ CURVES = ("history", "losses")
 
 def write_training_metrics(path: Path, result: FitResult, **fields) -> dict:
     """A training's metrics.json: ``fields`` (what the stage chose and trained on), how it ran (seconds, training
-    steps per second, torch threads, CPU capability, the step it resumed from) and its curves. Returns the
-    same without the curves: the stage's summary."""
+    steps per second, torch threads, CPU capability, autocast dtype, the step it resumed from) and its curves.
+    Returns the same without the curves: the stage's summary."""
     import torch
 
     metrics = {
@@ -172,6 +172,7 @@ def write_training_metrics(path: Path, result: FitResult, **fields) -> dict:
         "steps_per_second": round(result.steps_per_second, 3),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "autocast": result.autocast,
         "resumed_from": result.resumed_from,
         "history": result.history,
         "losses": result.losses,

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..device import autocast
+from ..device import autocast, autocast_dtype
 from ..store import atomic_file
 from .datasets import RangeSampler
 
@@ -82,6 +82,8 @@ class FitResult:
     resumed_from: int = 0
     steps_per_second: float = 0.0
     """Training steps (data, forward, backward, update) per second, validation and checkpoints excluded."""
+    autocast: str | None = None
+    """The steps' and validations' autocast dtype (``bfloat16``, ``float16``), None in full precision."""
 
 
 class Engine:
@@ -108,9 +110,8 @@ class Engine:
             weight_decay=cfg["weight_decay"],
             betas=tuple(cfg["betas"]),
         )
-        self.amp = bool(cfg["amp"]) and device.type == "cuda"
-        fp16 = self.amp and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.amp = autocast_dtype(device, cfg)  # the autocast dtype, None for full precision
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
 
     @property
     def last_path(self) -> Path:
@@ -277,4 +278,5 @@ class Engine:
             seconds=seconds,
             resumed_from=resumed_from,
             steps_per_second=rate,
+            autocast=str(self.amp).removeprefix("torch.") if self.amp else None,
         )
