@@ -67,21 +67,14 @@ class _Samples(torch.utils.data.Dataset):
         return {"x": x, "y": x.sum(0, keepdim=True)}
 
 
+def _engine_cfg(**overrides):
+    """The toy trainings' engine settings: 12 steps of 4 samples, curves every 3 steps."""
+    base = {"iterations": 12, "batch_size": 4, "workers": 0, "lr": 1e-2, "lr_warmup_iterations": 2, "log_every": 3}
+    return validate_config({"classifier": {**base, **overrides}})["classifier"]
+
+
 def _fit(workdir, crash_at=None):
-    cfg = validate_config(
-        {
-            "classifier": {
-                "iterations": 12,
-                "batch_size": 4,
-                "workers": 0,
-                "lr": 1e-2,
-                "lr_warmup_iterations": 2,
-                "checkpoint_every": 5,
-                "val_every": 4,
-                "log_every": 3,
-            }
-        }
-    )["classifier"]
+    cfg = _engine_cfg(checkpoint_every=5, val_every=4)
     torch.manual_seed(0)
     model = _Toy()
     engine = Engine(model, cfg, torch.device("cpu"), workdir, "fp", "score", "toy")
@@ -128,21 +121,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
 
 @pytest.mark.parametrize("cpu_amp", [False, True])
 def test_cpu_amp_runs_steps_and_validations_in_bf16_only_when_set(tmp_path, cpu_amp):
-    cfg = validate_config(
-        {
-            "classifier": {
-                "iterations": 12,
-                "batch_size": 4,
-                "workers": 0,
-                "lr": 1e-2,
-                "lr_warmup_iterations": 2,
-                "checkpoint_every": 12,
-                "val_every": 6,
-                "log_every": 3,
-                "cpu_amp": cpu_amp,
-            }
-        }
-    )["classifier"]
+    cfg = _engine_cfg(checkpoint_every=12, val_every=6, cpu_amp=cpu_amp)
     torch.manual_seed(0)
     model = _Toy()
     seen = []
