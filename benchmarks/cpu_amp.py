@@ -3,7 +3,7 @@
 One classifier step of the staged pipeline is a training pass (forward, the
 multi-label loss of both heads, backward, AdamW update) and, beside it, the
 published per-step multi-scale auxiliary CAM under no_grad (`band_cam:
-multiscale`: scales 1, 0.5, 1.5, each with its flip), the larger part on a CPU.
+multiscale`: the schema's `cam_scales`, each with its flip), the larger part on a CPU.
 Both are timed in full precision and under atsg's autocast of `cpu_amp`
 (`atsg.device.autocast`), alternating, on the same seeded crops and weights; the
 agreement is that of the two precisions' band CAMs (their largest difference and
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     def band_cam(dtype):
         def cam():
             with torch.no_grad(), autocast(device, dtype):
-                return multiscale_cams(model, images, (1.0, 0.5, 1.5), True, (crop, crop))[1]
+                return multiscale_cams(model, images, cfg["cam_scales"], True, (crop, crop))[1]
 
         return cam
 

@@ -43,9 +43,10 @@ def small_profile(folder: Path) -> Path:
     small = {"runtime": 10, "mem_mb": 1000, "cpus_per_task": 1}
     profile["default-resources"] = {**profile["default-resources"], **small}
     profile["set-resources"] = {rule: {**res, **small} for rule, res in profile["set-resources"].items()}
-    # The plugin checks a job `init` s after submitting it, then 10 s later each time more: checks at 7, 24, 58 s
-    # catch the tiny jobs (10-21 s on the CI node) at the second look.
-    profile.update({"slurm-init-seconds-before-status-checks": 7, "latency-wait": 5})
+    # The plugin checks a job `init` s after submitting it, then 10 s later each time more (back to `init` once a
+    # job ends): checks at 3, 16, 39 s see most tiny jobs (6-16 s here) at the second look. With 7 (24 s) the
+    # test took 193 s, with 3 177 s.
+    profile.update({"slurm-init-seconds-before-status-checks": 3, "latency-wait": 5})
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder

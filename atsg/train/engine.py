@@ -110,8 +110,8 @@ class Engine:
             weight_decay=cfg["weight_decay"],
             betas=tuple(cfg["betas"]),
         )
-        self.amp = autocast_dtype(device, cfg)  # the autocast dtype, None for full precision
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.autocast_dtype = autocast_dtype(device, cfg)  # None for full precision
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
 
     @property
     def last_path(self) -> Path:
@@ -158,7 +158,7 @@ class Engine:
 
     def _validate(self, step: int, validate: ValidateFn, best: dict, history: list) -> dict:
         self.model.eval()
-        with torch.no_grad(), autocast(self.device, self.amp):
+        with torch.no_grad(), autocast(self.device, self.autocast_dtype):
             metrics = validate(self.model)
         self.model.train()
         score = float(metrics[self.select]) if self.select else float(step)  # no metric: the latest weights
@@ -217,7 +217,7 @@ class Engine:
             batch_data = {
                 k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch_data.items()
             }
-            with autocast(self.device, self.amp):
+            with autocast(self.device, self.autocast_dtype):
                 loss, parts = forward(batch_data, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{self.name}: loss is {loss.item()} at step {step}; lower the learning rate")
@@ -278,5 +278,5 @@ class Engine:
             seconds=seconds,
             resumed_from=resumed_from,
             steps_per_second=rate,
-            autocast=str(self.amp).removeprefix("torch.") if self.amp else None,
+            autocast=str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None,
         )
