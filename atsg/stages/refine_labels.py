@@ -16,7 +16,6 @@ from ..refine.calibrate import choose_thresholds
 from ..refine.pseudo import Refiner
 from ..store import IGNORE, atomic_store, base_attrs, create_tile_arrays, open_store
 from .common import Tiles, batches, evenly_spaced, file_sha256, read_cams, read_tiles
-from .train_classifier import load_classifier
 
 
 def run_refine_labels(
@@ -40,6 +39,8 @@ def run_refine_labels(
     if r["affinity"]:
         if classifier_path is None:
             raise DataError("refine.affinity is on but no classifier was given (--classifier)")
+        from .train_classifier import load_classifier  # timm's import (about 5 s) only for the affinity walk
+
         model, classifier_record = load_classifier(classifier_path, tiles, device)
     refiner = Refiner(r, tiles.background, len(tiles.classes)).to(device)
     inputs = {"tiles": recorded_key(tiles.attrs, tiles.path), "cams": recorded_key(cams.attrs, cams_path)}
