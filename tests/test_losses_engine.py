@@ -73,8 +73,8 @@ def _engine_cfg(**overrides):
     return validate_config({"classifier": {**base, **overrides}})["classifier"]
 
 
-def _fit(workdir, crash_at=None):
-    cfg = _engine_cfg(checkpoint_every=5, val_every=4)
+def _fit(workdir, crash_at=None, ema=0.0):
+    cfg = _engine_cfg(checkpoint_every=5, val_every=4, ema=ema)
     torch.manual_seed(0)
     model = _Toy()
     engine = Engine(model, cfg, torch.device("cpu"), workdir, "fp", "score", "toy")
@@ -110,6 +110,57 @@ def test_training_resumes_from_the_last_checkpoint_and_matches_an_uninterrupted_
     assert resumed.best_step == full.best_step and resumed.best_score == pytest.approx(full.best_score)
     # the rate counts the steps this run made (12, and 7 after the resume), over their time only
     assert full.steps_per_second > 12 / full.seconds and resumed.steps_per_second > 7 / resumed.seconds
+
+
+def test_weight_average_is_what_is_validated_and_kept(tmp_path):
+    """ema > 0: validation sees, and the result holds, the moving average of the weights (hand-computed from the
+    weights each step starts from), in eval mode; the training itself is the same as without it."""
+    seen, scored = [], []
+
+    def run(ema, workdir):
+        cfg = _engine_cfg(checkpoint_every=12, val_every=12, ema=ema)
+        torch.manual_seed(0)
+        model = _Toy()
+        steps = []
+
+        def loss_fn(m, batch, step):
+            steps.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+            loss = F.mse_loss(m(batch["x"]), batch["y"])
+            return loss, {"mse": loss.item()}
+
+        def validate(m):
+            scored.append((m.training, m is model))
+            return {"score": 0.0}
+
+        engine = Engine(model, cfg, torch.device("cpu"), workdir, "fp", "score", "toy")
+        result = engine.fit(_Samples(), loss_fn, validate)
+        seen.append(steps + [model.state_dict()])
+        return result
+
+    plain, averaged = run(0.0, tmp_path / "plain"), run(0.9, tmp_path / "ema")
+    for a, b in zip(seen[0], seen[1]):  # the same weights at every step: the average does not touch training
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    weights = seen[1]
+    expected = {k: v.clone() for k, v in weights[0].items()}
+    for step in range(1, 13):
+        m = min(0.9, (1 + step) / (10 + step))
+        for k in expected:
+            expected[k] += (1 - m) * (weights[step][k] - expected[k])
+    for k, v in expected.items():
+        assert torch.allclose(averaged.best_state[k], v, atol=1e-6), k
+        assert torch.equal(plain.best_state[k], weights[-1][k])
+    assert not torch.allclose(averaged.best_state["head.weight"], weights[-1]["head.weight"], atol=1e-4)
+    assert scored == [(False, True), (False, False)]  # both in eval mode; with ema, not the trained module
+
+
+def test_weight_average_resumes_exactly(tmp_path):
+    full, _ = _fit(tmp_path / "a", ema=0.8)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "b", crash_at=7, ema=0.8)
+    resumed, _ = _fit(tmp_path / "b", ema=0.8)
+    assert resumed.resumed_from == 5
+    for k, v in full.best_state.items():
+        assert torch.allclose(resumed.best_state[k], v, atol=1e-6), k
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):

@@ -3,7 +3,9 @@
 AdamW with a head learning-rate multiplier, linear warm-up then poly decay,
 gradient clipping, mixed precision on CUDA, seeded batches and dropout,
 resumable checkpoints every N steps, validation every N steps keeping the best
-weights by a validation score (computed on the val split by the stage).
+weights by a validation score (computed on the val split by the stage). With
+``ema`` above 0 an exponential moving average of the weights is kept beside them,
+and validation, selection and the returned weights are the average's.
 
 Under torchrun (train.gpus > 1) the model runs inside DistributedDataParallel:
 every process takes an equal, fixed share of each step's samples, gradients are
@@ -112,6 +114,26 @@ class Engine:
         )
         self.autocast_dtype = autocast_dtype(device, cfg)  # None for full precision
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
+        self.average = None  # the moving average of the weights (cfg ema > 0): what is validated and kept
+        if cfg["ema"]:
+            self.average = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    @property
+    def scored(self) -> nn.Module:
+        """The weights that are validated and kept: the moving average when there is one."""
+        return self.model if self.average is None else self.average
+
+    @torch.no_grad()
+    def _update_average(self, step: int) -> None:
+        """Move the average towards the weights after ``step`` steps, by 1 - min(ema, (1 + step) / (10 + step))
+        (early steps, when the weights move most, get a shorter memory); integer buffers are copied."""
+        momentum = min(self.cfg["ema"], (1 + step) / (10 + step))
+        current = self.model.state_dict()
+        for name, avg in self.average.state_dict().items():
+            if avg.is_floating_point():
+                avg.lerp_(current[name], 1.0 - momentum)
+            else:
+                avg.copy_(current[name])
 
     @property
     def last_path(self) -> Path:
@@ -123,6 +145,7 @@ class Engine:
                 "fingerprint": self.fingerprint,
                 "step": step,
                 "model": self.model.state_dict(),
+                "average": None if self.average is None else self.average.state_dict(),
                 "opt": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "best": best,
@@ -145,6 +168,8 @@ class Engine:
             log.info("%s: checkpoint %s was made with other settings or data; starting over", self.name, self.last_path)
             return fresh
         self.model.load_state_dict(ck["model"])
+        if self.average is not None:
+            self.average.load_state_dict(ck["average"])
         self.opt.load_state_dict(ck["opt"])
         self.scaler.load_state_dict(ck["scaler"])
         log.info("%s: resuming from step %d (%s)", self.name, ck["step"], self.last_path)
@@ -157,10 +182,12 @@ class Engine:
         return self.cfg["lr"] * factor
 
     def _validate(self, step: int, validate: ValidateFn, best: dict, history: list) -> dict:
-        self.model.eval()
+        model = self.scored
+        model.eval()
         with torch.no_grad(), autocast(self.device, self.autocast_dtype):
-            metrics = validate(self.model)
-        self.model.train()
+            metrics = validate(model)
+        if self.average is None:
+            self.model.train()
         score = float(metrics[self.select]) if self.select else float(step)  # no metric: the latest weights
         history.append({"step": step, **metrics})
         log.info(
@@ -173,7 +200,7 @@ class Engine:
             best = {
                 "score": score,
                 "step": step,
-                "state": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+                "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
             }
         return best
 
@@ -229,6 +256,8 @@ class Engine:
             self.scaler.step(self.opt)
             self.scaler.update()
             step += 1
+            if self.average is not None:
+                self._update_average(step)
             running["loss"] = running.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
                 running[k] = running.get(k, 0.0) + v
